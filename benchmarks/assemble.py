@@ -1,0 +1,22 @@
+"""Concatenate benchmarks/results/*.md (each written by its benchmark script) into BENCHMARKS.md."""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ORDER = ["guidelines", "igc_width", "zoo", "training", "deploy", "deep_compression", "channel_pruning", "run"]
+
+
+def main() -> None:
+    res = ROOT / "benchmarks" / "results"
+    parts = sorted(res.glob("*.md"), key=lambda p: (ORDER.index(p.stem) if p.stem in ORDER else 99, p.stem))
+    head = ("# Benchmarks\n\nEvery table here is printed by a script in `benchmarks/` (named in each section) and "
+            "copied from `benchmarks/results/`. Speed figures are ratios against a reference measured in the same "
+            "run on the same machine (median and spread over repeated runs), because the machine is shared and "
+            "noisy.\n\n")
+    body = "\n\n".join(p.read_text().strip() for p in parts)
+    (ROOT / "BENCHMARKS.md").write_text(head + body + "\n")
+    print(f"BENCHMARKS.md: {len(parts)} sections")
+
+
+if __name__ == "__main__":
+    main()

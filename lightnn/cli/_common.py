@@ -1,0 +1,59 @@
+"""Helpers shared by subcommands: help formatting, YAML configs under flags, model-name wildcards."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..errors import LightnnError
+
+
+def add_command(sub, name: str, help: str, examples: list[str], description: str | None = None) -> argparse.ArgumentParser:
+    """Add a subparser whose --help ends with runnable examples."""
+    epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples)
+    return sub.add_parser(name, help=help, description=description or help, epilog=epilog,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise LightnnError(f"config file {str(p)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise LightnnError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise LightnnError(f"config file {str(p)!r} must hold a mapping at the top level")
+    return data
+
+
+def merge_config(args: argparse.Namespace, parser_defaults: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """Config-file values sit under explicit flags: a flag left at its default takes the file's value."""
+    out = dict(config)
+    for k, v in vars(args).items():
+        if k.startswith("_"):
+            continue
+        if k not in out or v != parser_defaults.get(k):
+            out[k] = v
+    return out
+
+
+def expand_models(patterns: list[str]) -> list[str]:
+    """Expand registry wildcards; a pattern that matches nothing is an error naming it."""
+    from ..models import list_models, model_info
+
+    names: list[str] = []
+    for p in patterns:
+        if any(ch in p for ch in "*?["):
+            found = list_models(p)
+            if not found:
+                raise LightnnError(f"no model matches {p!r} (see `lightnn list`)")
+            names.extend(found)
+        else:
+            model_info(p)  # raises UnknownModelError with a hint
+            names.append(p)
+    return list(dict.fromkeys(names))

@@ -1,0 +1,29 @@
+"""User-facing errors.
+
+Everything that is the caller's fault (a missing file, an unknown model name, a width that does not divide into
+groups) raises a subclass of :class:`LightnnError`. The CLI prints these as one line, never as a traceback.
+``LightnnError`` subclasses ``ValueError`` so library users can catch either.
+"""
+
+
+class LightnnError(ValueError):
+    """A problem with the caller's input, reported with the input's name and what is wrong."""
+
+
+class UnknownModelError(LightnnError, KeyError):
+    """An unknown registry name."""
+
+    def __str__(self) -> str:  # KeyError would add quotes around the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DataError(LightnnError):
+    """A dataset path, image file or cache that cannot be used."""
+
+
+class CheckpointError(LightnnError):
+    """A checkpoint or compressed-model file that cannot be read."""
+
+
+class UnsupportedOpError(LightnnError):
+    """An op the profiler, pruner or exporter cannot handle; the message names the op and the layer."""

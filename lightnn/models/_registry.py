@@ -1,0 +1,117 @@
+"""The model registry: one name -> one builder function.
+
+A builder is a plain function ``fn(*, num_classes=1000, in_chans=3, **arch_kwargs) -> nn.Module`` decorated with
+:func:`register_model`. :func:`create_model` records the registry name and the architecture arguments on the model
+(``model.lightnn_name``, ``model.lightnn_args``) so that checkpoints can rebuild it without pickled code.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch.nn as nn
+
+from ..errors import LightnnError, UnknownModelError
+
+__all__ = ["register_model", "create_model", "list_models", "model_info", "is_model", "ModelInfo"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    fn: Callable[..., nn.Module]
+    family: str
+    input_size: tuple[int, int, int]  # (C, H, W) the model was designed for
+    test_input_size: tuple[int, int, int]  # smallest convenient input for fast tests
+    paper: str = ""
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register_model(
+    fn: Callable[..., nn.Module] | None = None,
+    *,
+    name: str | None = None,
+    input_size: tuple[int, int, int] = (3, 224, 224),
+    test_input_size: tuple[int, int, int] | None = None,
+    paper: str = "",
+    tags: tuple[str, ...] = (),
+):
+    """Register a builder under ``name`` (default: the function's name). Duplicate names raise."""
+
+    def wrap(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or f.__name__
+        if key in _REGISTRY:
+            raise LightnnError(f"model name {key!r} is registered twice ({_REGISTRY[key].fn.__module__} and {f.__module__})")
+        family = f.__module__.rsplit(".", 1)[-1]
+        tis = test_input_size or ((input_size[0], 32, 32) if input_size[1] <= 32 else (input_size[0], 64, 64))
+        _REGISTRY[key] = ModelInfo(key, f, family, tuple(input_size), tuple(tis), paper, tuple(tags))
+        return f
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def _ensure_loaded() -> None:
+    # Importing the package registers every family.
+    from . import _families  # noqa: F401
+
+
+def list_models(pattern: str | list[str] = "*") -> list[str]:
+    """Sorted registry names matching a shell-style wildcard (or any of several)."""
+    _ensure_loaded()
+    pats = [pattern] if isinstance(pattern, str) else list(pattern)
+    return sorted(n for n in _REGISTRY if any(fnmatch.fnmatchcase(n, p) for p in pats))
+
+
+def is_model(name: str) -> bool:
+    _ensure_loaded()
+    return name in _REGISTRY
+
+
+def model_info(name: str) -> ModelInfo:
+    _ensure_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = fnmatch.filter(_REGISTRY, f"*{name.split('_')[0]}*")[:8]
+        hint = f"; similar: {', '.join(sorted(close))}" if close else ""
+        raise UnknownModelError(f"unknown model name {name!r} (see `lightnn list`{hint})") from None
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    checkpoint: str | None = None,
+    **arch_kwargs: Any,
+) -> nn.Module:
+    """Build a registered model.
+
+    ``checkpoint`` may be a lightnn checkpoint (its stored architecture arguments are used, then overridden by
+    any given here) or a torchvision state-dict file of the same architecture.
+    """
+    if checkpoint is not None:
+        from ..checkpoint import load_model
+
+        return load_model(checkpoint, name=name, num_classes=num_classes, in_chans=in_chans, **arch_kwargs)
+    info = model_info(name)
+    sig = inspect.signature(info.fn)
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+    unknown = [k for k in arch_kwargs if k not in sig.parameters and not accepts_any]
+    if unknown:
+        allowed = [k for k in sig.parameters if k not in ("num_classes", "in_chans")]
+        raise LightnnError(f"model {name!r} does not take argument(s) {unknown}; it takes {allowed}")
+    if num_classes < 1:
+        raise LightnnError(f"num_classes must be >= 1, got {num_classes}")
+    if in_chans < 1:
+        raise LightnnError(f"in_chans must be >= 1, got {in_chans}")
+    model = info.fn(num_classes=num_classes, in_chans=in_chans, **arch_kwargs)
+    model.lightnn_name = name
+    model.lightnn_args = {"num_classes": num_classes, "in_chans": in_chans, **arch_kwargs}
+    return model
