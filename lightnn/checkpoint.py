@@ -149,3 +149,13 @@ def load_model(path: str | os.PathLike, name: str | None = None, **overrides: An
         load_foreign_state_dict(model, obj, source=str(path))
         return model
     raise CheckpointError(f"{str(path)!r} is neither a lightnn checkpoint nor a state dict")
+
+
+def load_any(path: str | os.PathLike, **overrides: Any) -> nn.Module:
+    """Load a model from any file lightnn writes: a checkpoint (``.pt``) or a Deep Compression file (``.lnz``)."""
+    p = Path(path)
+    if p.suffix == ".lnz":
+        from .compress import load as load_compressed
+
+        return load_compressed(p)
+    return load_model(p, **overrides)

@@ -6,7 +6,7 @@ FAMILIES = [
     # torchvision-shared families
     "mobilenet_v2", "mobilenet_v3", "shufflenet_v2", "mnasnet", "inception", "resnet", "alexnet", "vgg",
     # lightnn's own
-    "mobilenet_v1", "shufflenet_v1", "xception", "lenet", "resnet_cifar", "igc",
+    "mobilenet_v1", "shufflenet_v1", "xception", "lenet", "resnet_cifar", "alexnet_grouped", "igc",
 ]
 
 for _name in FAMILIES:
