@@ -87,7 +87,7 @@ def create_model(
     name: str,
     *,
     num_classes: int = 1000,
-    in_chans: int = 3,
+    in_chans: int | None = None,
     checkpoint: str | None = None,
     **arch_kwargs: Any,
 ) -> nn.Module:
@@ -99,8 +99,11 @@ def create_model(
     if checkpoint is not None:
         from ..checkpoint import load_model
 
-        return load_model(checkpoint, name=name, num_classes=num_classes, in_chans=in_chans, **arch_kwargs)
+        chans = {} if in_chans is None else {"in_chans": in_chans}
+        return load_model(checkpoint, name=name, num_classes=num_classes, **chans, **arch_kwargs)
     info = model_info(name)
+    if in_chans is None:  # the channels the model was designed for (3; 1 for the MNIST LeNets)
+        in_chans = info.input_size[0]
     sig = inspect.signature(info.fn)
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
     unknown = [k for k in arch_kwargs if k not in sig.parameters and not accepts_any]

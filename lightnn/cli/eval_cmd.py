@@ -1,0 +1,78 @@
+"""`lightnn eval`: top-1, top-5, loss, per-class accuracy and confusion matrix of a checkpoint on a dataset."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+from ._common import add_command
+
+
+def add_parser(sub):
+    p = add_command(sub, "eval", "evaluate a checkpoint (.pt or .lnz): top-1/top-5, loss, per-class, confusion",
+                    ["lightnn eval runs/r20/model.pt --data sample",
+                     "lightnn eval runs/r20/model.pt --data ../shared/data/cifar10-train-jpeg.tar.gz --json",
+                     "lightnn eval model.lnz --data sample --split all"])
+    p.add_argument("checkpoint", help="a lightnn checkpoint (.pt) or Deep Compression file (.lnz)")
+    p.add_argument("--data", default="sample", help="dataset: folder, .zip, .tar.gz, CIFAR pickles, or 'sample'")
+    p.add_argument("--split", default="val", choices=["train", "val", "test", "all"],
+                   help="which split (val: the seeded split carved from train when there is none)")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--skip-corrupt", action="store_true")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", action="store_true", help="print one JSON object (top1, top5, loss, per_class, ...)")
+    return p
+
+
+def _meta(path: str) -> dict:
+    if path.endswith(".lnz"):
+        return {}
+    from ..checkpoint import read_checkpoint
+
+    obj = read_checkpoint(path)
+    return obj.get("meta", {}) if isinstance(obj, dict) else {}
+
+
+def run(args) -> int:
+    import torch
+
+    from ..checkpoint import load_any
+    from ..data import load_dataset
+    from ..train import evaluate
+
+    model = load_any(args.checkpoint)
+    meta = _meta(args.checkpoint)
+    size = (args.image_size, args.image_size) if args.image_size else None
+    data = load_dataset(args.data, args.split, val_fraction=args.val_fraction, seed=args.split_seed,
+                        image_size=size, skip_corrupt=args.skip_corrupt)
+    trained_on = meta.get("classes")
+    if trained_on and len(trained_on) == data.num_classes and list(trained_on) != data.classes:
+        warnings.warn(f"class names differ from the ones {args.checkpoint} was trained on", stacklevel=1)
+    norm = meta.get("normalize") or getattr(model, "lightnn_normalize", None) or {}
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    res = evaluate(model, data, batch_size=args.batch_size, device=device, mean=norm.get("mean"), std=norm.get("std"))
+    res = {"checkpoint": args.checkpoint, "model": getattr(model, "lightnn_name", type(model).__name__),
+           "data": str(args.data), "split": args.split, **res}
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    print(f"{res['model']} on {res['data']} ({args.split}, {res['n']} images)")
+    print(f"top-1 {res['top1']:.2f}%   top-5 {res['top5']:.2f}%   loss {res['loss']:.4f}")
+    w = max(len(c) for c in res["classes"])
+    print("\nper-class top-1:")
+    for c, a in zip(res["classes"], res["per_class"]):
+        print(f"  {c:<{w}}  {a:6.2f}%")
+    k = len(res["classes"])
+    if k <= 20:
+        print("\nconfusion matrix (rows: true, columns: predicted):")
+        cw = max(5, len(str(max(max(r) for r in res["confusion"]))) + 1)
+        print(" " * (w + 2) + "".join(f"{i:>{cw}}" for i in range(k)))
+        for i, (c, r) in enumerate(zip(res["classes"], res["confusion"])):
+            print(f"  {c:<{w}}" + "".join(f"{v:>{cw}}" for v in r) + f"   {i}")
+    else:
+        print(f"\n(confusion matrix {k}x{k}: use --json)")
+    return 0

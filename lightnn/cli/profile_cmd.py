@@ -1,0 +1,117 @@
+"""`lightnn profile`: params, multiply-adds, memory traffic (and optionally latency) of registered models."""
+
+from __future__ import annotations
+
+import json
+
+from ..errors import LightnnError
+from ._common import add_command, expand_models
+
+
+def add_parser(sub):
+    p = add_command(
+        sub, "profile", "count params, MACs (multiply-adds), memory traffic; optionally measure latency",
+        ["lightnn profile mobilenet_v2",
+         "lightnn profile 'mobilenet*' --input-size 224",
+         "lightnn profile mobilenet_v1 --by-type",
+         "lightnn profile shufflenet_v2_x1_0 --layers --csv",
+         "lightnn profile resnet18 mobilenet_v2 --latency --batch 1 --threads 1",
+         "lightnn profile 'shufflenet_v2*' --json"],
+        description="Count parameters, MACs (multiply-adds; FLOPs = 2 x MACs) and memory traffic (activations "
+                    "read + written + weights, ShuffleNet V2's memory access cost) of registered models, one forward "
+                    "pass in eval mode. Model names accept shell wildcards over `lightnn list`.")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="registry name(s); wildcards allowed ('mobilenet*')")
+    p.add_argument("--input-size", type=int, default=None, metavar="N",
+                   help="square input side (default: each model's own input size)")
+    p.add_argument("--batch", type=int, default=1, metavar="B", help="batch size (default 1)")
+    p.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (default 1000)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print JSON (one object per model)")
+    fmt.add_argument("--csv", action="store_true", help="print CSV")
+    p.add_argument("--layers", action="store_true", help="per-layer rows")
+    p.add_argument("--by-type", action="store_true", help="per-layer-type breakdown (MobileNet V1 Table 2 style)")
+    p.add_argument("--latency", action="store_true", help="also measure eager latency (median and IQR)")
+    p.add_argument("--threads", type=int, default=None, help="threads for --latency (default: torch's setting)")
+    p.add_argument("--runs", type=int, default=20, help="timed runs for --latency (default 20)")
+    p.add_argument("--non-strict", action="store_true",
+                   help="list ops the profiler cannot count instead of failing on them")
+    return p
+
+
+def run(args) -> int:
+    from .. import create_model
+    from ..models import model_info
+    from ..profile import measure_latency, profile
+    from ..report.tables import csv_table, fmt_bytes, fmt_count, markdown_table
+
+    if args.batch < 1:
+        raise LightnnError(f"--batch must be >= 1, got {args.batch}")
+    if args.input_size is not None and args.input_size < 1:
+        raise LightnnError(f"--input-size must be >= 1, got {args.input_size}")
+    names = expand_models(args.models)
+    reports, lats = [], []
+    for name in names:
+        info = model_info(name)
+        c, h, w = info.input_size
+        if args.input_size is not None:
+            h = w = args.input_size
+        model = create_model(name, num_classes=args.num_classes)
+        rep = profile(model, (args.batch, c, h, w), strict=not args.non_strict)
+        rep.model = name
+        reports.append(rep)
+        lats.append(measure_latency(model, (c, h, w), batch=args.batch, threads=args.threads, runs=args.runs)
+                    if args.latency else None)
+
+    if args.json:
+        out = []
+        for rep, lat in zip(reports, lats):
+            d = rep.to_dict(layers=args.layers)
+            if lat is not None:
+                d["latency"] = lat.to_dict()
+            out.append(d)
+        print(json.dumps(out[0] if len(out) == 1 else out, indent=1))
+        return 0
+
+    headers = ["model", "input", "params (M)", "MACs (multiply-adds, M)", "FLOPs (2xMACs, G)", "memory traffic (MB)",
+               "peak activations (MB)"]
+    if args.latency:
+        headers += ["latency median (ms)", "IQR (ms)", "threads"]
+    rows = []
+    for rep, lat in zip(reports, lats):
+        row = [rep.model, "x".join(map(str, rep.input_size)), fmt_count(rep.params), fmt_count(rep.macs),
+               fmt_count(rep.flops, "G", 3), f"{rep.memory_bytes / 1e6:.2f}", f"{rep.peak_activation_bytes / 1e6:.2f}"]
+        if lat is not None:
+            row += [f"{lat.median_ms:.2f}", f"{lat.iqr_ms:.2f}", lat.threads]
+        rows.append(row)
+
+    if args.csv:
+        if args.layers or args.by_type:
+            for rep in reports:
+                if args.layers:
+                    h, r = rep.layer_rows()
+                    print(csv_table(["model"] + h, [[rep.model] + x for x in r]), end="")
+                if args.by_type:
+                    print(csv_table(["model", "type", "layers", "macs", "macs_pct", "params", "params_pct",
+                                     "memory_bytes", "memory_pct"],
+                                    [[rep.model] + [t[k] for k in ("type", "layers", "macs", "macs_pct", "params",
+                                                                   "params_pct", "memory_bytes", "memory_pct")]
+                                     for t in rep.by_type()]), end="")
+        else:
+            print(csv_table(headers, rows), end="")
+        return 0
+
+    print(markdown_table(headers, rows))
+    for rep in reports:
+        if rep.uncounted:
+            print(f"\n{rep.model}: NOT COUNTED (non-strict): "
+                  + ", ".join(f"{k} x{len(v)}" for k, v in sorted(rep.uncounted.items())))
+        if rep.unrun_params:
+            print(f"\n{rep.model}: {rep.unrun_params:,} parameters belong to modules the forward pass did not run")
+        if args.by_type:
+            print(f"\n{rep.model}: resources per layer type\n")
+            print(rep.table(by_type=True).split("\n\n", 1)[1])
+        if args.layers:
+            print(f"\n{rep.model}: layers (memory = bytes read + written, {fmt_bytes(rep.memory_bytes)} in all)\n")
+            h, r = rep.layer_rows()
+            print(markdown_table(h, r))
+    return 0

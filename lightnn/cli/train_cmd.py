@@ -1,0 +1,117 @@
+"""`lightnn train`: train a registered model on an image dataset (single process, or DDP under torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..errors import LightnnError
+from ._common import add_command, load_yaml, merge_config
+
+
+def _kv(text: str) -> tuple[str, object]:
+    import yaml
+
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    return k.strip(), yaml.safe_load(v)
+
+
+def add_parser(sub):
+    p = add_command(
+        sub, "train", "train a model (SGD Nesterov, cosine/one-cycle, label smoothing, bf16, KD, resume, DDP)",
+        ["lightnn train resnet20 --data sample --epochs 2 --output runs/r20",
+         "lightnn train mobilenet_v2_cifar --data ../shared/data/cifar10-train-jpeg.tar.gz --epochs 30 "
+         "--arch width_mult=0.5 --output runs/mbv2",
+         "lightnn train resnet20 --config lightnn/configs/cifar10_resnet20.yaml --output runs/r20",
+         "lightnn train resnet20 --data sample --epochs 4 --output runs/r20 --resume",
+         "lightnn train resnet20 --data sample --epochs 2 --teacher runs/r56/model.pt --output runs/kd",
+         "torchrun --nproc_per_node=2 -m lightnn train resnet20 --data sample --epochs 2 --output runs/ddp"])
+    p.add_argument("model", nargs="?", help="registry name (see `lightnn list`); may come from --config")
+    p.add_argument("--config", help="YAML file with any of these options (flags override it)")
+    p.add_argument("--data", default="sample", help="dataset: folder, .zip, .tar.gz, CIFAR pickles, or 'sample'")
+    p.add_argument("--output", default=None, help="run directory (default runs/<model>)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=128, help="total over all DDP processes")
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--no-nesterov", dest="nesterov", action="store_false")
+    p.add_argument("--weight-decay", type=float, default=5e-4, help="not applied to norms and biases")
+    p.add_argument("--schedule", default="cosine", choices=["cosine", "onecycle", "constant"])
+    p.add_argument("--warmup-epochs", type=float, default=0.0)
+    p.add_argument("--min-lr", type=float, default=0.0)
+    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--no-augment", dest="augment", action="store_false", help="no pad+crop+flip")
+    p.add_argument("--amp", dest="amp", action="store_true", default=None, help="bf16 autocast (default: on GPU)")
+    p.add_argument("--no-amp", dest="amp", action="store_false")
+    p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--seed", type=int, default=0, help="shuffling, augmentation and dropout seed")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="validation share carved from train")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/val split")
+    p.add_argument("--image-size", type=int, default=None, help="resize images to this square size")
+    p.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images (with a warning)")
+    p.add_argument("--arch", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="architecture argument for create_model, e.g. width_mult=0.5 (repeatable)")
+    p.add_argument("--teacher", default=None, help="teacher checkpoint for knowledge distillation")
+    p.add_argument("--kd-temperature", type=float, default=4.0)
+    p.add_argument("--kd-weight", type=float, default=0.5)
+    p.add_argument("--aux-weight", type=float, default=0.4, help="weight of auxiliary-head losses")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pt if it exists")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
+    return p
+
+
+def run(args) -> int:
+    from .. import create_model
+    from ..data import load_dataset
+    from ..train import distributed as dist_utils
+    from ..train import fit
+
+    parser_defaults = {a.dest: a.default for a in add_parser(argparse.ArgumentParser().add_subparsers())._actions}
+    config = load_yaml(args.config) if args.config else {}
+    cfg = merge_config(args, parser_defaults, {k.replace("-", "_"): v for k, v in config.items()})
+    arch = dict(cfg.get("arch") or {}) if isinstance(cfg.get("arch"), dict) else dict(cfg.get("arch") or [])
+    if args.arch:
+        arch.update(dict(args.arch))
+    model_name = cfg.get("model")
+    if not model_name:
+        raise LightnnError("name a model to train (positional MODEL or `model:` in --config)")
+    output = cfg.get("output") or f"runs/{model_name}"
+
+    device = dist_utils.init_from_env(cfg.get("device"))
+    # rank 0 decodes and caches the data first so the other processes read the cache
+    if dist_utils.rank() != 0:
+        dist_utils.barrier()
+    size = (cfg["image_size"], cfg["image_size"]) if cfg.get("image_size") else None
+    common = dict(val_fraction=cfg["val_fraction"], seed=cfg["split_seed"], image_size=size,
+                  skip_corrupt=cfg["skip_corrupt"])
+    train = load_dataset(cfg["data"], "train", **common)
+    val = load_dataset(cfg["data"], "val", **common) if cfg["val_fraction"] > 0 else None
+    if dist_utils.rank() == 0:
+        dist_utils.barrier()
+
+    model = create_model(model_name, num_classes=train.num_classes, in_chans=train.images.shape[1], **arch)
+    resolved = {"model": model_name, "arch": arch, "data": str(cfg["data"]), "output": str(output),
+                "val_fraction": cfg["val_fraction"], "split_seed": cfg["split_seed"], "image_size": cfg.get("image_size"),
+                "classes": train.classes, "train_images": len(train), "val_images": len(val) if val is not None else 0}
+    result = fit(model, train, val, epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
+                 momentum=cfg["momentum"], nesterov=cfg["nesterov"], weight_decay=cfg["weight_decay"],
+                 schedule=cfg["schedule"], warmup_epochs=cfg["warmup_epochs"], min_lr=cfg["min_lr"],
+                 label_smoothing=cfg["label_smoothing"], augment=cfg["augment"], amp=cfg.get("amp"),
+                 channels_last=cfg.get("channels_last"), device=device, seed=cfg["seed"],
+                 teacher=cfg.get("teacher"), kd_temperature=cfg["kd_temperature"], kd_weight=cfg["kd_weight"],
+                 aux_weight=cfg["aux_weight"], output_dir=output, resume=cfg["resume"], config=resolved,
+                 progress=cfg["progress"] and not cfg["json"], verbose=not cfg["json"])
+    if dist_utils.rank() == 0:
+        summary = {"model": model_name, "output": str(output), **result["final"],
+                   "best_val_top1": result["best_val_top1"], "train_time_s": result["train_time_s"]}
+        if cfg["json"]:
+            print(json.dumps(summary))
+        else:
+            print(f"wrote {output}/model.pt (last.pt, metrics.jsonl, config.yaml)")
+    dist_utils.cleanup()
+    return 0

@@ -1,0 +1,245 @@
+"""ONNX export of any zoo model or checkpoint, and a parity check against PyTorch.
+
+``export_onnx`` folds BatchNorm into the convolutions (``fold.py``), exports with a dynamic batch axis, and records
+the model's name and input size in the ONNX metadata so ``lightnn quantize``/``bench`` can take the ``.onnx`` file
+alone. ``check_parity`` runs the same inputs through PyTorch and ONNX Runtime and enforces a tolerance on the max
+absolute difference and on top-1 agreement.
+
+The exporter is torch's TorchScript-based one (``dynamo=False``): it handles every zoo model in well under a
+second and its unsupported-op error names the aten op, which we map back to the layer that calls it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..errors import LightnnError, UnsupportedOpError
+from ..utils.io import atomic_write_bytes
+
+__all__ = ["export_onnx", "check_parity", "resolve_model", "onnx_input_size", "ParityReport", "DEFAULT_OPSET"]
+
+DEFAULT_OPSET = 17  # QuantizeLinear per-channel needs >= 13; 17 is what ONNX Runtime's quantizer tests most
+
+
+def resolve_model(source: str | os.PathLike | nn.Module, **overrides: Any) -> nn.Module:
+    """A model from a registry name, a checkpoint path (``.pt``/``.lnz``) or an ``nn.Module`` (returned as is)."""
+    if isinstance(source, nn.Module):
+        return source
+    from ..models import is_model
+
+    src = str(source)
+    if is_model(src):
+        from ..models import create_model
+
+        return create_model(src, **overrides)
+    p = Path(src)
+    if p.suffix == ".onnx":
+        raise LightnnError(f"{src!r} is already an ONNX model; this step needs a PyTorch model or checkpoint")
+    if not p.exists():
+        from ..models import model_info
+
+        if not any(ch in src for ch in "/\\.") :
+            model_info(src)  # unknown name: raises with a hint of similar names
+        raise LightnnError(f"{src!r} is neither a registered model name nor an existing checkpoint file")
+    from ..checkpoint import load_any
+
+    return load_any(p, **overrides)
+
+
+def model_input_size(model: nn.Module, input_size: Any = None) -> tuple[int, int, int]:
+    """(C, H, W) from an explicit size (int H=W, (H, W) or (C, H, W)), else the model's default input size."""
+    default = tuple(getattr(model, "default_input_size", None) or (3, 224, 224))
+    if input_size is None:
+        return default  # type: ignore[return-value]
+    if isinstance(input_size, int):
+        return (default[0], input_size, input_size)
+    size = tuple(int(s) for s in input_size)
+    if len(size) == 2:
+        return (default[0], *size)
+    if len(size) == 4:
+        size = size[1:]
+    if len(size) != 3 or min(size) < 1:
+        raise LightnnError(f"input_size must be H, (H, W) or (C, H, W), got {input_size!r}")
+    return size  # type: ignore[return-value]
+
+
+def onnx_input_size(path: str | os.PathLike) -> tuple[int, int, int] | None:
+    """(C, H, W) of an ONNX model's first input: from lightnn's metadata, else from static dims, else None."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    meta = {p.key: p.value for p in m.metadata_props}
+    if "lightnn.input_size" in meta:
+        return tuple(int(v) for v in meta["lightnn.input_size"].split(","))  # type: ignore[return-value]
+    dims = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
+    return tuple(dims[1:]) if len(dims) == 4 and all(d > 0 for d in dims[1:]) else None  # type: ignore[return-value]
+
+
+def _scope_to_module(scope: str) -> str:
+    # TorchScript scope "pkg.Model::/torch.nn.Conv2d::features.3/..." -> "features.3"; empty for the top level.
+    parts = [seg.split("::", 1)[1] for seg in scope.split("/") if "::" in seg]
+    parts = [p for p in parts if p]
+    return parts[-1] if parts else ""
+
+
+def _layer_calling(model: nn.Module, x: torch.Tensor, op: str) -> str | None:
+    """The module path whose forward calls aten ``op`` (from the traced graph's scopes), or None."""
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(model, (x,), check_trace=False)
+        graph = traced.inlined_graph
+    except Exception:
+        return None
+    for node in graph.nodes():
+        if node.kind() == op:
+            name = _scope_to_module(node.scopeName())
+            if not name:
+                return "<top-level forward>"
+            mod = model.get_submodule(name) if _has_submodule(model, name) else None
+            return f"{name} ({type(mod).__name__})" if mod is not None else name
+    return None
+
+
+def _has_submodule(model: nn.Module, name: str) -> bool:
+    try:
+        model.get_submodule(name)
+        return True
+    except AttributeError:
+        return False
+
+
+def export_onnx(
+    model_or_checkpoint: str | os.PathLike | nn.Module,
+    path: str | os.PathLike,
+    input_size: Any = None,
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = True,
+    fold_bn: bool = True,
+    batch_size: int = 1,
+) -> Path:
+    """Export a model (registry name, checkpoint or module) to ONNX at ``path`` and return the path.
+
+    BatchNorm is folded into the convolutions first (``fold_bn=True``); the batch axis is dynamic unless
+    ``dynamic_batch=False``. An op ONNX cannot express raises :class:`UnsupportedOpError` naming the op and the
+    layer that calls it.
+    """
+    model = resolve_model(model_or_checkpoint)
+    model.eval()
+    size = model_input_size(model, input_size)
+    net = _fold(model) if fold_bn else model
+    x = torch.randn(batch_size, *size)
+    buf = io.BytesIO()
+    axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice and tracer warnings
+            torch.onnx.export(net, (x,), buf, dynamo=False, opset_version=opset, input_names=["input"],
+                              output_names=["logits"], dynamic_axes=axes, do_constant_folding=True)
+    except torch.onnx.errors.UnsupportedOperatorError as e:
+        m = re.search(r"operator '([^']+)'", str(e))
+        op = m.group(1) if m else "?"
+        layer = _layer_calling(net, x, op) if m else None
+        name = getattr(model, "lightnn_name", type(model).__name__)
+        where = f" in layer {layer}" if layer else ""
+        raise UnsupportedOpError(f"model {name!r} does not export to ONNX (opset {opset}): op {op!r}{where} has "
+                                 f"no ONNX equivalent; replace it or try another --opset") from None
+    import onnx
+
+    proto = onnx.load_from_string(buf.getvalue())
+    meta = {"lightnn.input_size": ",".join(map(str, size)), "lightnn.bn_folded": str(bool(fold_bn))}
+    if getattr(model, "lightnn_name", None):
+        meta["lightnn.model"] = model.lightnn_name
+    onnx.helper.set_model_props(proto, meta)
+    return atomic_write_bytes(path, proto.SerializeToString())
+
+
+def _fold(model: nn.Module) -> nn.Module:
+    from .fold import fold_bn as _fold_bn
+
+    return _fold_bn(model)
+
+
+@dataclass
+class ParityReport:
+    """PyTorch vs ONNX Runtime on the same inputs."""
+
+    max_abs_diff: float
+    max_abs_ref: float
+    top1_agreement: float
+    n: int
+    tolerance: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def _as_batches(inputs: Any, size: tuple[int, int, int] | None) -> list[np.ndarray]:
+    if isinstance(inputs, int):
+        if size is None:
+            raise LightnnError("check_parity: give input tensors, or an input size with a number of random inputs")
+        g = torch.Generator().manual_seed(0)
+        return [torch.randn(inputs, *size, generator=g).numpy()]
+    if isinstance(inputs, (torch.Tensor, np.ndarray)):
+        inputs = [inputs]
+    out = []
+    for b in inputs:
+        if isinstance(b, (tuple, list)):  # (images, labels) batches from a loader
+            b = b[0]
+        out.append(np.ascontiguousarray(b.detach().cpu().numpy() if isinstance(b, torch.Tensor) else b,
+                                        dtype=np.float32))
+    return out
+
+
+def check_parity(
+    model: str | os.PathLike | nn.Module,
+    onnx_path: str | os.PathLike,
+    inputs: Any = 8,
+    atol: float = 1e-4,
+    min_top1: float = 0.99,
+    raise_on_fail: bool = True,
+) -> ParityReport:
+    """Compare ``model`` (eval mode) with the ONNX file on ``inputs``: max |diff| and top-1 agreement.
+
+    ``inputs`` is a tensor/array, a list of batches or ``(images, labels)`` pairs, or an int (that many random
+    inputs at the ONNX model's input size). The difference must stay within ``atol * max(1, max|logit|)``.
+    A top-1 disagreement only counts when the two classes' reference logits differ by more than the measured
+    error (an exact tie can flip either way); the agreement must reach ``min_top1``. Raises
+    :class:`LightnnError` when either check fails (unless ``raise_on_fail=False``).
+    """
+    from .runtime import OrtSession
+
+    net = resolve_model(model).eval()
+    sess = OrtSession(onnx_path, threads=1)
+    batches = _as_batches(inputs, sess.input_size)
+    max_diff = max_ref = 0.0
+    refs, outs = [], []
+    with torch.no_grad():
+        for b in batches:
+            ref = net(torch.from_numpy(b)).float().numpy()
+            out = sess.run(b)
+            max_diff = max(max_diff, float(np.abs(ref - out).max()))
+            max_ref = max(max_ref, float(np.abs(ref).max()))
+            refs.append(ref)
+            outs.append(out)
+    ref, out = np.concatenate(refs), np.concatenate(outs)
+    rt, ot = ref.argmax(1), out.argmax(1)
+    gap = np.abs(ref[np.arange(len(ref)), rt] - ref[np.arange(len(ref)), ot])
+    agree = float(np.mean((rt == ot) | (gap <= 2 * max_diff + 1e-7)))
+    tol = atol * max(1.0, max_ref)
+    rep = ParityReport(max_diff, max_ref, agree, len(ref), tol)
+    if raise_on_fail and (max_diff > tol or agree < min_top1 or not np.isfinite(max_diff)):
+        raise LightnnError(f"ONNX model {str(onnx_path)!r} does not match PyTorch: max |diff| {max_diff:.3g} "
+                           f"(tolerance {tol:.3g}), top-1 agreement {agree:.1%} (need {min_top1:.0%}) "
+                           f"on {len(ref)} inputs")
+    return rep

@@ -1,0 +1,474 @@
+"""Post-training static int8 with ONNX Runtime's quantizer, on the recipe that is actually fast on CPU.
+
+Run naively (``quantize_static`` defaults: QDQ with int8 activations, per-tensor weights, no pre-processing), ONNX
+Runtime's quantizer produces a MobileNetV2 that is *slower* than fp32 on x86: Conv-BN-ReLU are not fused before Q/DQ
+pairs are placed, so the runtime cannot form QLinearConv kernels and spends its time converting back and forth; and
+signed activations miss the u8 x s8 dot-product kernels (VNNI). lightnn always takes the fast path:
+
+1. ``quant_pre_process``: symbolic + ONNX shape inference and graph optimization (fusions) before quantization,
+   so every tensor has a shape and Conv/BN/ReLU/Clip are single nodes when Q/DQ pairs are placed;
+2. uint8 (affine) activations and int8 symmetric per-channel weights (Jacob et al. 2018; Krishnamoorthi 2018,
+   "Quantizing deep convolutional networks for efficient inference", per-channel weights recover most accuracy);
+3. ``reduce_range`` (7-bit weights) only on x86 without VNNI, where u8 x s8 products can saturate;
+4. the QDQ format, which ONNX Runtime fuses into QLinear kernels at load (``benchmarks/deploy.py`` measures the
+   alternative QOperator format too).
+
+Calibration observes activations on a few hundred real images with min-max, percentile or entropy (KL) ranges.
+:func:`quantize_report` measures what the int8 model gives (size on disk, accuracy, latency at batch 1 and 32)
+and, when int8 is not faster than fp32, searches for a *mixed* model that keeps the slow op types in float —
+it never ships a slower model silently. Float16 (weights stored as half) is a third option, :func:`export_fp16`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import DataError, LightnnError
+from ..utils.io import atomic_write_bytes
+from .calib import ImageSet, load_images
+from .runtime import Latency, OrtSession
+
+__all__ = ["quantize_int8", "quantize_naive", "quantize_report", "export_fp16", "cpu_has_vnni", "QuantReport",
+           "CALIBRATION_METHODS", "as_image_set", "evaluate_onnx", "op_type_times", "file_size"]
+
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+
+
+def cpu_has_vnni() -> bool:
+    """True where the CPU has 8-bit dot-product instructions (AVX512-VNNI / AVX-VNNI / AMX, or any ARM)."""
+    import platform
+
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True  # cannot tell: 8-bit weights are the better default on modern CPUs
+    return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+def file_size(path: str | os.PathLike) -> int:
+    return Path(path).stat().st_size
+
+
+class _Reader:
+    """A ``CalibrationDataReader`` over an in-memory array, in batches (the model's batch axis is dynamic)."""
+
+    def __init__(self, input_name: str, images: np.ndarray, batch_size: int) -> None:
+        self.input_name, self.images, self.batch_size = input_name, images, batch_size
+        self.rewind()
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter({self.input_name: self.images[i:i + self.batch_size]}
+                        for i in range(0, len(self.images), self.batch_size))
+
+
+def _reader_class():
+    from onnxruntime.quantization import CalibrationDataReader
+
+    # ORT checks isinstance(reader, CalibrationDataReader); subclass lazily so importing lightnn stays light.
+    return type("LightnnCalibrationReader", (_Reader, CalibrationDataReader), {})
+
+
+def _input_meta(path: str | os.PathLike) -> tuple[str, tuple[int, int, int] | None, int | None]:
+    import onnx
+
+    from .onnx import onnx_input_size
+
+    m = onnx.load(str(path), load_external_data=False)
+    inp = m.graph.input[0]
+    d0 = inp.type.tensor_type.shape.dim[0] if inp.type.tensor_type.shape.dim else None
+    fixed = d0.dim_value if d0 is not None and d0.HasField("dim_value") and d0.dim_value > 0 else None
+    return inp.name, onnx_input_size(path), fixed
+
+
+def as_image_set(data: Any, input_size: Sequence[int], limit: int | None = 300, resize: bool = False,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 split: str = "all") -> ImageSet:
+    """Calibration/validation data as an :class:`ImageSet`: an ImageSet, an (N, C, H, W) array, or a path."""
+    if isinstance(data, ImageSet):
+        return data
+    if hasattr(data, "detach"):
+        data = data.detach().cpu().numpy()
+    if isinstance(data, np.ndarray):
+        if data.ndim != 4 or tuple(data.shape[1:]) != tuple(input_size):
+            raise DataError(f"calibration array has shape {tuple(data.shape)}, expected (N, *{tuple(input_size)})")
+        if len(data) == 0:
+            raise DataError("calibration array holds no images")
+        return ImageSet(np.ascontiguousarray(data[:limit] if limit else data, np.float32), None, [], "<array>")
+    if data is None:
+        raise DataError("static int8 needs calibration data (a folder or zip of images, an array, or 'sample')")
+    return load_images(data, input_size, limit=limit, resize=resize, mean=mean, std=std, split=split)
+
+
+def _method(name: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    table = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+             "entropy": CalibrationMethod.Entropy}
+    if name not in table:
+        raise LightnnError(f"calibration method must be one of {list(table)}, got {name!r}")
+    return table[name]
+
+
+def _preprocess(src: Path, dst: Path) -> Path:
+    """Shape inference + graph optimization before quantization (the step naive recipes skip)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+    except Exception:  # symbolic shape inference does not know every op; ONNX's own inference still helps
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+    return dst
+
+
+def quantize_int8(
+    onnx_fp32_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    calibration_data: Any,
+    method: str = "minmax",
+    per_channel: bool = True,
+    fmt: str = "qdq",
+    percentile: float = 99.999,
+    reduce_range: bool | None = None,
+    op_types_to_keep_float: Sequence[str] = (),
+    nodes_to_exclude: Sequence[str] = (),
+    preprocess: bool = True,
+    calib_limit: int = 300,
+    calib_batch: int = 16,
+    resize: bool = False,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    activation_ranges: dict[str, list[dict[str, Any]]] | None = None,
+) -> Path:
+    """Quantize an fp32 ONNX model to static int8 with the fast recipe (module docstring) and return the path.
+
+    ``calibration_data``: an :class:`ImageSet`, an (N, C, H, W) normalized array, a folder/zip of images or
+    ``"sample"`` (at most ``calib_limit`` images are used). ``method``: ``"minmax"``, ``"percentile"`` (clip at
+    ``percentile``) or ``"entropy"`` (KL divergence, TensorRT's method). ``op_types_to_keep_float`` (e.g.
+    ``["Add"]``) and ``nodes_to_exclude`` give a mixed model. ``activation_ranges`` (``{tensor: [{"rmin": .., "rmax": ..}]}``, e.g.
+    ranges learned by QAT) override calibration for those tensors.
+    """
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    src = Path(onnx_fp32_path)
+    if not src.is_file():
+        raise LightnnError(f"ONNX model {str(src)!r} does not exist")
+    if fmt not in ("qdq", "qoperator"):
+        raise LightnnError(f"format must be 'qdq' or 'qoperator', got {fmt!r}")
+    input_name, size, fixed_batch = _input_meta(src)
+    if size is None:
+        raise LightnnError(f"ONNX model {str(src)!r} has no static (C, H, W) input size to calibrate at")
+    data = as_image_set(calibration_data, size, calib_limit, resize, mean, std)
+    if reduce_range is None:
+        reduce_range = not cpu_has_vnni()
+    keep = {t.strip() for t in op_types_to_keep_float if t.strip()}
+    with tempfile.TemporaryDirectory(prefix="lightnn-q-") as d:
+        model_in = _preprocess(src, Path(d) / "pre.onnx") if preprocess else src
+        op_types = None
+        if keep:
+            from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+            reg = QDQRegistry if fmt == "qdq" else QLinearOpsRegistry
+            op_types = [t for t in reg if t not in keep]
+        extra: dict[str, Any] = {"CalibPercentile": percentile, "ActivationSymmetric": False, "WeightSymmetric": True}
+        if activation_ranges:
+            names = _tensor_names(model_in)
+            kept = {k: v for k, v in activation_ranges.items() if k in names}
+            if kept:
+                extra["TensorQuantOverrides"] = kept
+        reader = _reader_class()(input_name, data.images, fixed_batch or calib_batch)
+        tmp_out = Path(d) / "int8.onnx"
+        try:
+            quantize_static(
+                str(model_in), str(tmp_out), reader,
+                quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
+                op_types_to_quantize=op_types,
+                per_channel=per_channel,
+                reduce_range=reduce_range,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=list(nodes_to_exclude) or None,
+                calibrate_method=_method(method),
+                extra_options=extra,
+            )
+        except LightnnError:
+            raise
+        except Exception as e:
+            raise LightnnError(f"ONNX Runtime could not quantize {str(src)!r}: {type(e).__name__}: "
+                               f"{str(e).splitlines()[0][:300]}") from None
+        out = Path(out_path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write_bytes(out, tmp_out.read_bytes())
+
+
+def _tensor_names(path: Path) -> set[str]:
+    import onnx
+
+    g = onnx.load(str(path)).graph
+    return {t for n in g.node for t in (*n.input, *n.output)} | {i.name for i in g.input}
+
+
+def quantize_naive(onnx_fp32_path: str | os.PathLike, out_path: str | os.PathLike, calibration_data: Any,
+                   calib_limit: int = 300) -> Path:
+    """``quantize_static`` with its defaults and no pre-processing: the slow baseline people report."""
+    from onnxruntime.quantization import quantize_static
+
+    src = Path(onnx_fp32_path)
+    input_name, size, fixed_batch = _input_meta(src)
+    data = as_image_set(calibration_data, size, calib_limit)
+    with tempfile.TemporaryDirectory(prefix="lightnn-qn-") as d:
+        tmp = Path(d) / "naive.onnx"
+        quantize_static(str(src), str(tmp), _reader_class()(input_name, data.images, fixed_batch or 16))
+        return atomic_write_bytes(out_path, tmp.read_bytes())
+
+
+def export_fp16(onnx_fp32_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
+    """Store every float32 weight as float16 (half the size on disk); compute stays float32.
+
+    Each converted initializer feeds a ``Cast(to=float)`` that ONNX Runtime constant-folds at load, so the model
+    runs on every CPU (x86 ONNX Runtime has few fp16 kernels) with the accuracy of fp16-rounded weights.
+    Written with ``onnx`` + numpy (onnxconverter-common is not a dependency).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    m = onnx.load(str(onnx_fp32_path))
+    g = m.graph
+    new_inits, casts = [], []
+    for init in g.initializer:
+        if init.data_type != TensorProto.FLOAT or int(np.prod(init.dims)) < 16:
+            new_inits.append(init)  # small tensors (shapes, scalars) stay as they are
+            continue
+        arr = numpy_helper.to_array(init).astype(np.float16)
+        half_name = init.name + "_fp16"
+        new_inits.append(numpy_helper.from_array(arr, half_name))
+        casts.append(helper.make_node("Cast", [half_name], [init.name], to=TensorProto.FLOAT,
+                                      name=f"{init.name}_cast"))
+    del g.initializer[:]
+    g.initializer.extend(new_inits)
+    nodes = list(g.node)
+    del g.node[:]
+    g.node.extend(casts + nodes)
+    # drop value_info / graph inputs that shadow converted initializers (old IR versions list them as inputs)
+    names = {c.output[0] for c in casts}
+    keep_inputs = [i for i in g.input if i.name not in names]
+    del g.input[:]
+    g.input.extend(keep_inputs)
+    onnx.checker.check_model(m)
+    return atomic_write_bytes(out_path, m.SerializeToString())
+
+
+def evaluate_onnx(path: str | os.PathLike, data: ImageSet, threads: int = 1, batch: int = 64) -> float | None:
+    """Top-1 accuracy (%) of an ONNX classifier on labelled images, or None without labels."""
+    if data.labels is None:
+        return None
+    sess = OrtSession(path, threads=threads)
+    correct = 0
+    for i in range(0, len(data), batch):
+        correct += int((sess.run(data.images[i:i + batch]).argmax(1) == data.labels[i:i + batch]).sum())
+    return 100.0 * correct / len(data)
+
+
+def op_type_times(path: str | os.PathLike, input_size: Sequence[int], batch: int = 1, threads: int = 1,
+                  runs: int = 10) -> dict[str, float]:
+    """Milliseconds per run spent in each op type (ONNX Runtime's profiler, after its fusions).
+
+    Quantized kernels are mapped to the float op they replace (QLinearConv -> Conv ...) so fp32 and int8
+    profiles compare layer type by layer type; Q/DQ conversions are listed as ``QuantizeLinear`` /
+    ``DequantizeLinear``.
+    """
+    import json
+
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    with tempfile.TemporaryDirectory(prefix="lightnn-prof-") as d:
+        so.enable_profiling = True
+        so.profile_file_prefix = str(Path(d) / "p")
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        x = np.random.default_rng(0).standard_normal((batch, *input_size), dtype=np.float32)
+        for _ in range(3):
+            sess.run(None, {name: x})
+        for _ in range(runs):
+            sess.run(None, {name: x})
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    totals: dict[str, float] = {}
+    for e in events:
+        args = e.get("args", {})
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
+            continue
+        op = _float_op(args.get("op_name", "?"))
+        totals[op] = totals.get(op, 0.0) + e.get("dur", 0) / 1e3
+    n = runs + 3
+    return {k: v / n for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
+_QOPS = {"QLinearConv": "Conv", "QLinearAdd": "Add", "QLinearMul": "Mul", "QLinearGlobalAveragePool": "GlobalAveragePool",
+         "QLinearAveragePool": "AveragePool", "QGemm": "Gemm", "QLinearMatMul": "MatMul", "QLinearConcat": "Concat",
+         "QLinearSigmoid": "Sigmoid", "QLinearLeakyRelu": "LeakyRelu", "FusedConv": "Conv", "FusedGemm": "Gemm",
+         "NhwcMaxPool": "MaxPool", "QLinearSoftmax": "Softmax", "QLinearReduceMean": "ReduceMean"}
+
+
+def _float_op(op: str) -> str:
+    return _QOPS.get(op, op)
+
+
+@dataclass
+class QuantReport:
+    """What the int8 model gives, measured: size on disk, accuracy and latency before/after."""
+
+    fp32_path: str
+    int8_path: str
+    method: str
+    fp32_bytes: int
+    int8_bytes: int
+    fp32_top1: float | None = None
+    int8_top1: float | None = None
+    top1_agreement: float | None = None
+    n_val: int = 0
+    latency: dict[str, dict[str, float]] = field(default_factory=dict)  # "fp32@1" -> Latency.as_dict()
+    speedup: dict[str, float] = field(default_factory=dict)  # "1" -> fp32 median / int8 median
+    kept_float: list[str] = field(default_factory=list)
+    verdict: str = ""
+
+    @property
+    def size_ratio(self) -> float:
+        return self.int8_bytes / self.fp32_bytes
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["size_ratio"] = self.size_ratio
+        return d
+
+    def markdown(self) -> str:
+        def acc(v):
+            return "-" if v is None else f"{v:.2f}%"
+
+        lines = ["| | fp32 | int8 |", "|---|---|---|",
+                 f"| size on disk | {self.fp32_bytes / 1e6:.2f} MB | {self.int8_bytes / 1e6:.2f} MB "
+                 f"({self.size_ratio:.3f}x) |",
+                 f"| top-1 ({self.n_val} val images) | {acc(self.fp32_top1)} | {acc(self.int8_top1)} |"]
+        for b, s in self.speedup.items():
+            f, q = self.latency[f"fp32@{b}"], self.latency[f"int8@{b}"]
+            lines.append(f"| latency batch {b} (median, IQR) | {f['median_ms']:.2f} ms ({f['iqr_ms']:.2f}) | "
+                         f"{q['median_ms']:.2f} ms ({q['iqr_ms']:.2f}), {s:.2f}x |")
+        if self.kept_float:
+            lines.append(f"| kept in float | | {', '.join(self.kept_float)} |")
+        return "\n".join(lines) + (f"\n\n{self.verdict}\n" if self.verdict else "\n")
+
+
+def _compare_latency(fp32: str | Path, int8: str | Path, size: Sequence[int], batch: int, threads: int,
+                     runs: int) -> tuple[Latency, Latency]:
+    # Interleave the two models in rounds so machine noise hits both alike; the ratio is of the pooled medians.
+    a, b = OrtSession(fp32, threads=threads), OrtSession(int8, threads=threads)
+    la, lb = [], []
+    rounds = 3
+    for _ in range(rounds):
+        la.append(a.latency(batch, warmup=2, runs=max(3, runs // rounds), input_size=size))
+        lb.append(b.latency(batch, warmup=2, runs=max(3, runs // rounds), input_size=size))
+    return _pool(la), _pool(lb)
+
+
+def _pool(ls: list[Latency]) -> Latency:
+    med = [l.median_ms for l in ls]
+    return Latency(float(np.median(med)), float(np.median([l.q1_ms for l in ls])),
+                   float(np.median([l.q3_ms for l in ls])), float(min(l.min_ms for l in ls)),
+                   sum(l.runs for l in ls), ls[0].batch, ls[0].threads)
+
+
+def quantize_report(
+    onnx_fp32_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    calibration_data: Any,
+    val_data: Any = None,
+    method: str = "minmax",
+    batches: Sequence[int] = (1, 32),
+    threads: int = 1,
+    runs: int = 20,
+    auto_mixed: bool = True,
+    min_speedup: float = 1.0,
+    **quant_kwargs: Any,
+) -> QuantReport:
+    """Quantize with :func:`quantize_int8`, then measure size, accuracy (when ``val_data`` has labels) and latency
+    before/after at each batch size in the same process.
+
+    When the int8 model is not at least ``min_speedup`` times faster than fp32 at the first batch size and
+    ``auto_mixed`` is set, the op types int8 spends more time on than fp32 (ONNX Runtime's per-node profile) are
+    kept in float one by one while that makes the model faster. If nothing beats fp32 the report says so in
+    ``verdict`` — the caller decides whether to ship it.
+    """
+    fp32 = Path(onnx_fp32_path)
+    _, size, _ = _input_meta(fp32)
+    if size is None:
+        raise LightnnError(f"ONNX model {str(fp32)!r} has no static (C, H, W) input size")
+    calib = as_image_set(calibration_data, size, quant_kwargs.pop("calib_limit", 300),
+                         quant_kwargs.pop("resize", False), quant_kwargs.get("mean"), quant_kwargs.get("std"))
+    out = quantize_int8(fp32, out_path, calib, method=method, **quant_kwargs)
+    b0 = batches[0]
+    kept: list[str] = []
+    f_lat, q_lat = _compare_latency(fp32, out, size, b0, threads, runs)
+    verdict = ""
+    if auto_mixed and f_lat.median_ms / q_lat.median_ms < min_speedup:
+        kept, q_lat = _search_mixed(fp32, out, calib, size, b0, threads, runs, method, q_lat, quant_kwargs)
+        if kept:
+            verdict = (f"int8 was not faster than fp32 for every layer type; kept {', '.join(kept)} in float "
+                       f"(mixed model).")
+    rep = QuantReport(str(fp32), str(out), method, file_size(fp32), file_size(out), kept_float=kept)
+    rep.latency[f"fp32@{b0}"], rep.latency[f"int8@{b0}"] = f_lat.as_dict(), q_lat.as_dict()
+    rep.speedup[str(b0)] = f_lat.median_ms / q_lat.median_ms
+    for b in batches[1:]:
+        f, q = _compare_latency(fp32, out, size, b, threads, max(6, runs // 3))
+        rep.latency[f"fp32@{b}"], rep.latency[f"int8@{b}"] = f.as_dict(), q.as_dict()
+        rep.speedup[str(b)] = f.median_ms / q.median_ms
+    slow = [b for b, s in rep.speedup.items() if s < min_speedup]
+    if slow:
+        verdict += (f" int8 is NOT faster than fp32 at batch {', '.join(slow)} on this CPU "
+                    f"({', '.join(f'{rep.speedup[b]:.2f}x' for b in slow)}); prefer the fp32 model there.")
+    rep.verdict = verdict.strip()
+    if val_data is not None:
+        val = as_image_set(val_data, size, None, quant_kwargs.get("resize", False), quant_kwargs.get("mean"),
+                           quant_kwargs.get("std"))
+        rep.n_val = len(val)
+        rep.fp32_top1 = evaluate_onnx(fp32, val, threads)
+        rep.int8_top1 = evaluate_onnx(out, val, threads)
+        a, b = OrtSession(fp32, threads=threads), OrtSession(out, threads=threads)
+        agree = [np.mean(a.run(x).argmax(1) == b.run(x).argmax(1)) * len(x) for x in val.batches(64)]
+        rep.top1_agreement = 100.0 * float(np.sum(agree)) / len(val)
+    return rep
+
+
+def _search_mixed(fp32: Path, out: Path, calib: ImageSet, size, batch: int, threads: int, runs: int, method: str,
+                  best: Latency, quant_kwargs: dict) -> tuple[list[str], Latency]:
+    """Greedy: keep in float the op types whose int8 kernels take longer than their float ones, while it helps."""
+    tf = op_type_times(fp32, size, batch, threads)
+    tq = op_type_times(out, size, batch, threads)
+    candidates = [op for op, t in sorted(tq.items(), key=lambda kv: -kv[1])
+                  if op not in ("QuantizeLinear", "DequantizeLinear") and t > tf.get(op, 0.0)]
+    kept: list[str] = []
+    base_keep = list(quant_kwargs.pop("op_types_to_keep_float", ()))
+    with tempfile.TemporaryDirectory(prefix="lightnn-mix-") as d:
+        for op in candidates:
+            trial = Path(d) / f"mixed_{len(kept)}_{op}.onnx"
+            quantize_int8(fp32, trial, calib, method=method, op_types_to_keep_float=base_keep + kept + [op],
+                          **quant_kwargs)
+            _, lat = _compare_latency(out, trial, size, batch, threads, runs)
+            if lat.median_ms < best.median_ms * 0.97:
+                kept.append(op)
+                best = lat
+                shutil.copyfile(trial, out)
+    return kept, best

@@ -1,0 +1,1 @@
+"""Reports: markdown/CSV tables for people, JSON for machines, PNG plots."""

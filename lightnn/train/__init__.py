@@ -1,0 +1,20 @@
+"""Training and evaluation (``lightnn.train``): :func:`fit`, :func:`evaluate`, losses, schedules, DDP helpers.
+
+Typical use::
+
+    from lightnn import create_model
+    from lightnn.data import load_dataset
+    from lightnn.train import fit, evaluate
+
+    train, val = load_dataset("sample", "train"), load_dataset("sample", "val")
+    model = create_model("resnet20", num_classes=train.num_classes)
+    fit(model, train, val, epochs=30, lr=0.1, output_dir="runs/r20")
+    print(evaluate(model, val)["top1"])
+"""
+
+from .losses import classification_loss, distillation_loss
+from .schedule import SCHEDULES, lr_lambda
+from .trainer import check_num_classes, evaluate, fit, param_groups
+
+__all__ = ["fit", "evaluate", "param_groups", "check_num_classes", "distillation_loss", "classification_loss",
+           "lr_lambda", "SCHEDULES"]

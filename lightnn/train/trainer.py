@@ -1,0 +1,422 @@
+"""The trainer: :func:`fit` and :func:`evaluate`.
+
+Recipe knobs follow the CIFAR/ImageNet practice the papers report: SGD with Nesterov momentum, cosine or
+one-cycle schedule with linear warm-up, label smoothing (Inception-v3), no weight decay on norm weights and
+biases (Goyal et al. 2017), optional bf16 autocast and channels-last on GPUs, Inception's auxiliary-head loss,
+knowledge distillation from a teacher (Hinton et al. 2015), and hooks for compression methods: ``step_hook``
+(alias ``mask_hook``) runs after every optimizer step (Deep Compression keeps pruned weights at zero with it),
+``extra_loss`` adds a term (versatile filters' orthogonality loss, SkipNet's reward).
+
+With ``output_dir`` each epoch atomically writes ``last.pt`` (a lightnn checkpoint holding the optimizer, schedule,
+epoch and RNG states), ``metrics.jsonl`` (one JSON object per epoch) and ``config.yaml`` (the resolved
+configuration); the run ends with ``model.pt`` (weights + metadata, no optimizer). ``resume=True`` continues from
+``last.pt`` and reproduces the uninterrupted run: batches depend only on (seed, epoch, rank) and every RNG state
+is restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import DataError, LightnnError
+from ..data.datasets import ImageData
+from ..data.loader import BatchLoader
+from . import distributed as dist_utils
+from .losses import classification_loss, distillation_loss, split_outputs
+from .schedule import lr_lambda
+
+__all__ = ["fit", "evaluate", "param_groups", "check_num_classes"]
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: weight decay on conv/linear weights, none on norm weights and biases (any parameter with
+    ndim <= 1), the exclusion of Goyal et al. 2017 that the recipes in the papers use."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
+
+
+def check_num_classes(model: nn.Module, num_classes: int, where: str) -> None:
+    """Raise :class:`DataError` when the model's classifier does not match the data's class count."""
+    m = getattr(model, "module", model)
+    n = getattr(m, "num_classes", None)
+    if isinstance(n, int) and n > 0 and n != num_classes:
+        name = getattr(m, "lightnn_name", type(m).__name__)
+        raise DataError(f"model {name!r} has {n} output classes but data {where!r} has {num_classes} classes; "
+                        f"build it with num_classes={num_classes}")
+
+
+def _loader(data: Any, *, batch_size: int, train: bool, device: torch.device, seed: int, mean, std,
+            channels_last: bool, augment: bool = True) -> Any:
+    if isinstance(data, ImageData):
+        return BatchLoader(data, batch_size, shuffle=train, augment=train and augment, mean=mean, std=std,
+                           device=device, drop_last=train and len(data) > batch_size, seed=seed,
+                           channels_last=channels_last)
+    return data  # any iterable of (x, y) batches; set_epoch is used when it has one
+
+
+def _data_name(data: Any) -> str:
+    d = getattr(data, "data", data)
+    return getattr(d, "source", type(d).__name__)
+
+
+def _num_classes(data: Any) -> int | None:
+    d = getattr(data, "data", data)
+    n = getattr(d, "num_classes", None)
+    return n if isinstance(n, int) else None
+
+
+def _autocast(device: torch.device, amp: bool):
+    if not amp:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Any, *, batch_size: int = 256, device: str | torch.device | None = None,
+             amp: bool = False, mean=None, std=None, progress: bool = False) -> dict[str, Any]:
+    """Accuracy and loss of ``model`` on ``data`` (an :class:`ImageData` or an iterable of ``(x, y)`` batches).
+
+    Normalization (for :class:`ImageData`): ``mean``/``std`` if given, else ``model.lightnn_normalize`` (set by
+    :func:`fit` and stored in checkpoints' ``meta["normalize"]``), else the data's own channel statistics.
+    Under torch.distributed each rank evaluates its shard and the counts are summed over ranks.
+
+    Returns a dict: ``top1``, ``top5`` (percent, 0-100), ``loss`` (mean cross-entropy), ``n`` (images),
+    ``per_class`` (top-1 % per class), ``confusion`` (rows true class, columns prediction), ``classes``.
+    """
+    m = getattr(model, "module", model)
+    dev = torch.device(device) if device is not None else next(m.parameters()).device
+    if isinstance(data, ImageData):
+        if mean is None or std is None:
+            norm = getattr(m, "lightnn_normalize", None)
+            mean, std = (norm["mean"], norm["std"]) if norm else data.channel_stats()
+        data = BatchLoader(data, batch_size, shuffle=False, augment=False, mean=mean, std=std, device=dev)
+    k = _num_classes(data)
+    if k is not None:
+        check_num_classes(m, k, _data_name(data))
+    was_training = m.training
+    m.eval()
+    m.to(dev)
+    stats = torch.zeros(4, dtype=torch.float64, device=dev)  # n, correct1, correct5, loss sum
+    conf = None
+    try:
+        it = data
+        if progress:
+            from tqdm import tqdm
+            it = tqdm(data, desc="eval", leave=False, disable=dist_utils.rank() != 0)
+        for x, y in it:
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            with _autocast(dev, amp):
+                logits, _ = split_outputs(m(x))
+            logits = logits.float()
+            if k is None:
+                k = logits.shape[1]
+            if logits.shape[1] != k:
+                raise DataError(f"model outputs {logits.shape[1]} classes but data {_data_name(data)!r} has {k}")
+            if conf is None:
+                conf = torch.zeros(k * k, dtype=torch.float64, device=dev)
+            top = logits.topk(min(5, k), dim=1).indices
+            hit = top == y[:, None]
+            stats[0] += y.numel()
+            stats[1] += hit[:, 0].sum()
+            stats[2] += hit.any(1).sum()
+            stats[3] += F.cross_entropy(logits, y, reduction="sum")
+            conf += torch.bincount(y * k + top[:, 0], minlength=k * k).double()
+    finally:
+        m.train(was_training)
+    if conf is None:
+        raise DataError(f"data {_data_name(data)!r} yielded no batches to evaluate")
+    dist_utils.all_reduce_sum(stats)
+    dist_utils.all_reduce_sum(conf)
+    n, c1, c5, ls = stats.tolist()
+    cm = conf.view(k, k).long().cpu()
+    row = cm.sum(1).clamp_min(1)
+    classes = getattr(getattr(data, "data", data), "classes", None) or [str(i) for i in range(k)]
+    return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": ls / n, "n": int(n),
+            "per_class": (100.0 * cm.diag() / row).tolist(), "confusion": cm.tolist(), "classes": list(classes)}
+
+
+def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batch_size: int = 128,
+        lr: float = 0.1, momentum: float = 0.9, nesterov: bool = True, weight_decay: float = 5e-4,
+        schedule: str = "cosine", warmup_epochs: float = 0.0, min_lr: float = 0.0, label_smoothing: float = 0.0,
+        augment: bool = True, amp: bool | None = None, channels_last: bool | None = None,
+        device: str | torch.device | None = None, seed: int = 0,
+        teacher: nn.Module | str | os.PathLike | None = None, kd_temperature: float = 4.0, kd_weight: float = 0.5,
+        aux_weight: float = 0.4, extra_loss: Callable[[nn.Module, Any, torch.Tensor], torch.Tensor] | None = None,
+        step_hook: Callable[[nn.Module], None] | None = None, mask_hook: Callable[[nn.Module], None] | None = None,
+        on_epoch_end: Callable[[int, dict, nn.Module], None] | None = None, grad_clip: float | None = None,
+        output_dir: str | os.PathLike | None = None, resume: bool | str | os.PathLike = False,
+        config: dict | None = None, progress: bool = True, verbose: bool = True,
+        mean: Iterable[float] | None = None, std: Iterable[float] | None = None) -> dict[str, Any]:
+    """Train ``model`` in place on ``train`` and report on ``val`` each epoch.
+
+    Args:
+        model: any ``nn.Module``; in train mode it may return ``(logits, aux...)`` (Inception's aux head).
+        train, val: :class:`~lightnn.data.ImageData` (wrapped in a :class:`~lightnn.data.BatchLoader`: seeded
+            shuffling, pad+crop+flip when ``augment``) or any iterable of ``(x, y)`` batches (``set_epoch(e)`` is
+            called when it has one). ``val`` may be None.
+        epochs, batch_size, lr, momentum, nesterov, weight_decay: SGD; weight decay skips norms and biases.
+        schedule: ``"cosine"``, ``"onecycle"`` or ``"constant"``, stepped every iteration, with ``warmup_epochs``
+            of linear warm-up; ``min_lr`` is the cosine floor.
+        label_smoothing: epsilon of the smoothed cross-entropy.
+        amp: bf16 autocast (default: on for CUDA). channels_last: default on for CUDA with amp.
+        teacher: a model or a checkpoint path; the loss becomes ``(1 - kd_weight) * CE + kd_weight * KD`` with
+            KD = T^2 KL(softmax(t/T) || softmax(s/T)) at T = ``kd_temperature``.
+        aux_weight: weight of the cross-entropy on auxiliary logits.
+        extra_loss: ``fn(model, outputs, targets) -> scalar`` added to the loss (outputs as the model returned them).
+        step_hook / mask_hook: ``fn(model)`` called after every optimizer step (e.g. re-apply pruning masks).
+        on_epoch_end: ``fn(epoch, record, model)`` after each epoch's checkpoint is written.
+        output_dir: where ``last.pt``, ``model.pt``, ``metrics.jsonl`` and ``config.yaml`` go (rank 0 writes).
+        resume: True (``output_dir/last.pt`` if it exists) or a checkpoint path: continue that run.
+        config: extra resolved configuration stored in ``config.yaml`` and the checkpoints' ``meta``.
+        mean, std: input normalization (default: the training data's channel statistics).
+
+    Returns:
+        dict with ``history`` (one record per epoch: lr, train_loss, train_top1, val_top1, val_top5, val_loss,
+        epoch_time_s, images_per_s), ``final`` (the last record), ``best_val_top1``, ``train_time_s``,
+        ``normalize`` and ``output_dir``.
+    """
+    if epochs < 1:
+        raise LightnnError(f"epochs must be >= 1, got {epochs}")
+    if not 0.0 <= kd_weight <= 1.0:
+        raise LightnnError(f"kd_weight must be in [0, 1], got {kd_weight}")
+    hooks = [h for h in (step_hook, mask_hook) if h is not None]
+    dev = dist_utils.init_from_env(str(device) if device is not None else None)
+    rank, world = dist_utils.rank(), dist_utils.world_size()
+    amp = (dev.type == "cuda") if amp is None else bool(amp)
+    channels_last = (dev.type == "cuda" and amp) if channels_last is None else bool(channels_last)
+
+    if isinstance(train, ImageData) and (mean is None or std is None):
+        mean, std = train.channel_stats()
+    mean = [float(v) for v in mean] if mean is not None else None
+    std = [float(v) for v in std] if std is not None else None
+    k = _num_classes(train)
+    if k is not None:
+        check_num_classes(model, k, _data_name(train))
+    train_loader = _loader(train, batch_size=batch_size, train=True, device=dev, seed=seed, mean=mean, std=std,
+                           channels_last=channels_last, augment=augment)
+    val_loader = _loader(val, batch_size=max(batch_size, 256), train=False, device=dev, seed=seed, mean=mean,
+                         std=std, channels_last=channels_last) if val is not None else None
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise DataError(f"training data {_data_name(train)!r} gives no batches at batch_size={batch_size}")
+
+    model.to(dev)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if mean is not None:
+        model.lightnn_normalize = {"mean": mean, "std": std}
+    if isinstance(teacher, (str, os.PathLike)):
+        from ..checkpoint import load_any
+        teacher = load_any(teacher)
+    if teacher is not None:
+        teacher = teacher.to(dev).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        if channels_last:
+            teacher.to(memory_format=torch.channels_last)
+
+    opt = torch.optim.SGD(param_groups(model, weight_decay), lr=lr, momentum=momentum,
+                          nesterov=nesterov and momentum > 0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lr_lambda(schedule, epochs * steps_per_epoch, int(round(warmup_epochs * steps_per_epoch)),
+                       min_ratio=min_lr / lr if lr > 0 else 0.0))
+    torch.manual_seed(seed + rank)  # dropout and other in-model randomness
+
+    out = Path(output_dir) if output_dir is not None else None
+    resolved = {**(config or {}), "epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
+                "nesterov": nesterov, "weight_decay": weight_decay, "schedule": schedule,
+                "warmup_epochs": warmup_epochs, "min_lr": min_lr, "label_smoothing": label_smoothing,
+                "augment": augment, "amp": amp, "channels_last": channels_last, "seed": seed,
+                "kd_temperature": kd_temperature if teacher is not None else None,
+                "kd_weight": kd_weight if teacher is not None else None, "aux_weight": aux_weight,
+                "world_size": world, "device": str(dev), "normalize": {"mean": mean, "std": std}}
+    history: list[dict] = []
+    start_epoch = 0
+    best = -1.0
+    ckpt_path = _resume_path(resume, out)
+    if ckpt_path is not None:
+        start_epoch, history, best = _restore(ckpt_path, model, opt, sched, dev)
+        if verbose and rank == 0:
+            print(f"resuming from {ckpt_path} after epoch {start_epoch}")
+
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+    if out is not None and rank == 0:
+        _write_config(out / "config.yaml", resolved)
+
+    t_run = time.perf_counter()
+    for epoch in range(start_epoch, epochs):
+        t0 = time.perf_counter()
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(epoch)
+        net.train()
+        acc = torch.zeros(3, dtype=torch.float64, device=dev)  # n, correct, loss sum
+        it: Iterable = train_loader
+        bar = None
+        if progress and rank == 0:
+            from tqdm import tqdm
+            bar = tqdm(train_loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
+                       dynamic_ncols=True)
+            it = bar
+        for step, (x, y) in enumerate(it):
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            with _autocast(dev, amp):
+                outputs = net(x)
+                loss, logits = classification_loss(outputs, y, label_smoothing=label_smoothing,
+                                                   aux_weight=aux_weight)
+                if teacher is not None:
+                    with torch.no_grad():
+                        t_logits, _ = split_outputs(teacher(x))
+                    loss = (1.0 - kd_weight) * loss + kd_weight * distillation_loss(logits, t_logits, kd_temperature)
+                if extra_loss is not None:
+                    loss = loss + extra_loss(model, outputs, y)
+            if step == 0 and epoch == start_epoch and k is not None and logits.shape[1] != k:
+                raise DataError(f"model outputs {logits.shape[1]} classes but data {_data_name(train)!r} has {k}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            opt.step()
+            sched.step()
+            for h in hooks:
+                h(model)
+            with torch.no_grad():
+                acc[0] += y.numel()
+                acc[1] += (logits.argmax(1) == y).sum()
+                acc[2] += loss.detach().double() * y.numel()
+            if bar is not None and step % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{sched.get_last_lr()[0]:.4f}")
+        if bar is not None:
+            bar.close()
+        dist_utils.all_reduce_sum(acc)
+        if not torch.isfinite(acc[2]):
+            raise LightnnError(f"training diverged at epoch {epoch + 1} (loss is {acc[2].item()}); lower lr")
+        train_time = time.perf_counter() - t0
+        rec: dict[str, Any] = {"epoch": epoch + 1, "lr": sched.get_last_lr()[0],
+                               "train_loss": acc[2].item() / acc[0].item(),
+                               "train_top1": 100.0 * acc[1].item() / acc[0].item(),
+                               "images_per_s": acc[0].item() / train_time}
+        if val_loader is not None:
+            ev = evaluate(model, val_loader, amp=amp, device=dev)
+            rec.update(val_top1=ev["top1"], val_top5=ev["top5"], val_loss=ev["loss"])
+            best = max(best, ev["top1"])
+        rec["epoch_time_s"] = time.perf_counter() - t0
+        history.append(rec)
+        if verbose and rank == 0:
+            msg = (f"epoch {epoch + 1}/{epochs}  loss {rec['train_loss']:.4f}  train {rec['train_top1']:.2f}%  "
+                   f"{rec['images_per_s']:.0f} img/s")
+            if "val_top1" in rec:
+                msg += f"  val top1 {rec['val_top1']:.2f}%  top5 {rec['val_top5']:.2f}%"
+            print(msg, flush=True)
+        if out is not None and rank == 0:
+            train_state = {"epoch": epoch + 1, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                           "rng": _rng_state(), "history": history, "best_val_top1": best}
+            _save(out / "last.pt", model, resolved, rec, train_state)
+            _write_metrics(out / "metrics.jsonl", history)
+        dist_utils.barrier()
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, rec, model)
+
+    total = time.perf_counter() - t_run
+    final = history[-1] if history else {}
+    if out is not None and rank == 0:
+        _save(out / "model.pt", model, resolved, final, None)
+    return {"history": history, "final": final, "best_val_top1": best if best >= 0 else None,
+            "train_time_s": total, "normalize": {"mean": mean, "std": std},
+            "output_dir": str(out) if out is not None else None}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _resume_path(resume: bool | str | os.PathLike, out: Path | None) -> Path | None:
+    if resume is False or resume is None:
+        return None
+    if resume is True:
+        if out is None:
+            raise LightnnError("resume=True needs output_dir (where last.pt is)")
+        p = out / "last.pt"
+        return p if p.exists() else None  # nothing to resume yet: start fresh
+    p = Path(resume)
+    if p.is_dir():
+        p = p / "last.pt"
+    if not p.exists():
+        raise LightnnError(f"cannot resume: checkpoint {str(p)!r} does not exist")
+    return p
+
+
+def _restore(path: Path, model: nn.Module, opt, sched, dev: torch.device) -> tuple[int, list[dict], float]:
+    from ..checkpoint import read_checkpoint
+    from ..errors import CheckpointError
+
+    ck = read_checkpoint(path)
+    ts = ck.get("train_state") if isinstance(ck, dict) else None
+    if not ts:
+        raise CheckpointError(f"{str(path)!r} has no training state to resume from (it is a final model file)")
+    name = getattr(model, "lightnn_name", None)
+    if name is not None and ck.get("model") != name:
+        raise CheckpointError(f"cannot resume: {str(path)!r} holds model {ck.get('model')!r}, not {name!r}")
+    try:
+        model.load_state_dict(ck["state_dict"])
+        opt.load_state_dict(ts["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"cannot resume from {str(path)!r}: {str(e).splitlines()[0][:200]}") from None
+    sched.load_state_dict(ts["scheduler"])
+    rng = ts.get("rng", {})
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"])
+    if rng.get("cuda") and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return int(ts["epoch"]), list(ts.get("history", [])), float(ts.get("best_val_top1", -1.0))
+
+
+def _rng_state() -> dict:
+    st = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _save(path: Path, model: nn.Module, config: dict, rec: dict, train_state: dict | None) -> None:
+    from ..checkpoint import save_checkpoint
+
+    meta = {"epoch": rec.get("epoch"), "metrics": rec, "normalize": config.get("normalize"),
+            "classes": config.get("classes"), "config": {k: v for k, v in config.items() if _plain(v)}}
+    if getattr(model, "lightnn_name", None) is None:
+        return  # a model built outside the registry cannot be rebuilt from a checkpoint; metrics are still logged
+    save_checkpoint(path, model, meta=meta, train_state=train_state)
+
+
+def _plain(v: Any) -> bool:
+    return v is None or isinstance(v, (bool, int, float, str, list, dict, tuple))
+
+
+def _write_metrics(path: Path, history: list[dict]) -> None:
+    from ..utils.io import atomic_write_text
+
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in history))
+
+
+def _write_config(path: Path, config: dict) -> None:
+    import yaml
+
+    from ..utils.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(json.loads(json.dumps(config, default=str)), sort_keys=False))
