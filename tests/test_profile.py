@@ -16,6 +16,15 @@ from lightnn.ops import ChannelPermute, ChannelShuffle, ChannelSplit
 from lightnn.profile import measure_latency, profile, register_latency_backend
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Counting needs no parallelism, and on a loaded 2-core machine two OpenMP threads can be 50x slower.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def flop_counter_macs(model: nn.Module, x: torch.Tensor) -> int:
     with FlopCounterMode(display=False) as fc, torch.no_grad():
         model(x)

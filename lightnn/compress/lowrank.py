@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from ..checkpoint import register_transform
 from ..errors import LightnnError
-from ..ops.lowrank import LowRankConv2d, LowRankLinear, svd_factors
+from ..ops.lowrank import LowRankConv2d, LowRankLinear, svd
 
 __all__ = ["factorize", "rank_for_energy", "LowRankReport", "LayerRow"]
 
@@ -111,7 +111,8 @@ def _output_positions(model: nn.Module, names: Sequence[str], input_size: Sequen
     model.eval()
     try:
         p = next(model.parameters(), None)
-        x = torch.zeros(1, *input_size[-3:], device=p.device if p is not None else "cpu")
+        x = torch.zeros(1, *input_size[-3:], device=p.device if p is not None else "cpu",
+                        dtype=p.dtype if p is not None else torch.float32)
         with torch.no_grad():
             model(x)
     finally:
@@ -151,7 +152,8 @@ def factorize(model: nn.Module, *, rank: int | dict[str, int] | None = None, ene
     for name, m in cands.items():
         w2 = _matrix(m)
         full = min(w2.shape)
-        _, _, s = svd_factors(w2, 1)
+        usv = svd(w2)
+        s = usv[1]
         if energy is not None:
             r = rank_for_energy(s, energy)
         else:
@@ -170,7 +172,8 @@ def factorize(model: nn.Module, *, rank: int | dict[str, int] | None = None, ene
         if after >= before and not isinstance(rank, dict):
             row.params_after, row.macs_after, row.skipped = before, row.macs_before, "no saving at this rank"
         else:
-            new = LowRankConv2d.from_conv(m, r) if isinstance(m, nn.Conv2d) else LowRankLinear.from_linear(m, r)
+            new = (LowRankConv2d.from_conv(m, r, usv) if isinstance(m, nn.Conv2d)
+                   else LowRankLinear.from_linear(m, r, usv))
             _set_module(model, name, new)
             ranks[name] = r
         report.rows.append(row)
@@ -196,5 +199,5 @@ def _replay_lowrank(model: nn.Module, spec: dict) -> nn.Module:
             new = LowRankLinear(m.in_features, m.out_features, int(r), bias=m.bias is not None)
         else:
             raise LightnnError(f"low-rank transform: layer {name!r} is a {type(m).__name__}, not Conv2d/Linear")
-        _set_module(model, name, new.to(m.weight.device))
+        _set_module(model, name, new.to(device=m.weight.device, dtype=m.weight.dtype))
     return model

@@ -26,7 +26,7 @@ import torch.nn as nn
 from ..errors import LightnnError, UnsupportedOpError
 from ..utils.io import atomic_write_bytes
 
-__all__ = ["export_onnx", "check_parity", "resolve_model", "onnx_input_size", "ParityReport", "DEFAULT_OPSET"]
+__all__ = ["export_onnx", "check_parity", "resolve_model", "onnx_input_size", "source_normalization", "ParityReport", "DEFAULT_OPSET"]
 
 DEFAULT_OPSET = 17  # QuantizeLinear per-channel needs >= 13; 17 is what ONNX Runtime's quantizer tests most
 
@@ -71,6 +71,31 @@ def model_input_size(model: nn.Module, input_size: Any = None) -> tuple[int, int
     if len(size) != 3 or min(size) < 1:
         raise LightnnError(f"input_size must be H, (H, W) or (C, H, W), got {input_size!r}")
     return size  # type: ignore[return-value]
+
+
+def source_normalization(source: Any, model: nn.Module | None = None) -> dict[str, list[float]] | None:
+    """The input normalization a model was trained with: ``{"mean": [...], "std": [...]}`` from the model
+    (``lightnn_normalize``), a checkpoint's metadata, or an ONNX file exported by lightnn; None when unknown."""
+    norm = getattr(model, "lightnn_normalize", None) if model is not None else None
+    if norm:
+        return {"mean": list(norm["mean"]), "std": list(norm["std"])}
+    if isinstance(source, (str, os.PathLike)):
+        p = Path(source)
+        if p.suffix == ".onnx" and p.is_file():
+            import onnx
+
+            meta = {q.key: q.value for q in onnx.load(str(p), load_external_data=False).metadata_props}
+            if "lightnn.mean" in meta:
+                return {"mean": [float(v) for v in meta["lightnn.mean"].split(",")],
+                        "std": [float(v) for v in meta["lightnn.std"].split(",")]}
+        elif p.suffix == ".pt" and p.is_file():
+            from ..checkpoint import read_checkpoint
+
+            obj = read_checkpoint(p)
+            norm = obj.get("meta", {}).get("normalize") if isinstance(obj, dict) else None
+            if norm and "mean" in norm and "std" in norm:
+                return {"mean": list(norm["mean"]), "std": list(norm["std"])}
+    return None
 
 
 def onnx_input_size(path: str | os.PathLike) -> tuple[int, int, int] | None:
@@ -136,6 +161,7 @@ def export_onnx(
     """
     model = resolve_model(model_or_checkpoint)
     model.eval()
+    norm = source_normalization(model_or_checkpoint, model)
     size = model_input_size(model, input_size)
     net = _fold(model) if fold_bn else model
     x = torch.randn(batch_size, *size)
@@ -160,6 +186,9 @@ def export_onnx(
     meta = {"lightnn.input_size": ",".join(map(str, size)), "lightnn.bn_folded": str(bool(fold_bn))}
     if getattr(model, "lightnn_name", None):
         meta["lightnn.model"] = model.lightnn_name
+    if norm:
+        meta["lightnn.mean"] = ",".join(f"{v:.6g}" for v in norm["mean"])
+        meta["lightnn.std"] = ",".join(f"{v:.6g}" for v in norm["std"])
     onnx.helper.set_model_props(proto, meta)
     return atomic_write_bytes(path, proto.SerializeToString())
 

@@ -18,7 +18,8 @@ import numpy as np
 
 from ..errors import LightnnError
 
-__all__ = ["OrtSession", "Latency", "time_fn", "measure_ort_latency", "measure_eager_latency"]
+__all__ = ["OrtSession", "Latency", "time_fn", "interleaved", "measure_ort_latency", "measure_eager_latency",
+           "register_backends"]
 
 
 @dataclass
@@ -166,3 +167,87 @@ def measure_eager_latency(model: Any, input_size: Sequence[int], batch: int = 1,
             return time_fn(lambda: model(x), warmup, runs, batch, threads, min_time_s)
     finally:
         torch.set_num_threads(prev)
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], batch: int = 1, threads: int = 1, rounds: int = 5,
+                runs: int = 10, warmup: int = 3) -> dict[str, Latency]:
+    """Time several callables in alternating rounds (A B C, A B C, ...) so load on a shared machine hits each
+    alike; each result pools the ``rounds * runs`` samples (median and IQR over all of them)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(max(1, rounds)):
+        for k, fn in fns.items():
+            for _ in range(max(1, runs)):
+                t0 = time.perf_counter()
+                fn()
+                samples[k].append((time.perf_counter() - t0) * 1e3)
+    out = {}
+    for k, t in samples.items():
+        q1, med, q3 = np.percentile(t, [25, 50, 75])
+        out[k] = Latency(float(med), float(q1), float(q3), float(min(t)), len(t), batch, threads)
+    return out
+
+
+# --- the "onnxruntime" backends of lightnn.profile.measure_latency -------------------------------------------
+
+_SESSION_CACHE: dict[str, Any] = {}
+
+
+def _session_for(model: Any, example: Any, threads: int, int8: bool) -> OrtSession:
+    """Export (and for int8 quantize) ``model`` once per (model, weights version, shape, threads)."""
+    import tempfile
+
+    from .onnx import export_onnx
+
+    key = (id(model), tuple(example.shape), threads, int8, tuple(p._version for p in model.parameters()))
+    hit = _SESSION_CACHE.get("entry")
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    with tempfile.TemporaryDirectory(prefix="lightnn-ortb-") as d:
+        path = export_onnx(model, Path(d) / "m.onnx", input_size=tuple(example.shape[1:]))
+        if int8:
+            from .quantize import quantize_int8
+
+            # latency does not depend on the calibration values; real data matters only for accuracy
+            calib = np.random.default_rng(0).standard_normal((8, *example.shape[1:]), dtype=np.float32)
+            path = quantize_int8(path, Path(d) / "m.int8.onnx", calib)
+        sess = OrtSession(Path(path).read_bytes(), threads=threads)
+    sess.path = f"<{getattr(model, 'lightnn_name', type(model).__name__)}{' int8' if int8 else ''}>"
+    _SESSION_CACHE["entry"] = (key, sess)
+    return sess
+
+
+def _ort_backend(int8: bool):
+    def backend(model: Any, example: Any, *, warmup: int, runs: int, threads: int,
+                channels_last: bool) -> list[float]:
+        sess = _session_for(model, example, threads, int8)
+        x = example.detach().cpu().float().contiguous().numpy()
+        feed = {sess.input_name: x}
+        for _ in range(warmup):
+            sess.session.run([sess.output_name], feed)
+        out = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            sess.session.run([sess.output_name], feed)
+            out.append((time.perf_counter() - t0) * 1e3)
+        return out
+
+    backend.__doc__ = (f"ONNX Runtime {'int8 (static, lightnn recipe)' if int8 else 'fp32'} on CPU: export with BN "
+                       "folded, one session per (model, shape, threads), `threads` intra-op threads.")
+    return backend
+
+
+def register_backends() -> bool:
+    """Register ``"onnxruntime"`` and ``"onnxruntime-int8"`` with :func:`lightnn.profile.measure_latency`."""
+    try:
+        from ..profile import register_latency_backend
+    except ImportError:
+        return False
+    register_latency_backend("onnxruntime", _ort_backend(False))
+    register_latency_backend("onnxruntime-int8", _ort_backend(True))
+    return True
+
+
+register_backends()

@@ -13,16 +13,23 @@ import torch.nn as nn
 
 from ..errors import LightnnError
 
-__all__ = ["LowRankConv2d", "LowRankLinear", "svd_factors"]
+__all__ = ["LowRankConv2d", "LowRankLinear", "svd", "svd_factors"]
 
 
-def svd_factors(weight2d: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(B, A, S): W (m x n) ~ B (m x r) @ A (r x n) from the truncated SVD, and all singular values S."""
+def svd(weight2d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin SVD (U, S, V^T) in float64 of a weight matrix."""
+    return torch.linalg.svd(weight2d.detach().double(), full_matrices=False)
+
+
+def svd_factors(weight2d: torch.Tensor, rank: int, usv: tuple[torch.Tensor, ...] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, A, S): W (m x n) ~ B (m x r) @ A (r x n) from the truncated SVD, and all singular values S.
+    ``usv`` reuses an SVD already computed with :func:`svd`."""
     if rank < 1:
         raise LightnnError(f"low-rank: rank must be >= 1, got {rank}")
     if rank > min(weight2d.shape):
         raise LightnnError(f"low-rank: rank {rank} exceeds min{tuple(weight2d.shape)} = {min(weight2d.shape)}")
-    u, s, vh = torch.linalg.svd(weight2d.detach().double(), full_matrices=False)
+    u, s, vh = svd(weight2d) if usv is None else usv
     root = s[:rank].sqrt()
     b = (u[:, :rank] * root).to(weight2d.dtype)
     a = (root[:, None] * vh[:rank]).to(weight2d.dtype)
@@ -49,22 +56,24 @@ class LowRankConv2d(nn.Module):
         return self.second(self.first(x))
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, rank: int) -> "LowRankConv2d":
-        """Factor a trained conv by truncated SVD of its (out, in K K) weight matrix."""
+    def from_conv(cls, conv: nn.Conv2d, rank: int, usv: tuple[torch.Tensor, ...] | None = None) -> "LowRankConv2d":
+        """Factor a trained conv by truncated SVD of its (out, in K K) weight matrix (``usv``: a precomputed
+        :func:`svd` of it)."""
         if conv.groups != 1:
             raise LightnnError(f"LowRankConv2d.from_conv: grouped convs (groups={conv.groups}) are not supported")
         if not isinstance(conv.padding, (int, tuple)):
             raise LightnnError(f"LowRankConv2d.from_conv: padding mode {conv.padding!r} is not supported")
         w = conv.weight
         out_c, in_c, kh, kw = w.shape
-        b, a, _ = svd_factors(w.reshape(out_c, -1), rank)
+        b, a, _ = svd_factors(w.reshape(out_c, -1), rank, usv)
         m = cls(in_c, out_c, (kh, kw), rank, conv.stride, conv.padding, conv.dilation, bias=conv.bias is not None)
+        m = m.to(device=w.device, dtype=w.dtype)
         with torch.no_grad():
             m.first.weight.copy_(a.reshape(rank, in_c, kh, kw))
             m.second.weight.copy_(b.reshape(out_c, rank, 1, 1))
             if conv.bias is not None:
                 m.second.bias.copy_(conv.bias)
-        return m.to(w.device)
+        return m
 
 
 class LowRankLinear(nn.Module):
@@ -82,12 +91,15 @@ class LowRankLinear(nn.Module):
         return self.second(self.first(x))
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, rank: int) -> "LowRankLinear":
-        b, a, _ = svd_factors(linear.weight, rank)
+    def from_linear(cls, linear: nn.Linear, rank: int, usv: tuple[torch.Tensor, ...] | None = None
+                    ) -> "LowRankLinear":
+        """Factor a trained linear layer by truncated SVD of its weight."""
+        b, a, _ = svd_factors(linear.weight, rank, usv)
         m = cls(linear.in_features, linear.out_features, rank, bias=linear.bias is not None)
+        m = m.to(device=linear.weight.device, dtype=linear.weight.dtype)
         with torch.no_grad():
             m.first.weight.copy_(a)
             m.second.weight.copy_(b)
             if linear.bias is not None:
                 m.second.bias.copy_(linear.bias)
-        return m.to(linear.weight.device)
+        return m

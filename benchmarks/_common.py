@@ -1,0 +1,120 @@
+"""Shared by every benchmark script: the machine line, the date, timing statistics, interleaved repeats, output.
+
+The machine is shared and noisy, so a speed figure is a *ratio* against a reference timed in the same run. To keep
+slow drifts (another job starting) out of the ratios, :func:`interleaved` times every configuration once per
+repeat, round-robin, and :func:`ratio_stats` takes the ratio repeat by repeat before the median and IQR.
+
+Usage from a script in ``benchmarks/``::
+
+    from _common import interleaved, machine_line, ratio_stats, stats, write_result
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+__all__ = ["machine_info", "machine_line", "today", "quantile", "stats", "fmt_stat", "time_ms", "interleaved",
+           "ratio_stats", "write_result", "RESULTS", "ROOT"]
+
+
+def machine_info() -> dict[str, Any]:
+    return {"processor": platform.processor() or platform.machine(), "machine": platform.machine(),
+            "cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+            "platform": platform.platform(terse=True), "torch_threads": torch.get_num_threads()}
+
+
+def machine_line(threads: int | None = None) -> str:
+    m = machine_info()
+    t = threads if threads is not None else m["torch_threads"]
+    load = ""
+    if hasattr(os, "getloadavg"):
+        load = f", load average {os.getloadavg()[0]:.1f} at start"
+    return (f"Machine: {m['processor']} ({m['machine']}), {m['cpu_count']} CPUs, {m['platform']}, Python {m['python']}, "
+            f"torch {m['torch']}, {t} intra-op thread(s){load}; {today()}.")
+
+
+def today() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def quantile(xs: list[float], q: float) -> float:
+    """Linear-interpolation quantile, ``q`` in [0, 1] (numpy's default)."""
+    s = sorted(xs)
+    if not s:
+        raise ValueError("quantile of no samples")
+    pos = (len(s) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def stats(xs: list[float]) -> dict[str, float]:
+    """Median, quartiles and IQR of samples."""
+    return {"median": statistics.median(xs), "p25": quantile(xs, 0.25), "p75": quantile(xs, 0.75),
+            "iqr": quantile(xs, 0.75) - quantile(xs, 0.25), "n": len(xs)}
+
+
+def fmt_stat(xs: list[float], digits: int = 2) -> str:
+    """``'12.34 (IQR 0.56)'``."""
+    s = stats(xs)
+    return f"{s['median']:.{digits}f} (IQR {s['iqr']:.{digits}f})"
+
+
+def time_ms(fn: Callable[[], Any], runs: int = 10, warmup: int = 2) -> list[float]:
+    """Wall time in ms of each of ``runs`` calls after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1000.0)
+    return out
+
+
+def interleaved(configs: Mapping[str, Callable[[], Any]], repeats: int = 7, runs: int = 5,
+                warmup: int = 2, reduce: str = "median") -> dict[str, list[float]]:
+    """Per configuration, ``repeats`` values, each the median (``reduce="median"``) or the fastest
+    (``reduce="min"``, the run least disturbed by other jobs on a shared machine) of a burst of ``runs`` calls,
+    in ms. The bursts of all configurations alternate (round-robin), so all see the same machine conditions."""
+    if reduce not in ("median", "min"):
+        raise ValueError(f"interleaved: reduce must be 'median' or 'min', got {reduce!r}")
+    red = statistics.median if reduce == "median" else min
+    for fn in configs.values():  # warm every configuration up front (allocator, kernel choice)
+        for _ in range(warmup):
+            fn()
+    out: dict[str, list[float]] = {k: [] for k in configs}
+    for _ in range(repeats):
+        for k, fn in configs.items():
+            out[k].append(red(time_ms(fn, runs=runs, warmup=0)))
+    return out
+
+
+def ratio_stats(ref_ms: list[float], ms: list[float]) -> dict[str, float]:
+    """Speed of a configuration relative to the reference (ref time / time, > 1 is faster), repeat by repeat."""
+    if len(ref_ms) != len(ms):
+        raise ValueError("ratio_stats: the reference and the configuration need the same number of repeats")
+    return stats([r / m for r, m in zip(ref_ms, ms)])
+
+
+def write_result(topic: str, text: str) -> Path:
+    """Write ``benchmarks/results/<topic>.md`` atomically and return its path."""
+    from lightnn.utils.io import atomic_write_text
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(RESULTS / f"{topic}.md", text.rstrip() + "\n")

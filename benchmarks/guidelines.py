@@ -1,0 +1,203 @@
+"""ShuffleNet V2's guideline experiments (Ma et al., ECCV 2018, Sec. 2, Tables 1, 2 and 4) re-run on this CPU.
+
+- G1: equal channel width minimizes memory access cost. A stack of 10 blocks, each a 1x1 conv c1 -> c2 and one
+  c2 -> c1, at 56x56; the multiply-adds stay fixed while c1:c2 goes from 1:1 to 1:12.
+- G2: excessive group convolution increases memory access cost. 10 pointwise group convs c -> c at 56x56 with
+  g = 1, 2, 4, 8 groups; c grows with sqrt(g) so the multiply-adds stay fixed.
+- G4: element-wise ops are not negligible. 10 ResNet bottleneck units (1x1 -> 3x3 -> 1x1) at 56x56 with the
+  ReLUs and/or the shortcut removed. The paper gives only c = 32/64/128; we read c as the unit's outer width with
+  ResNet's inner width c/4 (the paper does not say).
+
+We use the paper's CPU (ARM, single-thread) channel numbers for x1, and twice and four times those for x2 and x4,
+as in its tables; batch 1, one intra-op thread, PyTorch eager (NCHW) under ``torch.inference_mode``. Every speed is
+also given as a ratio against the first row of its group, measured in the same run with the configurations
+interleaved, next to the paper's ARM ratio. Columns MACs and memory traffic come from ``lightnn.profile``.
+
+    python benchmarks/guidelines.py            # writes benchmarks/results/guidelines.md (about 5 minutes)
+    python benchmarks/guidelines.py --quick    # fewer repeats, for a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+import _common  # noqa: F401  (puts the repository on sys.path)
+import torch
+import torch.nn as nn
+from _common import interleaved, machine_line, ratio_stats, stats, write_result
+
+from lightnn.profile import profile
+from lightnn.report.tables import markdown_table
+
+HW = 56
+WIDTHS = (1, 2, 4)
+
+# paper_tables.md section 4. G1 Table 1, ARM images/s: c1:c2 -> ((c1, c2) at x1, speed at x1, x2, x4)
+G1_PAPER = {"1:1": ((32, 32), (76.2, 21.7, 5.3)), "1:2": ((22, 44), (72.9, 20.5, 5.1)),
+            "1:6": ((13, 78), (69.1, 17.9, 4.6)), "1:12": ((9, 108), (57.6, 15.1, 4.4))}
+# G2 Table 2, CPU images/s: g -> (c at x1, speed at x1, x2, x4)
+G2_PAPER = {1: (64, (40.0, 10.2, 2.3)), 2: (90, (35.0, 9.5, 2.2)), 4: (128, (32.9, 8.7, 2.1)),
+            8: (180, (27.8, 7.5, 1.8))}
+# G4 Table 4, CPU images/s at c = 32, 64, 128: (ReLU, shortcut) -> speeds
+G4_PAPER = {("yes", "yes"): (56.7, 16.9, 5.0), ("yes", "no"): (61.9, 18.8, 5.2), ("no", "yes"): (57.3, 18.2, 5.1),
+            ("no", "no"): (66.3, 20.2, 5.4)}
+G4_C = (32, 64, 128)
+
+
+def g1_net(c1: int, c2: int) -> nn.Module:
+    return nn.Sequential(*[nn.Sequential(nn.Conv2d(c1, c2, 1, bias=False), nn.Conv2d(c2, c1, 1, bias=False))
+                           for _ in range(10)])
+
+
+def g2_net(c: int, g: int) -> nn.Module:
+    return nn.Sequential(*[nn.Conv2d(c, c, 1, groups=g, bias=False) for _ in range(10)])
+
+
+def _g2_c(c: int, g: int) -> int:
+    """The paper's c, rounded up to a multiple of g (its CPU row g=8, c=180 is not divisible by 8; we use 184)."""
+    return -(-c // g) * g
+
+
+def _g2_label(c: int, g: int) -> str:
+    return str(c) if c % g == 0 else f"{_g2_c(c, g)} (paper {c})"
+
+
+class Bottleneck(nn.Module):
+    """ResNet bottleneck (1x1 c -> c/4, 3x3, 1x1 c/4 -> c) with switchable ReLUs and shortcut (G4)."""
+
+    def __init__(self, c: int, relu: bool, shortcut: bool) -> None:
+        super().__init__()
+        mid = c // 4
+        self.conv1, self.conv2, self.conv3 = (nn.Conv2d(c, mid, 1, bias=False),
+                                              nn.Conv2d(mid, mid, 3, padding=1, bias=False),
+                                              nn.Conv2d(mid, c, 1, bias=False))
+        self.act = nn.ReLU(inplace=True) if relu else nn.Identity()
+        self.shortcut = shortcut
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv3(self.act(self.conv2(self.act(self.conv1(x)))))
+        if self.shortcut:
+            y = y + x
+        return self.act(y)
+
+
+def g4_net(c: int, relu: bool, shortcut: bool) -> nn.Module:
+    return nn.Sequential(*[Bottleneck(c, relu, shortcut) for _ in range(10)])
+
+
+def _runner(net: nn.Module, c_in: int) -> Callable[[], torch.Tensor]:
+    net.eval()
+    x = torch.randn(1, c_in, HW, HW)
+
+    def run() -> torch.Tensor:
+        with torch.inference_mode():
+            return net(x)
+    return run
+
+
+def _experiment(title: str, groups: list[tuple[str, list[tuple[str, str, nn.Module, int, float]]]], repeats: int,
+                runs_for: dict[str, int]) -> list[list[str]]:
+    """Each group: (width label, [(config, channels, net, input channels, paper speed)]); first = reference."""
+    rows = []
+    for width, configs in groups:
+        runners = {label: _runner(net, cin) for label, _, net, cin, _ in configs}
+        print(f"{title} {width}: timing {', '.join(runners)}", flush=True)
+        ms = interleaved(runners, repeats=repeats, runs=runs_for[width], warmup=2, reduce="min")
+        ref_label, ref_paper = configs[0][0], configs[0][4]
+        for label, chans, net, cin, paper in configs:
+            rep = profile(net, (1, cin, HW, HW))
+            ips = [1000.0 / t for t in ms[label]]
+            s, r = stats(ips), ratio_stats(ms[ref_label], ms[label])
+            rows.append([label, width, chans, f"{rep.macs / 1e6:.1f}", f"{rep.memory_bytes / 1e6:.1f}",
+                         f"{s['median']:.1f} ({s['iqr']:.1f})", f"{r['median']:.2f} ({r['iqr']:.2f})",
+                         f"{paper:g}", f"{paper / ref_paper:.2f}"])
+    return rows
+
+
+HEAD = ["MACs (M)", "memory traffic (MB)", "ours: images/s, median (IQR)", "ours: ratio vs first, median (IQR)",
+        "paper ARM images/s", "paper ratio"]
+
+
+def main(argv: list[str] | None = None) -> str:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=9, help="interleaved repeats per configuration (default 9)")
+    ap.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1, like the paper's ARM runs)")
+    ap.add_argument("--quick", action="store_true", help="3 repeats, x1 and x2 only (smoke run)")
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    repeats = 3 if args.quick else args.repeats
+    widths = WIDTHS[:2] if args.quick else WIDTHS
+    runs_for = {"x1": 7, "x2": 5, "x4": 3, "c=32": 7, "c=64": 5, "c=128": 3}
+    machine = machine_line(args.threads)
+
+    g1 = [(f"x{k}", [(ratio, f"({c1 * k}, {c2 * k})", g1_net(c1 * k, c2 * k), c1 * k, speeds[i])
+                     for ratio, ((c1, c2), speeds) in G1_PAPER.items()]) for i, k in enumerate(WIDTHS) if k in widths]
+    g1_rows = _experiment("G1", g1, repeats, runs_for)
+
+    g2 = [(f"x{k}", [(f"g={g}", _g2_label(c * k, g), g2_net(_g2_c(c * k, g), g), _g2_c(c * k, g), speeds[i])
+                     for g, (c, speeds) in G2_PAPER.items()]) for i, k in enumerate(WIDTHS) if k in widths]
+    g2_rows = _experiment("G2", g2, repeats, runs_for)
+
+    g4 = [(f"c={c}", [(f"ReLU {relu}, shortcut {sc}", f"{c}/{c // 4}", g4_net(c, relu == "yes", sc == "yes"), c,
+                       speeds[i])
+                      for (relu, sc), speeds in G4_PAPER.items()])
+          for i, c in enumerate(G4_C) if (i < 2 or not args.quick)]
+    g4_rows = _experiment("G4", g4, repeats, runs_for)
+
+    text = "\n".join([
+        "## ShuffleNet V2 guidelines G1, G2, G4 on this CPU",
+        "",
+        "Produced by `python benchmarks/guidelines.py`. " + machine,
+        "PyTorch eager, NCHW, batch 1, `torch.inference_mode`; every configuration of a group timed in the same run, "
+        f"interleaved ({repeats} repeats; each repeat is a burst of 3-7 runs and keeps its fastest run, the one "
+        "least disturbed by other jobs on this shared machine; speed = 1 / that time; the table gives the median "
+        "and IQR over repeats). Ratios are taken "
+        "repeat by repeat against the group's first row, then summarized. The paper's numbers are Ma et al. 2018 "
+        "Tables 1, 2 and 4 (ARM Snapdragon 810, images/s). MACs and memory traffic (activations read + written + "
+        "weights, fp32) come from `lightnn.profile`.",
+        "",
+        "### G1: equal channel width minimizes memory access cost (10 blocks of 1x1 convs c1 -> c2 -> c1, 56x56)",
+        "",
+        markdown_table(["c1:c2", "width", "(c1, c2)"] + HEAD, g1_rows),
+        "",
+        "### G2: group convolution raises memory access cost (10 pointwise group convs, 56x56, MACs fixed)",
+        "",
+        markdown_table(["groups", "width", "c"] + HEAD, g2_rows),
+        "",
+        "### G4: element-wise ops are not negligible (10 ResNet bottlenecks, outer width c, inner c/4, 56x56)",
+        "",
+        markdown_table(["variant", "c", "outer/inner"] + HEAD, g4_rows),
+        "",
+        _reading(g1_rows, g2_rows, g4_rows),
+    ])
+    print(text)
+    if not args.no_write:
+        print(f"\nwrote {write_result('guidelines', text)}")
+    return text
+
+
+def _ratio(row: list[str], col: int) -> float:
+    return float(row[col].split(" ")[0])
+
+
+def _reading(g1_rows: list[list[str]], g2_rows: list[list[str]], g4_rows: list[list[str]]) -> str:
+    """One sentence per guideline, computed from the measured ratios (never hard-coded)."""
+    rc = 3 + HEAD.index("ours: ratio vs first, median (IQR)")
+    out = ["**Reading.**"]
+    worst1 = min((_ratio(r, rc), r[0], r[1]) for r in g1_rows)
+    out.append(f"G1: the most unbalanced stack runs at {worst1[0]:.2f}x the speed of 1:1 at equal MACs "
+               f"(slowest: {worst1[1]} at {worst1[2]}); the paper measured 0.76x on ARM at x1 for 1:12.")
+    worst2 = min((_ratio(r, rc), r[0], r[1]) for r in g2_rows)
+    out.append(f"G2: with groups, the slowest configuration runs at {worst2[0]:.2f}x of g=1 ({worst2[1]} at "
+               f"{worst2[2]}); the paper measured 0.70x for g=8 at x1.")
+    best4 = max((_ratio(r, rc), r[1]) for r in g4_rows if r[0].startswith("ReLU no, shortcut no"))
+    out.append(f"G4: removing both the ReLUs and the shortcut speeds the bottleneck stack up by up to "
+               f"{best4[0]:.2f}x ({best4[1]}); the paper reports about 1.2x.")
+    return " ".join(out)
+
+
+if __name__ == "__main__":
+    main()

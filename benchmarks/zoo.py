@@ -1,0 +1,181 @@
+"""The model zoo on this CPU: params, multiply-adds, memory traffic, eager latency at batch 1 and 32, MACs per ms;
+and MobileNet V1's resources per layer type next to the paper's Table 2.
+
+Every registered ImageNet-size model (input side >= 128) is built once and kept in memory; latency is measured
+with ``lightnn.profile.measure_latency`` (PyTorch eager, NCHW, one intra-op thread, ``torch.inference_mode``) in
+rounds: each round times a short burst of every model in turn, so all models see the same machine conditions, and
+each speed is also given as a ratio against the named reference (``mobilenet_v2``) repeat by repeat. Batch 32 is
+measured only for models up to ``--b32-max-gmacs`` multiply-adds per image (the others would take minutes per
+run on this 2-core machine; their cells say "skipped").
+
+    python benchmarks/zoo.py                # writes benchmarks/results/zoo.md (about 10 minutes)
+    python benchmarks/zoo.py --quick        # 2 rounds, a few models: smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import _common  # noqa: F401  (puts the repository on sys.path)
+import torch
+from _common import machine_line, ratio_stats, stats, write_result
+
+import lightnn
+from lightnn.profile import measure_latency, profile
+from lightnn.report.tables import markdown_table
+
+REFERENCE = "mobilenet_v2"
+
+# Published multiply-adds (M) to compare with (paper_tables.md): "tv" = torchvision's `_ops` metadata (section 14),
+# otherwise the paper's table named.
+PUBLISHED_MACS = {
+    "mobilenet_v1": (569, "MobileNet V1 T6"), "mobilenet_v1_075": (325, "MobileNet V1 T6"),
+    "mobilenet_v1_050": (149, "MobileNet V1 T6"), "mobilenet_v1_025": (41, "MobileNet V1 T6"),
+    "mobilenet_v2": (301, "tv"), "mobilenet_v3_large": (217, "tv"), "mobilenet_v3_small": (57, "tv"),
+    "shufflenet_v2_x0_5": (41, "ShuffleNet V2 T5"), "shufflenet_v2_x1_0": (146, "ShuffleNet V2 T5"),
+    "shufflenet_v2_x1_5": (299, "ShuffleNet V2 T5"), "shufflenet_v2_x2_0": (591, "ShuffleNet V2 T5"),
+    "shufflenet_v1": (140, "ShuffleNet V2 T8, 1x g=3"), "mnasnet0_5": (104, "tv"), "mnasnet0_75": (215, "tv"),
+    "mnasnet1_0": (314, "tv"), "mnasnet1_3": (526, "tv"), "mnasnet_a1": (312, "MnasNet"),
+    "inception_v3": (5713, "tv"), "resnet18": (1814, "tv"), "resnet34": (3664, "tv"), "resnet50": (4089, "tv"),
+    "alexnet": (714, "tv"), "vgg16": (15300, "MobileNet V1 T8"),
+    "igcv2_0_25": (46, "ShuffleNet V2 T8"), "igcv2_0_5": (156, "ShuffleNet V2 T8"),
+    "igcv2_1_0": (564, "ShuffleNet V2 T8"), "igcv3_070": (210, "ShuffleNet V2 T8"),
+    "igcv3_100": (318, "ShuffleNet V2 T8"), "igcv3_140": (610, "ShuffleNet V2 T8"),
+}
+
+# MobileNet V1 Table 2 (paper_tables.md section 1): % of mult-adds, % of parameters.
+TABLE2 = {"Conv 1x1": (94.86, 74.59), "Conv DW 3x3": (3.06, 1.06), "Conv 3x3": (1.19, 0.02),
+          "Fully Connected": (0.18, 24.33)}
+
+
+def imagenet_models() -> list[str]:
+    return [n for n in lightnn.list_models() if lightnn.model_info(n).input_size[1] >= 128]
+
+
+def _rounds(models: dict[str, torch.nn.Module], sizes: dict[str, tuple], batch: int, rounds: int,
+            runs: int) -> dict[str, list[float]]:
+    """Per model, one value per round: the fastest of a burst of ``runs`` (least disturbed by other jobs)."""
+    out: dict[str, list[float]] = {n: [] for n in models}
+    for n, m in models.items():  # warm-up: allocator, oneDNN kernel choice
+        measure_latency(m, sizes[n], batch=batch, threads=1, warmup=1, runs=1, channels_last=False)
+    for r in range(rounds):
+        print(f"batch {batch}: round {r + 1}/{rounds}", flush=True)
+        for n, m in models.items():
+            res = measure_latency(m, sizes[n], batch=batch, threads=1, warmup=0, runs=runs, channels_last=False)
+            out[n].append(min(res.samples_ms))
+    return out
+
+
+def by_type_section() -> str:
+    if not lightnn.models.is_model("mobilenet_v1"):
+        return "MobileNet V1 is not registered; no per-layer-type table."
+    rep = profile(lightnn.create_model("mobilenet_v1"), (1, 3, 224, 224))
+    four = {t["type"]: t for t in rep.by_type(only=list(TABLE2))}
+    rows = [[k, f"{four[k]['macs'] / 1e6:.2f}", f"{four[k]['macs_pct']:.2f}%", f"{v[0]:.2f}%",
+             f"{four[k]['params']:,}", f"{four[k]['params_pct']:.2f}%", f"{v[1]:.2f}%"] for k, v in TABLE2.items()]
+    rows.append(["sum", f"{sum(t['macs'] for t in four.values()) / 1e6:.2f}",
+                 f"{sum(t['macs_pct'] for t in four.values()):.2f}%", f"{sum(v[0] for v in TABLE2.values()):.2f}%",
+                 f"{sum(t['params'] for t in four.values()):,}", f"{sum(t['params_pct'] for t in four.values()):.2f}%",
+                 f"{sum(v[1] for v in TABLE2.values()):.2f}%"])
+    t1 = markdown_table(["layer type", "MACs (M)", "ours % mult-adds", "paper % mult-adds", "params",
+                         "ours % params", "paper % params"], rows)
+    all_rows = [[t["type"], t["layers"], f"{t['macs_pct']:.2f}%", f"{t['params_pct']:.2f}%",
+                 f"{t['memory_bytes'] / 1e6:.2f}", f"{t['memory_pct']:.2f}%"] for t in rep.by_type()]
+    t2 = markdown_table(["layer type", "layers", "% MACs", "% params", "memory traffic (MB)", "% memory traffic"],
+                        all_rows)
+    stem = four["Conv 3x3"]["macs_pct"]
+    return "\n".join([
+        "### MobileNet V1 (1.0, 224): resources per layer type vs the paper's Table 2",
+        "",
+        f"Percentages over the four layer types of Table 2 (the paper leaves BatchNorm and biases out). "
+        f"Total {rep.macs / 1e6:.1f} M MACs (paper 569 M), {rep.params:,} params (paper 4.2 M).",
+        "",
+        t1,
+        "",
+        f"The paper's four mult-add percentages add up to {sum(v[0] for v in TABLE2.values()):.2f}%; the one stem "
+        f"conv (3x3x3x32 at 112x112 = {four['Conv 3x3']['macs'] / 1e6:.2f} M MACs) is {stem:.2f}%, so the printed "
+        "1.19% reads as 1.91% with two digits transposed. All other rows agree to within 0.05 points "
+        "(tests/test_profile.py checks 0.5).",
+        "",
+        "Every layer type, percentages of the whole model, with the memory traffic each type causes "
+        "(activations read + written + weights, fp32, batch 1): BatchNorm and ReLU cost no multiply-adds but a "
+        "large share of the traffic (ShuffleNet V2 guideline G4).",
+        "",
+        t2,
+    ])
+
+
+def main(argv: list[str] | None = None) -> str:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5, help="rounds at batch 1 (default 5)")
+    ap.add_argument("--rounds-b32", type=int, default=3, help="rounds at batch 32 (default 3)")
+    ap.add_argument("--runs", type=int, default=3, help="runs per burst at batch 1 (default 3; 1 at batch 32)")
+    ap.add_argument("--b32-max-gmacs", type=float, default=1.0,
+                    help="measure batch 32 only for models up to this many GMACs per image (default 1.0)")
+    ap.add_argument("--models", nargs="*", default=None, help="registry names or wildcards (default: all ImageNet)")
+    ap.add_argument("--quick", action="store_true", help="2 rounds, batch 1 only")
+    ap.add_argument("--no-write", action="store_true", help="print only")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    machine = machine_line(1)
+    names = lightnn.list_models(args.models) if args.models else imagenet_models()
+    if REFERENCE not in names:
+        names = [REFERENCE] + names
+    rounds, rounds32 = (2, 0) if args.quick else (args.rounds, args.rounds_b32)
+
+    models, sizes, reps = {}, {}, {}
+    for n in names:
+        models[n] = lightnn.create_model(n).eval()
+        sizes[n] = lightnn.model_info(n).input_size
+        reps[n] = profile(models[n], (1, *sizes[n]))
+        print(reps[n].summary(), flush=True)
+    lat1 = _rounds(models, sizes, 1, rounds, args.runs)
+    small = {n: m for n, m in models.items() if reps[n].macs <= args.b32_max_gmacs * 1e9}
+    lat32 = _rounds(small, sizes, 32, rounds32, 1) if rounds32 else {}
+
+    rows = []
+    for n in sorted(names, key=lambda k: reps[k].macs):
+        rep = reps[n]
+        pub = PUBLISHED_MACS.get(n)
+        s1, r1 = stats(lat1[n]), ratio_stats(lat1[REFERENCE], lat1[n])
+        row = [n, "x".join(map(str, sizes[n][1:])), f"{rep.params / 1e6:.2f}", f"{rep.macs / 1e6:.1f}",
+               f"{pub[0]:g} ({pub[1]})" if pub else "", f"{rep.memory_bytes / 1e6:.1f}",
+               f"{rep.peak_activation_bytes / 1e6:.1f}", f"{s1['median']:.2f} ({s1['iqr']:.2f})",
+               f"{r1['median']:.2f} ({r1['iqr']:.2f})", f"{rep.macs / 1e6 / s1['median']:.0f}"]
+        if n in lat32 and lat32[n]:
+            s32, r32 = stats(lat32[n]), ratio_stats(lat32[REFERENCE], lat32[n])
+            row += [f"{s32['median']:.1f} ({s32['iqr']:.1f})", f"{r32['median']:.2f} ({r32['iqr']:.2f})",
+                    f"{32 * rep.macs / 1e6 / s32['median']:.0f}"]
+        else:
+            row += ["skipped" if rounds32 else "not run", "", ""]
+        rows.append(row)
+    headers = ["model", "input", "params (M)", "MACs (M)", "published MACs (M, source)", "memory traffic (MB)",
+               "peak activations (MB)", "batch 1: ms, median (IQR)", f"batch 1: speed vs {REFERENCE}",
+               "batch 1: MACs per ms (M)", "batch 32: ms, median (IQR)", f"batch 32: speed vs {REFERENCE}",
+               "batch 32: MACs per ms (M)"]
+    text = "\n".join([
+        "## Model zoo: size, multiply-adds, memory traffic and eager latency on this CPU",
+        "",
+        "Produced by `python benchmarks/zoo.py`. " + machine,
+        f"Counts from `lightnn.profile` (MACs = multiply-adds; FLOPs would be 2x; memory traffic = activations "
+        f"read + written + weights, fp32, batch 1; peak activations = the most bytes of activations alive at once). "
+        f"Latency: PyTorch eager, NCHW, 1 thread, `torch.inference_mode`, random weights; {rounds} rounds at batch 1 "
+        f"({args.runs}-run bursts) and {rounds32} at batch 32 (1 run), every model timed once per round in turn; "
+        f"each round keeps the fastest run of its burst (least disturbed by other jobs on this shared 2-core "
+        f"machine); the table gives the median and IQR over rounds. Speed vs {REFERENCE} = its time / the model's "
+        f"time, round by round (> 1 is faster). Batch 32 is skipped above {args.b32_max_gmacs:g} GMACs per image. "
+        "torchvision is not installed here, so the side-by-side torchvision comparison is not in this table.",
+        "",
+        markdown_table(headers, rows),
+        "",
+        by_type_section(),
+    ])
+    print(text)
+    if not args.no_write:
+        print(f"\nwrote {write_result('zoo', text)}")
+    return text
+
+
+if __name__ == "__main__":
+    main()

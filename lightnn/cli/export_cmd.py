@@ -1,0 +1,136 @@
+"""`lightnn export`: a model name, checkpoint or .onnx file -> ONNX (fp32, int8, QAT int8 or fp16), parity-checked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import LightnnError
+from ._common import add_command
+
+
+def add_parser(sub):
+    p = add_command(sub, "export", "export to ONNX (BN folded, dynamic batch), checked against PyTorch; "
+                    "optionally int8 (static or QAT) or fp16",
+                    ["lightnn export mobilenet_v2 --output mnv2.onnx",
+                     "lightnn export runs/r20/model.pt --output r20.int8.onnx --int8 --calibration-data sample",
+                     "lightnn export runs/r20/model.pt --output r20.qat.onnx --qat-epochs 1 --calibration-data sample",
+                     "lightnn export mnv2.onnx --output mnv2.fp16.onnx --fp16"])
+    p.add_argument("source", help="registry name, checkpoint (.pt/.lnz) or .onnx file (for --int8/--fp16)")
+    p.add_argument("--output", "-o", required=True, help="the ONNX file to write")
+    p.add_argument("--input-size", type=int, default=None, help="input height = width (default: the model's)")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--static-batch", action="store_true", help="fix the batch axis instead of a dynamic one")
+    p.add_argument("--no-fold-bn", action="store_true", help="keep BatchNorm nodes")
+    q = p.add_mutually_exclusive_group()
+    q.add_argument("--int8", action="store_true", help="post-training static int8 (ONNX Runtime, fast recipe)")
+    q.add_argument("--qat-epochs", type=int, default=0, help="quantization-aware fine-tuning epochs, then int8")
+    q.add_argument("--fp16", action="store_true", help="store the weights as float16 (half the size)")
+    p.add_argument("--calibration-data", default=None,
+                   help="images for int8 calibration / parity: folder, zip, .npy or 'sample'")
+    p.add_argument("--calibration-method", default="minmax", choices=["minmax", "percentile", "entropy"])
+    p.add_argument("--calibration-size", type=int, default=300, help="number of calibration images")
+    p.add_argument("--resize", action="store_true", help="resize calibration images to the model's input size")
+    p.add_argument("--train-data", default=None, help="QAT training data (default: the calibration data)")
+    p.add_argument("--qat-lr", type=float, default=1e-3)
+    p.add_argument("--parity-inputs", type=int, default=16, help="images for the PyTorch-vs-ONNX check")
+    p.add_argument("--atol", type=float, default=1e-4, help="parity tolerance, relative to max |logit|")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    return p
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from ..export import (check_parity, export_fp16, export_onnx, export_qat_int8, qat_finetune, quantize_int8,
+                          resolve_model)
+    from ..export.calib import load_images
+    from ..export.onnx import model_input_size, onnx_input_size, source_normalization
+    from ..export.quantize import file_size
+    from ..export.runtime import OrtSession
+
+    out = Path(args.output)
+    if out.suffix != ".onnx":
+        raise LightnnError(f"--output {args.output!r} must end in .onnx")
+    src = str(args.source)
+    is_onnx = src.endswith(".onnx")
+    summary: dict = {"source": src, "output": str(out)}
+    norm = None
+    model = None
+    if is_onnx:
+        if not (args.int8 or args.fp16):
+            raise LightnnError(f"{src!r} is already ONNX: pass --int8 or --fp16 to convert it")
+        if not Path(src).is_file():
+            raise LightnnError(f"ONNX model {src!r} does not exist")
+        fp32 = Path(src)
+        size = onnx_input_size(fp32)
+        norm = source_normalization(src)
+    else:
+        model = resolve_model(src).eval()
+        size = model_input_size(model, args.input_size)
+        norm = source_normalization(src, model)
+        fp32 = out if not (args.int8 or args.fp16 or args.qat_epochs) else _sibling(out, "fp32")
+    mean, std = (norm["mean"], norm["std"]) if norm else (None, None)
+
+    def images(n: int, split: str = "all"):
+        # real images for parity/calibration: the given data, else the shipped sample resized to the model
+        data = args.calibration_data or "sample"
+        return load_images(data, size, limit=n, resize=args.resize or not args.calibration_data, mean=mean,
+                           std=std, split=split)
+
+    if model is not None:
+        export_onnx(model if norm is None else _with_norm(model, norm), fp32, input_size=size, opset=args.opset,
+                    dynamic_batch=not args.static_batch, fold_bn=not args.no_fold_bn)
+        par = check_parity(model, fp32, images(args.parity_inputs).images, atol=args.atol)
+        summary["fp32"] = {"path": str(fp32), "bytes": file_size(fp32), **par.as_dict()}
+    if args.int8 or args.qat_epochs:
+        if not args.calibration_data:
+            raise LightnnError("--int8/--qat-epochs need --calibration-data (a folder or zip of images, or 'sample')")
+        calib = images(args.calibration_size)
+        if args.qat_epochs:
+            from ..data import load_dataset
+
+            train = load_dataset(args.train_data or args.calibration_data, split="train")
+            if tuple(train.image_size) != tuple(size):
+                raise LightnnError(f"QAT data {train.source!r} is {train.image_size}, the model takes {size}")
+            q = qat_finetune(model, train, epochs=args.qat_epochs, lr=args.qat_lr, mean=mean, std=std)
+            export_qat_int8(q, out, calib, input_size=size)
+        else:
+            quantize_int8(fp32, out, calib, method=args.calibration_method)
+        check = images(min(64, args.calibration_size), split="val" if not is_onnx else "all")
+        a, b = OrtSession(fp32, threads=1), OrtSession(out, threads=1)
+        agree = float(np.mean(a.run(check.images).argmax(1) == b.run(check.images).argmax(1)))
+        summary["int8"] = {"path": str(out), "bytes": file_size(out), "size_ratio": file_size(out) / file_size(fp32),
+                           "top1_agreement_with_fp32": agree, "n": len(check),
+                           "method": "qat" if args.qat_epochs else args.calibration_method}
+    elif args.fp16:
+        export_fp16(fp32, out)
+        summary["fp16"] = {"path": str(out), "bytes": file_size(out), "size_ratio": file_size(out) / file_size(fp32)}
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    if "fp32" in summary:
+        f = summary["fp32"]
+        print(f"wrote {f['path']} ({f['bytes'] / 1e6:.2f} MB); parity vs PyTorch on {f['n']} images: "
+              f"max |diff| {f['max_abs_diff']:.2e}, top-1 agreement {f['top1_agreement']:.1%}")
+    for k in ("int8", "fp16"):
+        if k in summary:
+            s = summary[k]
+            extra = (f", top-1 agreement with fp32 {s['top1_agreement_with_fp32']:.1%} on {s['n']} images"
+                     if k == "int8" else "")
+            print(f"wrote {s['path']} ({s['bytes'] / 1e6:.2f} MB, {s['size_ratio']:.3f}x fp32){extra}")
+    return 0
+
+
+def _with_norm(model, norm):
+    model.lightnn_normalize = norm
+    return model
+
+
+def _sibling(out: Path, tag: str) -> Path:
+    """``m.int8.onnx`` -> ``m.fp32.onnx``: where the float model of a converted export goes."""
+    stem = out.stem
+    for t in (".int8", ".qat", ".fp16"):
+        if stem.endswith(t):
+            stem = stem[: -len(t)]
+    return out.with_name(f"{stem}.{tag}.onnx")

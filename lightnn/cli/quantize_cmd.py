@@ -1,0 +1,108 @@
+"""`lightnn quantize`: post-training static int8 with a measured report (size, accuracy, latency before/after)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import LightnnError
+from ._common import add_command
+
+
+def add_parser(sub):
+    p = add_command(sub, "quantize", "post-training static int8 (ONNX Runtime, per-channel weights, calibrated) "
+                    "with a report: size, accuracy and latency before/after; keeps slow layer types in float",
+                    ["lightnn quantize runs/r20/model.pt --calibration-data sample --output q/r20",
+                     "lightnn quantize mobilenet_v2 --calibration-data sample --resize --output q/mnv2 --batch 1,32",
+                     "lightnn quantize model.onnx --calibration-data calib_images/ --method entropy --output q/m"])
+    p.add_argument("source", help="registry name, checkpoint (.pt/.lnz) or fp32 .onnx file")
+    p.add_argument("--calibration-data", required=True, help="folder, zip, .npy of images, or 'sample'")
+    p.add_argument("--output", "-o", required=True, help="directory for model.fp32.onnx, model.int8.onnx, report")
+    p.add_argument("--method", "--calibration-method", dest="method", default="minmax",
+                   choices=["minmax", "percentile", "entropy"])
+    p.add_argument("--calibration-size", type=int, default=300)
+    p.add_argument("--val-data", default=None,
+                   help="labelled images for accuracy before/after (default: the val split of a labelled "
+                        "--calibration-data, calibrating on its train split)")
+    p.add_argument("--val-size", type=int, default=1000)
+    p.add_argument("--resize", action="store_true", help="resize images to the model's input size")
+    p.add_argument("--input-size", type=int, default=None)
+    p.add_argument("--batch", default="1,32", help="batch sizes for latency, comma-separated")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--format", default="qdq", choices=["qdq", "qoperator"])
+    p.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default: per channel)")
+    p.add_argument("--keep-float", default="", help="op types to keep in float, e.g. Add,GlobalAveragePool")
+    p.add_argument("--no-auto-mixed", action="store_true",
+                   help="do not search for a mixed model when int8 is slower than fp32")
+    p.add_argument("--json", action="store_true")
+    return p
+
+
+def run(args) -> int:
+    from ..export import export_onnx, quantize_report, resolve_model
+    from ..export.calib import load_images
+    from ..export.onnx import check_parity, model_input_size, onnx_input_size, source_normalization
+    from ..utils.io import atomic_write_json, atomic_write_text
+
+    out = Path(args.output)
+    if out.suffix == ".onnx":
+        raise LightnnError(f"--output {args.output!r} is a directory for the models and the report, not a file")
+    batches = _batches(args.batch)
+    src = str(args.source)
+    if src.endswith(".onnx"):
+        if not Path(src).is_file():
+            raise LightnnError(f"ONNX model {src!r} does not exist")
+        fp32 = Path(src)
+        size = onnx_input_size(fp32)
+        if size is None:
+            raise LightnnError(f"ONNX model {src!r} has no static input size")
+        norm = source_normalization(src)
+        model = None
+    else:
+        model = resolve_model(src).eval()
+        size = model_input_size(model, args.input_size)
+        norm = source_normalization(src, model)
+        if norm:
+            model.lightnn_normalize = norm
+        fp32 = out / "model.fp32.onnx"
+        export_onnx(model, fp32, input_size=size)
+    mean, std = (norm["mean"], norm["std"]) if norm else (None, None)
+    calib = load_images(args.calibration_data, size, limit=args.calibration_size, resize=args.resize, mean=mean,
+                        std=std, split="train" if args.val_data is None else "all")
+    if args.val_data:
+        val = load_images(args.val_data, size, limit=args.val_size, resize=args.resize, mean=mean, std=std,
+                          split="val")
+    elif calib.labels is not None:
+        val = load_images(args.calibration_data, size, limit=args.val_size, resize=args.resize, mean=mean, std=std,
+                          split="val")
+    else:
+        val = None
+    if model is not None:
+        check_parity(model, fp32, calib.images[:16])
+    rep = quantize_report(fp32, out / "model.int8.onnx", calib, val, method=args.method, batches=batches,
+                          threads=args.threads, runs=args.runs, auto_mixed=not args.no_auto_mixed,
+                          fmt=args.format, per_channel=not args.per_tensor,
+                          op_types_to_keep_float=[t for t in args.keep_float.split(",") if t])
+    d = rep.as_dict()
+    d.update({"source": src, "calibration_data": str(args.calibration_data), "calibration_images": len(calib),
+              "threads": args.threads, "format": args.format})
+    atomic_write_json(out / "report.json", d)
+    md = f"# int8 report: {src}\n\n{rep.markdown()}"
+    atomic_write_text(out / "report.md", md)
+    if args.json:
+        print(json.dumps(d, indent=1))
+    else:
+        print(md)
+        print(f"wrote {out / 'model.int8.onnx'}, {out / 'report.json'}, {out / 'report.md'}")
+    return 0
+
+
+def _batches(text: str) -> list[int]:
+    try:
+        b = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise LightnnError(f"--batch must be comma-separated integers, got {text!r}") from None
+    if not b or min(b) < 1:
+        raise LightnnError(f"--batch must list positive batch sizes, got {text!r}")
+    return b

@@ -1,0 +1,497 @@
+"""The main job behind ``lightnn run``: design -> measure -> train -> select -> prune -> quantize -> deploy -> report.
+
+Stages (each prints one line, writes its results into ``state.json`` in the run folder, and is skipped when a
+re-run finds it done, so an interrupted run resumes where it stopped; training itself resumes from ``last.pt``):
+
+1. ``data``: load the dataset (default: the CIFAR-10 sample shipped in the package) and carve a seeded validation split.
+2. ``candidates``: for every model in the config: profile (params, MACs, memory traffic), train briefly, evaluate,
+   export to ONNX (BN folded) and measure ONNX Runtime latency at each batch size.
+3. ``select``: the best accuracy-per-latency model by MnasNet's soft reward ACC x (LAT / T)^w, w = -0.07, with T the
+   baseline's latency (the first model, a ResNet, is the baseline).
+4. ``prune``: dependency-aware channel pruning of the selected model to a MACs budget, fine-tuning, re-measuring.
+5. ``quantize``: ONNX Runtime static int8 (per-channel weights, pre-processing) of the pruned model, with parity,
+   accuracy, size and latency measured against its fp32 export in the same process.
+6. ``report``: ``report.md``, ``report.json``, ``pareto.png`` and ``stages.png``.
+
+Libraries doing the heavy lifting: PyTorch (training), ONNX (export), ONNX Runtime (latency, int8), matplotlib (plots).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .errors import LightnnError
+from .utils.io import atomic_write_json, atomic_write_text
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "configs" / "run.yaml"
+STAGES = ("data", "candidates", "select", "prune", "quantize", "report")
+
+
+def default_config() -> dict[str, Any]:
+    import yaml
+
+    return yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+
+
+def _deep_update(base: dict, new: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (new or {}).items():
+        out[k] = _deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def resolve_config(user: dict | None = None, **overrides: Any) -> dict[str, Any]:
+    """The default config, updated by a user config (nested keys merge), then by explicit overrides."""
+    cfg = _deep_update(default_config(), user or {})
+    for k, v in overrides.items():
+        if v is not None:
+            cfg[k] = v
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: dict) -> None:
+    models = cfg.get("models")
+    if not models or not isinstance(models, list):
+        raise LightnnError("config 'models' must be a non-empty list of {name: ..., <arch args>} entries")
+    from .models import model_info
+
+    for m in models:
+        if not isinstance(m, dict) or "name" not in m:
+            raise LightnnError(f"config 'models' entry {m!r} needs a 'name'")
+        model_info(m["name"])  # unknown names fail here, before any work
+    t = float(cfg["prune"]["target_macs"])
+    if not 0.05 <= t < 1.0:
+        raise LightnnError(f"config prune.target_macs must be in [0.05, 1), got {t}")
+    for b in cfg["latency"]["batches"]:
+        if int(b) < 1:
+            raise LightnnError(f"config latency.batches must be positive, got {b}")
+
+
+@dataclass
+class Ctx:
+    cfg: dict
+    out: Path
+    state: dict
+    log: Callable[[str], None]
+
+    def save(self) -> None:
+        atomic_write_json(self.out / "state.json", self.state)
+
+
+def _stage_line(log, i: int, name: str, msg: str) -> None:
+    log(f"[{i}/{len(STAGES)}] {name:<10} {msg}")
+
+
+# -- measuring helpers ---------------------------------------------------------------------------------------------
+
+def _normalized(data, mean, std, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(N, C, H, W) float32 normalized images and int64 labels as numpy (what ONNX Runtime is fed)."""
+    x = data.images[:limit] if limit else data.images
+    y = data.labels[:limit] if limit else data.labels
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    xf = (x.float() / 255.0 - m) / s
+    return xf.numpy().astype(np.float32), y.numpy().astype(np.int64)
+
+
+def _profile_row(model: nn.Module, input_size: tuple[int, int, int]) -> dict[str, Any]:
+    from .profile import profile
+
+    rep = profile(model, (1, *input_size), strict=True)
+    return {"params": int(rep.params), "macs": int(rep.macs), "memory_bytes": int(rep.memory_bytes)}
+
+
+def _ort_latency(onnx_path: Path, input_size, cfg: dict) -> dict[str, dict]:
+    from .export.runtime import OrtSession
+
+    lc = cfg["latency"]
+    sess = OrtSession(onnx_path, threads=int(lc["threads"]))
+    out = {}
+    for b in lc["batches"]:
+        lat = sess.latency(int(b), warmup=int(lc["warmup"]), runs=int(lc["runs"]), input_size=tuple(input_size))
+        out[str(b)] = lat.as_dict()
+    return out
+
+
+def _onnx_top1(onnx_path: Path, x: np.ndarray, y: np.ndarray, threads: int) -> float:
+    from .export.runtime import OrtSession
+
+    sess = OrtSession(onnx_path, threads=threads)
+    correct = 0
+    for i in range(0, len(x), 128):
+        correct += int((sess.run(x[i:i + 128]).argmax(1) == y[i:i + 128]).sum())
+    return 100.0 * correct / max(1, len(x))
+
+
+def _lat_fields(lat: dict[str, dict]) -> dict[str, float]:
+    return {f"latency_b{b}_ms": v["median_ms"] for b, v in lat.items()} | \
+           {f"latency_b{b}_iqr_ms": v["iqr_ms"] for b, v in lat.items()}
+
+
+# -- stages --------------------------------------------------------------------------------------------------------
+
+def _stage_data(ctx: Ctx):
+    from .data import load_dataset
+
+    d = ctx.cfg["data"]
+    train = load_dataset(d["path"], "train", val_fraction=float(d["val_fraction"]), seed=int(ctx.cfg["seed"]))
+    val = load_dataset(d["path"], "val", val_fraction=float(d["val_fraction"]), seed=int(ctx.cfg["seed"]))
+    if d.get("max_train_images") and len(train) > int(d["max_train_images"]):
+        g = torch.Generator().manual_seed(int(ctx.cfg["seed"]))
+        train = train.subset(torch.randperm(len(train), generator=g)[: int(d["max_train_images"])].sort().values)
+    if d.get("max_val_images") and len(val) > int(d["max_val_images"]):
+        g = torch.Generator().manual_seed(int(ctx.cfg["seed"]) + 1)
+        val = val.subset(torch.randperm(len(val), generator=g)[: int(d["max_val_images"])].sort().values)
+    ctx.state["data"] = {"source": train.source, "train_images": len(train), "val_images": len(val),
+                         "classes": train.classes, "image_size": list(train.image_size)}
+    return train, val
+
+
+def _train_cfg(ctx: Ctx, epochs: int | None = None, lr: float | None = None) -> dict:
+    t = dict(ctx.cfg["train"])
+    if epochs is not None:
+        t["epochs"] = epochs
+    if lr is not None:
+        t["lr"] = lr
+    return t
+
+
+def _fit(model, train, val, ctx: Ctx, out_dir: Path, tcfg: dict, **kw):
+    from .train import fit
+
+    return fit(model, train, val, epochs=int(tcfg["epochs"]), batch_size=int(tcfg["batch_size"]),
+               lr=float(tcfg["lr"]), weight_decay=float(tcfg["weight_decay"]), schedule=tcfg["schedule"],
+               warmup_epochs=float(tcfg["warmup_epochs"]), label_smoothing=float(tcfg["label_smoothing"]),
+               device="cpu", seed=int(ctx.cfg["seed"]), output_dir=out_dir, resume=True,
+               progress=bool(ctx.cfg.get("progress", True)), verbose=False, **kw)
+
+
+def _export_and_measure(model: nn.Module, name: str, ctx: Ctx, val_xy, input_size) -> dict[str, Any]:
+    from .export.onnx import check_parity, export_onnx
+
+    path = ctx.out / "models" / f"{name}.onnx"
+    export_onnx(model, path, input_size=input_size)
+    x, y = val_xy
+    parity = check_parity(model, path, inputs=x[:64])
+    row = {"onnx": str(path.relative_to(ctx.out)), "size_bytes": path.stat().st_size,
+           "parity_max_abs_diff": float(parity.max_abs_diff), "parity_top1_agreement": float(parity.top1_agreement),
+           "onnx_top1": _onnx_top1(path, x, y, int(ctx.cfg["latency"]["threads"]))}
+    lat = _ort_latency(path, input_size, ctx.cfg)
+    row["latency"] = lat
+    row.update(_lat_fields(lat))
+    return row
+
+
+def _stage_candidates(ctx: Ctx, train, val) -> None:
+    from .checkpoint import save_checkpoint
+    from .models import create_model
+
+    done = ctx.state.setdefault("candidates", {})
+    size = tuple(train.image_size)
+    for i, spec in enumerate(ctx.cfg["models"]):
+        spec = dict(spec)
+        name = spec.pop("name")
+        key = spec.pop("label", None) or name
+        if key in done:
+            ctx.log(f"    {key}: done earlier (top-1 {done[key]['top1']:.1f}%), skipped")
+            continue
+        torch.manual_seed(int(ctx.cfg["seed"]))
+        model = create_model(name, num_classes=len(train.classes), in_chans=size[0], **spec)
+        row: dict[str, Any] = {"name": key, "model": name, "arch_kwargs": spec, "baseline": i == 0}
+        row.update(_profile_row(model, size))
+        t0 = time.perf_counter()
+        res = _fit(model, train, val, ctx, ctx.out / "train" / key, _train_cfg(ctx))
+        row["train_time_s"] = round(time.perf_counter() - t0, 1)
+        row["top1"] = float(res["final"]["val_top1"])
+        row["top5"] = float(res["final"].get("val_top5", float("nan")))
+        row["normalize"] = res["normalize"]
+        ckpt = save_checkpoint(ctx.out / "models" / f"{key}.pt", model, meta={"normalize": res["normalize"],
+                                                                                 "top1": row["top1"]})
+        row["checkpoint"] = str(ckpt.relative_to(ctx.out))
+        val_xy = _normalized(val, res["normalize"]["mean"], res["normalize"]["std"])
+        row.update(_export_and_measure(model, key, ctx, val_xy, size))
+        done[key] = row
+        ctx.save()
+        ctx.log(f"    {key}: {row['params'] / 1e6:.2f} M params, {row['macs'] / 1e6:.1f} M MACs, "
+                f"top-1 {row['top1']:.1f}%, ORT {row['latency_b1_ms']:.2f} ms @1, "
+                f"{row.get('latency_b32_ms', float('nan')):.2f} ms @32")
+
+
+def mnas_reward(acc: float, lat: float, target: float, w: float = -0.07) -> float:
+    """MnasNet's soft multi-objective reward ACC x (LAT / T)^w (alpha = beta = w)."""
+    return acc * (lat / target) ** w
+
+
+def _select_batch(cfg: dict) -> int:
+    b = int(cfg["select"]["latency_batch"])
+    batches = [int(x) for x in cfg["latency"]["batches"]]
+    return b if b in batches else batches[-1]
+
+
+def _stage_select(ctx: Ctx) -> str:
+    rows = list(ctx.state["candidates"].values())
+    b = str(_select_batch(ctx.cfg))
+    base = next(r for r in rows if r["baseline"])
+    target = base[f"latency_b{b}_ms"]
+    w = float(ctx.cfg["select"]["reward_w"])
+    scores = {r["name"]: mnas_reward(r["top1"], r[f"latency_b{b}_ms"], target, w) for r in rows}
+    best = max(scores, key=scores.get)
+    ctx.state["select"] = {"best": best, "scores": scores, "latency_batch": int(b), "target_ms": target, "w": w,
+                           "baseline": base["name"]}
+    return best
+
+
+def _stage_prune(ctx: Ctx, train, val) -> None:
+    from .checkpoint import load_model, save_checkpoint
+    from .compress.channel import prune_channels
+    from .profile import profile
+
+    best = ctx.state["select"]["best"]
+    row0 = ctx.state["candidates"][best]
+    model = load_model(ctx.out / row0["checkpoint"])
+    size = tuple(train.image_size)
+    example = torch.randn(1, *size)
+    target = float(ctx.cfg["prune"]["target_macs"]) * row0["macs"]
+    # Uniform ratio over all channel groups, bisected until the shrunk model meets the MACs budget.
+    lo, hi, pruned = 0.0, 0.95, None
+    for _ in range(int(ctx.cfg["prune"].get("search_steps", 8))):
+        mid = (lo + hi) / 2
+        cand = prune_channels(model, example, mid, criterion=ctx.cfg["prune"]["criterion"],
+                              round_to=int(ctx.cfg["prune"]["round_to"]))
+        macs = profile(cand, (1, *size)).macs
+        if macs <= target:
+            pruned, hi = cand, mid
+        else:
+            lo = mid
+    if pruned is None:
+        raise LightnnError(f"could not prune {best!r} to {ctx.cfg['prune']['target_macs']:.0%} of its MACs")
+    ratio = hi
+    row: dict[str, Any] = {"name": f"{best}-pruned", "model": row0["model"], "uniform_ratio": round(ratio, 4)}
+    row.update(_profile_row(pruned, size))
+    pre_top1 = _eval_top1(pruned, val, row0["normalize"])
+    tc = _train_cfg(ctx, epochs=int(ctx.cfg["prune"]["finetune_epochs"]), lr=float(ctx.cfg["prune"]["finetune_lr"]))
+    teacher = model if ctx.cfg["prune"].get("distill", True) else None
+    t0 = time.perf_counter()
+    res = _fit(pruned, train, val, ctx, ctx.out / "train" / f"{best}-pruned", tc, teacher=teacher,
+               mean=row0["normalize"]["mean"], std=row0["normalize"]["std"])
+    row["finetune_time_s"] = round(time.perf_counter() - t0, 1)
+    row["top1_before_finetune"] = pre_top1
+    row["top1"] = float(res["final"]["val_top1"])
+    row["normalize"] = res["normalize"]
+    ckpt = save_checkpoint(ctx.out / "models" / f"{best}-pruned.pt", pruned, meta={"normalize": res["normalize"]})
+    row["checkpoint"] = str(ckpt.relative_to(ctx.out))
+    val_xy = _normalized(val, res["normalize"]["mean"], res["normalize"]["std"])
+    row.update(_export_and_measure(pruned, f"{best}-pruned", ctx, val_xy, size))
+    ctx.state["prune"] = row
+
+
+def _eval_top1(model, val, norm) -> float:
+    from .train import evaluate
+
+    return float(evaluate(model, val, mean=norm["mean"], std=norm["std"], device="cpu")["top1"])
+
+
+def _stage_quantize(ctx: Ctx, train, val) -> None:
+    from .export.quantize import quantize_report
+
+    row0 = ctx.state["prune"]
+    fp32 = ctx.out / row0["onnx"]
+    int8 = ctx.out / "models" / f"{row0['name']}-int8.onnx"
+    norm = row0["normalize"]
+    calib_x, _ = _normalized(train, norm["mean"], norm["std"], limit=int(ctx.cfg["quantize"]["calibration_images"]))
+    val_x, val_y = _normalized(val, norm["mean"], norm["std"])
+    from .export.calib import ImageSet
+
+    lc = ctx.cfg["latency"]
+    rep = quantize_report(fp32, int8, calib_x, val_data=ImageSet(val_x, val_y, list(val.classes), "val"),
+                          method=ctx.cfg["quantize"]["method"], batches=[int(b) for b in lc["batches"]],
+                          threads=int(lc["threads"]), runs=int(lc["runs"]))
+    d = rep.as_dict()
+    lat = {b: d["latency"][f"int8@{b}"] for b in map(str, lc["batches"])}
+    int8_path = Path(rep.int8_path)
+    row = {"name": f"{row0['name']}-int8", "onnx": str(int8_path.relative_to(ctx.out)),
+           "size_bytes": int8_path.stat().st_size, "top1": rep.int8_top1, "fp32_top1_ort": rep.fp32_top1,
+           "top1_agreement": rep.top1_agreement, "method": rep.method, "kept_float": rep.kept_float,
+           "speedup_vs_fp32": rep.speedup, "verdict": rep.verdict, "latency": lat,
+           "params": row0["params"], "macs": row0["macs"], "memory_bytes": row0["memory_bytes"]}
+    row.update(_lat_fields(lat))
+    ctx.state["quantize"] = row
+
+
+# -- report --------------------------------------------------------------------------------------------------------
+
+def _fmt(v, f="{:.2f}"):
+    return "-" if v is None else f.format(v)
+
+
+def stage_rows(state: dict, batches: list[int] | None = None) -> list[dict]:
+    """One row per pipeline stage: baseline, selected model, pruned, int8."""
+    cands = state["candidates"]
+    base = next(r for r in cands.values() if r["baseline"])
+    best = cands[state["select"]["best"]]
+    rows = [dict(base, stage="baseline"), dict(best, stage="selected")]
+    if "prune" in state:
+        rows.append(dict(state["prune"], stage="pruned"))
+    if "quantize" in state:
+        rows.append(dict(state["quantize"], stage="int8"))
+    for r in rows:
+        for b in map(str, batches or state["config"]["latency"]["batches"]):
+            k = f"latency_b{b}_ms"
+            if r.get(k) and base.get(k):
+                r[f"speedup_b{b}"] = base[k] / r[k]
+    return rows
+
+
+def write_report(ctx: Ctx) -> None:
+    from .report.plots import plot_pareto, plot_stages
+
+    st = ctx.state
+    cands = list(st["candidates"].values())
+    rows = stage_rows(st)
+    bs = [str(b) for b in ctx.cfg["latency"]["batches"]]
+    lines = [f"# lightnn run report", "",
+             f"- date: {st['meta']['date']}; machine: {st['meta']['machine']}; torch {st['meta']['torch']}; "
+             f"ONNX Runtime {st['meta']['onnxruntime']}; {ctx.cfg['latency']['threads']} thread(s)",
+             f"- data: {st['data']['source']} ({st['data']['train_images']} train / {st['data']['val_images']} val "
+             f"images, {len(st['data']['classes'])} classes, {'x'.join(map(str, st['data']['image_size']))})",
+             f"- MACs = multiply-adds (FLOPs = 2 x MACs); memory traffic = activations read + written + weights "
+             f"(ShuffleNet V2's MAC); latency = median over {ctx.cfg['latency']['runs']} runs in ONNX Runtime "
+             f"(IQR in brackets); accuracy = validation top-1 after {ctx.cfg['train']['epochs']} epoch(s)",
+             "", "## Candidates (design -> measure -> train)", "",
+             "| model | params (M) | MACs (M) | memory traffic (MB) | top-1 (%) | train time (s) | "
+             + " | ".join(f"latency b{b} (ms)" for b in bs) + " | MnasNet reward |",
+             "|---|---:|---:|---:|---:|---:|" + "---:|" * len(bs) + "---:|"]
+    for r in cands:
+        lat = " | ".join(f"{r[f'latency_b{b}_ms']:.2f} ({r[f'latency_b{b}_iqr_ms']:.2f})" for b in bs)
+        mark = " (baseline)" if r["baseline"] else (" **selected**" if r["name"] == st["select"]["best"] else "")
+        lines.append(f"| {r['name']}{mark} | {r['params'] / 1e6:.3f} | {r['macs'] / 1e6:.2f} | "
+                     f"{r['memory_bytes'] / 1e6:.2f} | {r['top1']:.2f} | {r['train_time_s']:.0f} | {lat} | "
+                     f"{st['select']['scores'][r['name']]:.2f} |")
+    sel = st["select"]
+    lines += ["", f"Selection: the highest ACC x (LAT/T)^{sel['w']} at batch {sel['latency_batch']}, "
+                  f"T = {sel['target_ms']:.2f} ms (the baseline {sel['baseline']}): **{sel['best']}**.", "",
+              "## Stages (select -> prune -> quantize -> deploy)", "",
+              "| stage | model | params (M) | MACs (M) | memory traffic (MB) | top-1 (%) | size on disk (KB) | "
+              + " | ".join(f"latency b{b} (ms)" for b in bs) + " | "
+              + " | ".join(f"speed-up b{b} vs baseline" for b in bs) + " |",
+              "|---|---|---:|---:|---:|---:|---:|" + "---:|" * (2 * len(bs))]
+    for r in rows:
+        lat = " | ".join(f"{r[f'latency_b{b}_ms']:.2f} ({r[f'latency_b{b}_iqr_ms']:.2f})" for b in bs)
+        sp = " | ".join(f"{r.get(f'speedup_b{b}', float('nan')):.2f}x" for b in bs)
+        lines.append(f"| {r['stage']} | {r['name']} | {r['params'] / 1e6:.3f} | {r['macs'] / 1e6:.2f} | "
+                     f"{r['memory_bytes'] / 1e6:.2f} | {_fmt(r.get('top1'))} | {r['size_bytes'] / 1e3:.1f} | "
+                     f"{lat} | {sp} |")
+    if "prune" in st:
+        p = st["prune"]
+        lines += ["", f"Pruning: uniform channel ratio {p['uniform_ratio']:.3f} (dependency-aware groups, widths "
+                      f"rounded to multiples of {ctx.cfg['prune']['round_to']}) to reach "
+                      f"{ctx.cfg['prune']['target_macs']:.0%} of the MACs; top-1 {p['top1_before_finetune']:.2f}% "
+                      f"before and {p['top1']:.2f}% after {ctx.cfg['prune']['finetune_epochs']} fine-tuning "
+                      f"epoch(s) with the unpruned model as teacher."]
+    if "quantize" in st:
+        q = st["quantize"]
+        sp = ", ".join(f"batch {b}: {s:.2f}x" for b, s in q["speedup_vs_fp32"].items())
+        lines += ["", f"int8 (ONNX Runtime static, {q['method']} calibration, per-channel weights): top-1 "
+                      f"{_fmt(q['top1'])}% vs fp32 {_fmt(q['fp32_top1_ort'])}% (top-1 agreement "
+                      f"{_fmt(q['top1_agreement'], '{:.1f}')}%); speed-up over the fp32 ONNX model: {sp}"
+                      + (f"; kept in float: {', '.join(q['kept_float'])}" if q["kept_float"] else "") + "."]
+        if q.get("verdict"):
+            lines += ["", q["verdict"]]
+    lines += ["", "## Parity (ONNX vs PyTorch)", "", "| model | max abs diff | top-1 agreement |", "|---|---:|---:|"]
+    for r in cands + ([st["prune"]] if "prune" in st else []):
+        lines.append(f"| {r['name']} | {r['parity_max_abs_diff']:.2e} | {r['parity_top1_agreement']:.3f} |")
+    lines += ["", "## Files", "", "- `report.json` (everything above, for scripts), `state.json` (resume state), "
+              "`config.yaml` (the resolved configuration)",
+              "- `pareto.png` (accuracy vs latency, marker area ~ MACs), `stages.png` (size and latency per stage)",
+              "- `models/`: PyTorch checkpoints (`.pt`, rebuild with `lightnn.create_model(name, checkpoint=...)`) "
+              "and ONNX models (`.onnx`; the `-int8` one is the deployable model)", ""]
+    atomic_write_text(ctx.out / "report.md", "\n".join(lines))
+    pts = cands + ([dict(st["prune"])] if "prune" in st else []) + ([dict(st["quantize"])] if "quantize" in st else [])
+    b = str(_select_batch(ctx.cfg))
+    plot_pareto(pts, ctx.out / "pareto.png", latency_key=f"latency_b{b}_ms",
+                title=f"Accuracy vs ONNX Runtime latency at batch {b} (marker area ~ MACs)")
+    plot_stages(rows, ctx.out / "stages.png")
+    atomic_write_json(ctx.out / "report.json", {"meta": st["meta"], "config": ctx.cfg, "data": st["data"],
+                                                "candidates": cands, "select": st["select"], "stages": rows})
+
+
+# -- driver --------------------------------------------------------------------------------------------------------
+
+def _meta() -> dict[str, str]:
+    import onnxruntime
+
+    return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{platform.machine()} {platform.processor() or ''} {__import__('os').cpu_count()} cores".strip(),
+            "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def run(cfg: dict | None = None, output: str | Path | None = None, log: Callable[[str], None] = print,
+        fresh: bool = False) -> dict[str, Any]:
+    """Run the whole pipeline; returns the final state. Re-running on the same ``output`` resumes."""
+    import yaml
+
+    cfg = resolve_config(cfg)
+    out = Path(output or cfg["output"])
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / "state.json"
+    state: dict[str, Any] = {}
+    if state_path.exists() and not fresh:
+        state = json.loads(state_path.read_text())
+        if state.get("config") != cfg:
+            raise LightnnError(f"run folder {str(out)!r} holds a run with another configuration; pass another "
+                               f"--output or --fresh to start over")
+        log(f"resuming the run in {out} (done: {', '.join(s for s in STAGES if s in state.get('done', [])) or 'nothing'})")
+    state.setdefault("config", cfg)
+    state.setdefault("done", [])
+    state.setdefault("meta", _meta())
+    ctx = Ctx(cfg, out, state, log)
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+    torch.set_num_threads(int(cfg["threads"]))
+    t_all = time.perf_counter()
+
+    def stage(i: int, name: str, fn, *a, describe=None):
+        if name in state["done"]:
+            _stage_line(log, i, name, "done earlier, skipped")
+            return None
+        t0 = time.perf_counter()
+        _stage_line(log, i, name, "...")
+        r = fn(*a)
+        state["done"].append(name)
+        state.setdefault("times_s", {})[name] = round(time.perf_counter() - t0, 1)
+        ctx.save()
+        _stage_line(log, i, name, f"done in {time.perf_counter() - t0:.1f} s" + (f": {describe()}" if describe else ""))
+        return r
+
+    # data is cheap (cached) and needed by later stages, so it always loads
+    _stage_line(log, 1, "data", "...")
+    train, val = _stage_data(ctx)
+    if "data" not in state["done"]:
+        state["done"].append("data")
+    ctx.save()
+    _stage_line(log, 1, "data", f"{len(train)} train / {len(val)} val images from {state['data']['source']}")
+    stage(2, "candidates", _stage_candidates, ctx, train, val,
+          describe=lambda: f"{len(state['candidates'])} models trained and measured")
+    stage(3, "select", _stage_select, ctx, describe=lambda: f"best accuracy per latency: {state['select']['best']}")
+    if cfg["prune"].get("enabled", True):
+        stage(4, "prune", _stage_prune, ctx, train, val,
+              describe=lambda: f"{state['prune']['macs'] / 1e6:.1f} M MACs, top-1 {state['prune']['top1']:.1f}%")
+    if cfg["quantize"].get("enabled", True) and "prune" in state:
+        stage(5, "quantize", _stage_quantize, ctx, train, val,
+              describe=lambda: f"int8 top-1 {_fmt(state['quantize']['top1'])}%, "
+                               f"{state['quantize']['size_bytes'] / 1e3:.0f} KB")
+    state["done"] = [s for s in state["done"] if s != "report"]
+    stage(6, "report", write_report, ctx, describe=lambda: f"{out / 'report.md'}")
+    log(f"lightnn run finished in {time.perf_counter() - t_all:.0f} s: {out / 'report.md'}")
+    return state

@@ -1,0 +1,196 @@
+"""The .lnz file: relative indices with filler zeros, bit-exact tensor round trips, whole-model round trips through
+the Deep Compression pipeline, and clear refusals of corrupt or truncated files."""
+
+import struct
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import lightnn
+from lightnn.checkpoint import load_any
+from lightnn.compress import DeepConfig, deep_compress, load, read_lnz, save_lnz
+from lightnn.compress.encode import absolute_positions, decode_tensor, encode_tensor, relative_indices
+from lightnn.errors import CheckpointError
+
+
+def test_relative_indices_insert_filler_zeros():
+    # 3-bit indices reach 8 positions; a gap of 11 needs one filler 8 past the previous entry (paper Fig. 2)
+    sym, real = relative_indices(np.array([1, 12, 13]), 3)
+    assert sym.tolist() == [1, 7, 2, 0]
+    assert real.tolist() == [True, False, True, True]
+    assert absolute_positions(sym).tolist() == [1, 9, 12, 13]
+    sym, real = relative_indices(np.array([40]), 2)  # 40 = 4 + 4 + ... : ten fillers then the entry
+    assert absolute_positions(sym)[real].tolist() == [40]
+
+
+def _segs(enc):
+    rec = {"key": enc.key, "kind": enc.kind, "shape": enc.shape, "dtype": enc.dtype, **enc.fields}
+    return rec, enc.segments
+
+
+def _sparse(t, density, gen):
+    # masked_fill (as the pruner does) leaves +0.0; sparse storage keeps no sign for zeros
+    return t.masked_fill(torch.rand(t.shape, generator=gen) >= density, 0.0)
+
+
+def _shared(t, k, gen):
+    cb = torch.randn(k, generator=gen)
+    return torch.where(t != 0, cb[torch.randint(0, k, t.shape, generator=gen)], torch.zeros(()))
+
+
+@pytest.mark.parametrize("shape", [(16, 8, 3, 3), (32, 1, 3, 3), (10, 64), (7, 5, 1, 1)],
+                         ids=["conv", "depthwise", "linear", "pointwise"])
+@pytest.mark.parametrize("density", [1.0, 0.3, 0.02])
+@pytest.mark.parametrize("bits", [(8, 8), (5, 5), (2, 3)], ids=["ib8-wb8", "ib5-wb5", "ib2-wb3"])
+def test_tensor_round_trip_is_bit_exact(shape, density, bits):
+    gen = torch.Generator().manual_seed(hash((shape, density, bits)) % 1000)
+    ib, wb = bits
+    dense = _sparse(torch.randn(shape, generator=gen), density, gen)
+    shared = _shared(dense, 2 ** wb - 1, gen)
+    # a dense float tensor is stored shared only when it happens to have few enough distinct values
+    small = int((dense != 0).sum()) < 2 ** wb
+    for t, want_kind in ((dense, {"sparse", "raw"} | ({"shared"} if small else set())), (shared, {"shared"})):
+        enc = encode_tensor("w", t, index_bits=ib, weight_bits=wb)
+        assert enc.kind in want_kind
+        out = decode_tensor(*_segs(enc))
+        assert out.dtype == t.dtype and torch.equal(out, t)
+        assert torch.equal(out.view(torch.int32), t.view(torch.int32))  # bit for bit (no -0.0 / NaN games)
+
+
+@pytest.mark.parametrize("t", [torch.randn(5).half(), torch.randn(3, 2).bfloat16(), torch.tensor(7),
+                               torch.arange(6, dtype=torch.int64), torch.randn(0)])
+def test_raw_tensors_round_trip(t):
+    enc = encode_tensor("t", t)
+    out = decode_tensor(*_segs(enc))
+    assert out.dtype == t.dtype and out.shape == t.shape and torch.equal(out, t)
+
+
+def _tiny_batches(n=4, bs=8, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(bs, 3, size, size, generator=g), torch.randint(0, 10, (bs,), generator=g)) for _ in range(n)]
+
+
+@pytest.mark.parametrize("name,kwargs", [("lenet5", {"in_chans": 3, "img_size": 32}), ("resnet20", {})])
+def test_pipeline_file_reloads_with_identical_outputs(tmp_path, name, kwargs):
+    torch.manual_seed(0)
+    model = lightnn.create_model(name, num_classes=10, **kwargs)
+    data = _tiny_batches()
+    cfg = DeepConfig(sparsity={"conv": 0.5, "fc": 0.9}, prune_epochs=1, share_epochs=1, mask_updates=2, amp=False)
+    out = tmp_path / "m.lnz"
+    model, report = deep_compress(model, cfg, train=data, val=data, output=out, log=None)
+    assert report["stages"][-1]["bytes"] == out.stat().st_size
+    sizes = [s["bytes"] for s in report["stages"]]
+    assert sizes[0] > sizes[1] > sizes[2] > sizes[3]  # every stage shrinks the model
+    again = load(out)
+    assert type(again) is type(model)
+    model.eval(), again.eval()
+    x = data[0][0]
+    assert torch.equal(model(x), again(x))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k]), k
+    assert torch.equal(load_any(out).eval()(x), model(x))  # lightnn eval's loader dispatches .lnz here
+
+
+def _file(tmp_path):
+    model = lightnn.create_model("lenet5", num_classes=10, in_chans=3, img_size=32)
+    from lightnn.compress import MagnitudePruner, finalize_sharing, share_weights
+
+    MagnitudePruner(model, 0.8).update()
+    share_weights(model, {"conv": 6, "fc": 4})
+    finalize_sharing(model)
+    p = tmp_path / "m.lnz"
+    info = save_lnz(p, model, meta={"note": "x"})
+    assert info["file_bytes"] == p.stat().st_size
+    return p, model
+
+
+def test_save_records_model_and_meta(tmp_path):
+    p, model = _file(tmp_path)
+    header, state = read_lnz(p)
+    assert header["model"] == "lenet5" and header["arch_kwargs"]["img_size"] == 32 and header["meta"]["note"] == "x"
+    kinds = {r["key"]: r["kind"] for r in header["records"]}
+    assert kinds["pre_logits.1.weight"] == "shared" and kinds["pre_logits.1.bias"] == "raw"
+    assert p.stat().st_size < 0.1 * sum(v.numel() * 4 for v in model.state_dict().values())
+
+
+def _corrupt(p, offset, n=1):
+    b = bytearray(p.read_bytes())
+    for i in range(n):
+        b[offset + i] ^= 0xFF
+    p.write_bytes(bytes(b))
+
+
+def test_corrupt_payload_is_refused(tmp_path):
+    p, _ = _file(tmp_path)
+    _corrupt(p, p.stat().st_size - 100)
+    with pytest.raises(CheckpointError, match=r"m\.lnz.*corrupt: payload checksum"):
+        load(p)
+
+
+def test_corrupt_header_is_refused(tmp_path):
+    p, _ = _file(tmp_path)
+    _corrupt(p, 40)
+    with pytest.raises(CheckpointError, match=r"m\.lnz.*corrupt: header checksum"):
+        load(p)
+
+
+def test_corrupt_preamble_is_refused(tmp_path):
+    p, _ = _file(tmp_path)
+    _corrupt(p, 13)  # header length field
+    with pytest.raises(CheckpointError, match=r"m\.lnz.*corrupt: preamble checksum"):
+        load(p)
+
+
+@pytest.mark.parametrize("keep", [0, 5, 20, 200, -1])
+def test_truncated_file_is_refused(tmp_path, keep):
+    p, _ = _file(tmp_path)
+    b = p.read_bytes()
+    p.write_bytes(b[:keep] if keep >= 0 else b[:-1])
+    with pytest.raises(CheckpointError, match=r"m\.lnz.*(truncated|not a \.lnz)"):
+        load(p)
+
+
+def test_other_files_are_refused(tmp_path):
+    p = tmp_path / "x.lnz"
+    p.write_bytes(b"PK\x03\x04 this is a zip, not lnz" * 4)
+    with pytest.raises(CheckpointError, match="not a .lnz file"):
+        load(p)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load(tmp_path / "missing.lnz")
+    p, _ = _file(tmp_path)
+    with open(p, "ab") as f:
+        f.write(b"junk")
+    with pytest.raises(CheckpointError, match="trailing bytes"):
+        load(p)
+
+
+def test_newer_version_is_refused(tmp_path):
+    import zlib
+
+    p, _ = _file(tmp_path)
+    b = bytearray(p.read_bytes())
+    b[8:10] = struct.pack("<H", 99)
+    b[32:36] = struct.pack("<I", zlib.crc32(bytes(b[:32])))
+    p.write_bytes(bytes(b))
+    with pytest.raises(CheckpointError, match="version 99"):
+        load(p)
+
+
+def test_cli_compress_writes_lnz_and_report(tmp_path, capsys):
+    from lightnn.checkpoint import save_checkpoint
+    from lightnn.cli import main
+
+    model = lightnn.create_model("lenet5", num_classes=10, in_chans=3, img_size=32)
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(ckpt, model)
+    out = tmp_path / "m.lnz"
+    rc = main(["compress", str(ckpt), "--method", "deep", "--sparsity", "0.9", "--fc-bits", "4", "--output", str(out)])
+    assert rc == 0 and out.exists() and (tmp_path / "m.report.json").exists()
+    again = load(out)
+    w = again.pre_logits[1].weight
+    assert (w != 0).float().mean() == pytest.approx(0.1, abs=0.01) and torch.unique(w[w != 0]).numel() <= 15
+    rc = main(["compress", str(ckpt), "--method", "prune", "--sparsity", "0.5", "--output", str(tmp_path / "p.pt")])
+    assert rc == 0 and lightnn.checkpoint.load_model(tmp_path / "p.pt").pre_logits[1].weight.eq(0).float().mean() > 0.45
+    assert main(["compress", str(ckpt), "--method", "share", "--output", str(tmp_path / "bad.txt")]) == 2
