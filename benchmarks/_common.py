@@ -44,7 +44,8 @@ def machine_line(threads: int | None = None) -> str:
     load = ""
     if hasattr(os, "getloadavg"):
         load = f", load average {os.getloadavg()[0]:.1f} at start"
-    return (f"Machine: {m['processor']} ({m['machine']}), {m['cpu_count']} CPUs, {m['platform']}, Python {m['python']}, "
+    return (f"Machine: {m['processor']} ({m['machine']}), {m['cpu_count']} CPUs, {m['platform']}, "
+            f"Python {m['python']}, "
             f"torch {m['torch']}, {t} intra-op thread(s){load}; {today()}.")
 
 
@@ -75,23 +76,34 @@ def fmt_stat(xs: list[float], digits: int = 2) -> str:
     return f"{s['median']:.{digits}f} (IQR {s['iqr']:.{digits}f})"
 
 
-def time_ms(fn: Callable[[], Any], runs: int = 10, warmup: int = 2) -> list[float]:
-    """Wall time in ms of each of ``runs`` calls after ``warmup`` untimed calls."""
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+def time_ms(fn: Callable[[], Any], runs: int = 10, warmup: int = 2, clock: str = "wall") -> list[float]:
+    """Time in ms of each of ``runs`` calls after ``warmup`` untimed calls.
+
+    ``clock="wall"``: elapsed time. ``clock="cpu"``: CPU time of the calling thread (``time.thread_time``). With
+    one intra-op thread PyTorch computes on the calling thread, so on an idle machine the two agree; on a shared
+    machine the CPU time leaves out the slices the OS gives other jobs, which otherwise inflate any run longer than
+    a scheduler slice (a few ms) several-fold.
+    """
+    clk = CLOCKS[clock]
     for _ in range(warmup):
         fn()
     out = []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        t0 = clk()
         fn()
-        out.append((time.perf_counter() - t0) * 1000.0)
+        out.append((clk() - t0) * 1000.0)
     return out
 
 
 def interleaved(configs: Mapping[str, Callable[[], Any]], repeats: int = 7, runs: int = 5,
-                warmup: int = 2, reduce: str = "median") -> dict[str, list[float]]:
+                warmup: int = 2, reduce: str = "median", clock: str = "wall") -> dict[str, list[float]]:
     """Per configuration, ``repeats`` values, each the median (``reduce="median"``) or the fastest
     (``reduce="min"``, the run least disturbed by other jobs on a shared machine) of a burst of ``runs`` calls,
-    in ms. The bursts of all configurations alternate (round-robin), so all see the same machine conditions."""
+    in ms (``clock`` as in :func:`time_ms`). The bursts of all configurations alternate (round-robin), so all see
+    the same machine conditions."""
     if reduce not in ("median", "min"):
         raise ValueError(f"interleaved: reduce must be 'median' or 'min', got {reduce!r}")
     red = statistics.median if reduce == "median" else min
@@ -101,7 +113,7 @@ def interleaved(configs: Mapping[str, Callable[[], Any]], repeats: int = 7, runs
     out: dict[str, list[float]] = {k: [] for k in configs}
     for _ in range(repeats):
         for k, fn in configs.items():
-            out[k].append(red(time_ms(fn, runs=runs, warmup=0)))
+            out[k].append(red(time_ms(fn, runs=runs, warmup=0, clock=clock)))
     return out
 
 

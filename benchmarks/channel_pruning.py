@@ -10,7 +10,7 @@ Two stages, because training wants a GPU and latency must be measured on the dep
     python benchmarks/channel_pruning.py measure --runs-dir OUT
 
 Stage 1 writes ``<model>_{base,pruned,width}.pt`` (lightnn checkpoints; the pruned one rebuilds from its
-"channels" transform), ``<model>_sens.json`` and ``results.json``.
+"channels" transform) and ``results.json`` (accuracies, MACs, the sensitivity analysis and the plan).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from lightnn.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 # name, width argument, candidate widths for the equal-MACs uniform baseline, baseline epochs, fine-tune epochs
 MODELS = [
-    ("resnet20", "width", [8, 9, 10, 11, 12, 13, 14, 16], 30, 15),
-    ("mobilenet_v2_cifar", "width_mult", [0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 1.0], 15, 8),
+    ("resnet20", "width", [8, 9, 10, 11, 12, 13, 14, 16], 20, 10),
+    ("mobilenet_v2_cifar", "width_mult", [0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 1.0], 10, 5),
 ]
 RATIOS = (0.25, 0.5, 0.75)
 
@@ -54,6 +54,8 @@ def train_stage(args: argparse.Namespace) -> None:
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     train = load_dataset(args.data, "train")
     val = load_dataset(args.data, "val")
+    if args.limit:  # smoke runs
+        train, val = train.subset(torch.arange(args.limit)), val.subset(torch.arange(min(len(val), args.limit)))
     print(f"train {len(train)} val {len(val)} on {dev}", flush=True)
     results = {"device": torch.cuda.get_device_name() if dev == "cuda" else platform.processor(),
                "torch": torch.__version__, "models": {}}
@@ -91,7 +93,7 @@ def train_stage(args: argparse.Namespace) -> None:
         plan = plan_ratios(model, xd, sens, target_macs=args.target_macs)
         rec["sens_time_s"] = time.time() - t1
         rec["plan"] = plan
-        atomic_write_json(out / f"{name}_sens.json", sens)
+        rec["sens"] = sens
         pruned = prune_channels(model, xd, plan["ratios"], criterion="l1")
         rec["verify_max_diff"] = verify_shrink(model, pruned, xd)
         rec["pruned_top1_noft"] = acc(pruned)
@@ -171,7 +173,8 @@ def measure_stage(args: argparse.Namespace) -> None:
         lat = {b: _interleaved(paths, b, args.rounds, args.runs if b == 1 else max(5, args.runs // 3), args.threads)
                for b in (1, 32)}
         for tag, label in (("base", "baseline"), ("pruned", "pruned 50% MACs + fine-tune"),
-                           ("width", f"uniform width {rec['width']}")):
+                           ("width", "uniform " + ", ".join(f"{k}={v}" for k, v in rec["width"].items()
+                                                            if k != "epochs"))):
             m = models[tag]
             params = sum(p.numel() for p in m.parameters()) / 1e3
             top1 = rec[f"{tag}_top1"]
@@ -192,7 +195,7 @@ def measure_stage(args: argparse.Namespace) -> None:
     sens_png = ROOT / "benchmarks" / "results" / "channel_pruning_sensitivity_resnet.png"
     resnet = next((n for n in res["models"] if n.startswith("resnet")), None)
     if resnet:
-        sens = json.loads((runs_dir / f"{resnet}_sens.json").read_text())
+        sens = res["models"][resnet]["sens"]
         plot_sensitivity(sens, sens_png, title=f"{resnet} CIFAR-10: each channel group pruned alone (L1)")
         lines += ["", f"Sensitivity of {resnet} (val top-1, each group pruned alone, no fine-tuning; plot: "
                   f"`{sens_png.name}`):", "", sensitivity_table(sens)]
@@ -211,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--target-macs", type=float, default=0.5)
     t.add_argument("--epoch-scale", type=float, default=1.0)
     t.add_argument("--models", type=int, default=len(MODELS))
+    t.add_argument("--limit", type=int, default=0, help="use only this many train/val images (smoke runs)")
     m = sub.add_parser("measure")
     m.add_argument("--runs-dir", required=True)
     m.add_argument("--tmp", default="/tmp/lightnn-channel-bench")

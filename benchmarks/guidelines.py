@@ -97,13 +97,13 @@ def _runner(net: nn.Module, c_in: int) -> Callable[[], torch.Tensor]:
 
 
 def _experiment(title: str, groups: list[tuple[str, list[tuple[str, str, nn.Module, int, float]]]], repeats: int,
-                runs_for: dict[str, int]) -> list[list[str]]:
+                runs_for: dict[str, int], clock: str, reduce: str) -> list[list[str]]:
     """Each group: (width label, [(config, channels, net, input channels, paper speed)]); first = reference."""
     rows = []
     for width, configs in groups:
         runners = {label: _runner(net, cin) for label, _, net, cin, _ in configs}
         print(f"{title} {width}: timing {', '.join(runners)}", flush=True)
-        ms = interleaved(runners, repeats=repeats, runs=runs_for[width], warmup=2, reduce="min")
+        ms = interleaved(runners, repeats=repeats, runs=runs_for[width], warmup=2, reduce=reduce, clock=clock)
         ref_label, ref_paper = configs[0][0], configs[0][4]
         for label, chans, net, cin, paper in configs:
             rep = profile(net, (1, cin, HW, HW))
@@ -123,6 +123,10 @@ def main(argv: list[str] | None = None) -> str:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=9, help="interleaved repeats per configuration (default 9)")
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1, like the paper's ARM runs)")
+    ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
+                    help="cpu: the thread's CPU time (default; immune to other jobs' time slices), wall: elapsed")
+    ap.add_argument("--reduce", choices=["median", "min"], default="median",
+                    help="per repeat, the median (default) or the fastest run of its burst")
     ap.add_argument("--quick", action="store_true", help="3 repeats, x1 and x2 only (smoke run)")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)
@@ -135,26 +139,30 @@ def main(argv: list[str] | None = None) -> str:
 
     g1 = [(f"x{k}", [(ratio, f"({c1 * k}, {c2 * k})", g1_net(c1 * k, c2 * k), c1 * k, speeds[i])
                      for ratio, ((c1, c2), speeds) in G1_PAPER.items()]) for i, k in enumerate(WIDTHS) if k in widths]
-    g1_rows = _experiment("G1", g1, repeats, runs_for)
+    g1_rows = _experiment("G1", g1, repeats, runs_for, args.clock, args.reduce)
 
     g2 = [(f"x{k}", [(f"g={g}", _g2_label(c * k, g), g2_net(_g2_c(c * k, g), g), _g2_c(c * k, g), speeds[i])
                      for g, (c, speeds) in G2_PAPER.items()]) for i, k in enumerate(WIDTHS) if k in widths]
-    g2_rows = _experiment("G2", g2, repeats, runs_for)
+    g2_rows = _experiment("G2", g2, repeats, runs_for, args.clock, args.reduce)
 
     g4 = [(f"c={c}", [(f"ReLU {relu}, shortcut {sc}", f"{c}/{c // 4}", g4_net(c, relu == "yes", sc == "yes"), c,
                        speeds[i])
                       for (relu, sc), speeds in G4_PAPER.items()])
           for i, c in enumerate(G4_C) if (i < 2 or not args.quick)]
-    g4_rows = _experiment("G4", g4, repeats, runs_for)
+    g4_rows = _experiment("G4", g4, repeats, runs_for, args.clock, args.reduce)
 
     text = "\n".join([
         "## ShuffleNet V2 guidelines G1, G2, G4 on this CPU",
         "",
         "Produced by `python benchmarks/guidelines.py`. " + machine,
         "PyTorch eager, NCHW, batch 1, `torch.inference_mode`; every configuration of a group timed in the same run, "
-        f"interleaved ({repeats} repeats; each repeat is a burst of 3-7 runs and keeps its fastest run, the one "
-        "least disturbed by other jobs on this shared machine; speed = 1 / that time; the table gives the median "
-        "and IQR over repeats). Ratios are taken "
+        f"interleaved ({repeats} repeats; each repeat is a burst of 3-7 runs reduced to its {args.reduce}; "
+        f"speed = 1 / that time; the table gives the median and IQR over repeats). Clock: "
+        + ("the CPU time of the (single) computing thread, `time.thread_time`: on this shared 2-core machine "
+           "(see the load average above) the OS preempts any run longer than a few ms and wall times "
+           "swing several-fold, while the thread's CPU time stays put; on an idle machine the two agree. "
+           if args.clock == "cpu" else "wall time. ")
+        + "Ratios are taken "
         "repeat by repeat against the group's first row, then summarized. The paper's numbers are Ma et al. 2018 "
         "Tables 1, 2 and 4 (ARM Snapdragon 810, images/s). MACs and memory traffic (activations read + written + "
         "weights, fp32) come from `lightnn.profile`.",

@@ -2,9 +2,8 @@
 and MobileNet V1's resources per layer type next to the paper's Table 2.
 
 Every registered ImageNet-size model (input side >= 128) is built once and kept in memory; latency is measured
-with ``lightnn.profile.measure_latency`` (PyTorch eager, NCHW, one intra-op thread, ``torch.inference_mode``) in
-rounds: each round times a short burst of every model in turn, so all models see the same machine conditions, and
-each speed is also given as a ratio against the named reference (``mobilenet_v2``) repeat by repeat. Batch 32 is
+(PyTorch eager, NCHW, one intra-op thread, ``torch.inference_mode``, the computing thread's CPU time) in rounds:
+each round times a short burst of every model in turn, so all models see the same machine conditions, and each speed is also given as a ratio against the named reference (``mobilenet_v2``) repeat by repeat. Batch 32 is
 measured only for models up to ``--b32-max-gmacs`` multiply-adds per image (the others would take minutes per
 run on this 2-core machine; their cells say "skipped").
 
@@ -18,10 +17,10 @@ import argparse
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 import torch
-from _common import machine_line, ratio_stats, stats, write_result
+from _common import interleaved, machine_line, ratio_stats, stats, write_result
 
 import lightnn
-from lightnn.profile import measure_latency, profile
+from lightnn.profile import profile
 from lightnn.report.tables import markdown_table
 
 REFERENCE = "mobilenet_v2"
@@ -52,18 +51,21 @@ def imagenet_models() -> list[str]:
     return [n for n in lightnn.list_models() if lightnn.model_info(n).input_size[1] >= 128]
 
 
-def _rounds(models: dict[str, torch.nn.Module], sizes: dict[str, tuple], batch: int, rounds: int,
-            runs: int) -> dict[str, list[float]]:
-    """Per model, one value per round: the fastest of a burst of ``runs`` (least disturbed by other jobs)."""
-    out: dict[str, list[float]] = {n: [] for n in models}
-    for n, m in models.items():  # warm-up: allocator, oneDNN kernel choice
-        measure_latency(m, sizes[n], batch=batch, threads=1, warmup=1, runs=1, channels_last=False)
-    for r in range(rounds):
-        print(f"batch {batch}: round {r + 1}/{rounds}", flush=True)
-        for n, m in models.items():
-            res = measure_latency(m, sizes[n], batch=batch, threads=1, warmup=0, runs=runs, channels_last=False)
-            out[n].append(min(res.samples_ms))
-    return out
+def _runner(model: torch.nn.Module, size: tuple, batch: int):
+    x = torch.randn(batch, *size)
+
+    def run() -> torch.Tensor:
+        with torch.inference_mode():
+            return model(x)
+    return run
+
+
+def _rounds(models: dict[str, torch.nn.Module], sizes: dict[str, tuple], batch: int, rounds: int, runs: int,
+            clock: str) -> dict[str, list[float]]:
+    """Per model, one value per round (the median of a burst of ``runs``), models interleaved round by round."""
+    print(f"batch {batch}: {rounds} rounds over {len(models)} models", flush=True)
+    return interleaved({n: _runner(m, sizes[n], batch) for n, m in models.items()}, repeats=rounds, runs=runs,
+                       warmup=1, reduce="median", clock=clock)
 
 
 def by_type_section() -> str:
@@ -84,6 +86,11 @@ def by_type_section() -> str:
     t2 = markdown_table(["layer type", "layers", "% MACs", "% params", "memory traffic (MB)", "% memory traffic"],
                         all_rows)
     stem = four["Conv 3x3"]["macs_pct"]
+    others = max(max(abs(four[k]["macs_pct"] - v[0]), abs(four[k]["params_pct"] - v[1]))
+                 for k, v in TABLE2.items() if k != "Conv 3x3")
+    whole = {t["type"]: t for t in rep.by_type()}
+    eltwise = sum(whole[k]["memory_pct"] for k in ("BatchNorm", "ReLU", "ReLU6") if k in whole)
+    eltwise_macs = sum(whole[k]["macs"] for k in ("BatchNorm", "ReLU", "ReLU6") if k in whole)
     return "\n".join([
         "### MobileNet V1 (1.0, 224): resources per layer type vs the paper's Table 2",
         "",
@@ -94,12 +101,12 @@ def by_type_section() -> str:
         "",
         f"The paper's four mult-add percentages add up to {sum(v[0] for v in TABLE2.values()):.2f}%; the one stem "
         f"conv (3x3x3x32 at 112x112 = {four['Conv 3x3']['macs'] / 1e6:.2f} M MACs) is {stem:.2f}%, so the printed "
-        "1.19% reads as 1.91% with two digits transposed. All other rows agree to within 0.05 points "
+        f"1.19% reads as 1.91% with two digits transposed. Every other cell agrees to within {others:.2f} points "
         "(tests/test_profile.py checks 0.5).",
         "",
         "Every layer type, percentages of the whole model, with the memory traffic each type causes "
-        "(activations read + written + weights, fp32, batch 1): BatchNorm and ReLU cost no multiply-adds but a "
-        "large share of the traffic (ShuffleNet V2 guideline G4).",
+        f"(activations read + written + weights, fp32, batch 1): BatchNorm and ReLU layers cost "
+        f"{eltwise_macs / 1e6:g} M multiply-adds but {eltwise:.1f}% of the traffic (ShuffleNet V2 guideline G4).",
         "",
         t2,
     ])
@@ -113,6 +120,8 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--b32-max-gmacs", type=float, default=1.0,
                     help="measure batch 32 only for models up to this many GMACs per image (default 1.0)")
     ap.add_argument("--models", nargs="*", default=None, help="registry names or wildcards (default: all ImageNet)")
+    ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
+                    help="cpu: the computing thread's CPU time (default; immune to other jobs' time slices)")
     ap.add_argument("--quick", action="store_true", help="2 rounds, batch 1 only")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args(argv)
@@ -130,9 +139,9 @@ def main(argv: list[str] | None = None) -> str:
         sizes[n] = lightnn.model_info(n).input_size
         reps[n] = profile(models[n], (1, *sizes[n]))
         print(reps[n].summary(), flush=True)
-    lat1 = _rounds(models, sizes, 1, rounds, args.runs)
+    lat1 = _rounds(models, sizes, 1, rounds, args.runs, args.clock)
     small = {n: m for n, m in models.items() if reps[n].macs <= args.b32_max_gmacs * 1e9}
-    lat32 = _rounds(small, sizes, 32, rounds32, 1) if rounds32 else {}
+    lat32 = _rounds(small, sizes, 32, rounds32, 1, args.clock) if rounds32 else {}
 
     rows = []
     for n in sorted(names, key=lambda k: reps[k].macs):
@@ -142,11 +151,11 @@ def main(argv: list[str] | None = None) -> str:
         row = [n, "x".join(map(str, sizes[n][1:])), f"{rep.params / 1e6:.2f}", f"{rep.macs / 1e6:.1f}",
                f"{pub[0]:g} ({pub[1]})" if pub else "", f"{rep.memory_bytes / 1e6:.1f}",
                f"{rep.peak_activation_bytes / 1e6:.1f}", f"{s1['median']:.2f} ({s1['iqr']:.2f})",
-               f"{r1['median']:.2f} ({r1['iqr']:.2f})", f"{rep.macs / 1e6 / s1['median']:.0f}"]
+               f"{r1['median']:.2f} ({r1['iqr']:.2f})", f"{rep.macs / 1e6 / s1['median']:.1f}"]
         if n in lat32 and lat32[n]:
             s32, r32 = stats(lat32[n]), ratio_stats(lat32[REFERENCE], lat32[n])
             row += [f"{s32['median']:.1f} ({s32['iqr']:.1f})", f"{r32['median']:.2f} ({r32['iqr']:.2f})",
-                    f"{32 * rep.macs / 1e6 / s32['median']:.0f}"]
+                    f"{32 * rep.macs / 1e6 / s32['median']:.1f}"]
         else:
             row += ["skipped" if rounds32 else "not run", "", ""]
         rows.append(row)
@@ -161,9 +170,13 @@ def main(argv: list[str] | None = None) -> str:
         f"Counts from `lightnn.profile` (MACs = multiply-adds; FLOPs would be 2x; memory traffic = activations "
         f"read + written + weights, fp32, batch 1; peak activations = the most bytes of activations alive at once). "
         f"Latency: PyTorch eager, NCHW, 1 thread, `torch.inference_mode`, random weights; {rounds} rounds at batch 1 "
-        f"({args.runs}-run bursts) and {rounds32} at batch 32 (1 run), every model timed once per round in turn; "
-        f"each round keeps the fastest run of its burst (least disturbed by other jobs on this shared 2-core "
-        f"machine); the table gives the median and IQR over rounds. Speed vs {REFERENCE} = its time / the model's "
+        f"({args.runs}-run bursts, median) and {rounds32} at batch 32 (1 run), every model timed once per round in "
+        f"turn; the table gives the median and IQR over rounds. Clock: "
+        + ("CPU time of the computing thread (`time.thread_time`; with one intra-op thread PyTorch computes on the "
+           "calling thread): on this shared 2-core machine the OS preempts any run longer than a few ms and wall "
+           "times swing several-fold, while the thread's CPU time stays put; on an idle machine the two agree. "
+           if args.clock == "cpu" else "wall time. ")
+        + f"Speed vs {REFERENCE} = its time / the model's "
         f"time, round by round (> 1 is faster). Batch 32 is skipped above {args.b32_max_gmacs:g} GMACs per image. "
         "torchvision is not installed here, so the side-by-side torchvision comparison is not in this table.",
         "",

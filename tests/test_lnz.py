@@ -67,12 +67,12 @@ def test_raw_tensors_round_trip(t):
     assert out.dtype == t.dtype and out.shape == t.shape and torch.equal(out, t)
 
 
-def _tiny_batches(n=4, bs=8, size=32, seed=0):
+def _tiny_batches(n=2, bs=4, size=16, seed=0):
     g = torch.Generator().manual_seed(seed)
     return [(torch.randn(bs, 3, size, size, generator=g), torch.randint(0, 10, (bs,), generator=g)) for _ in range(n)]
 
 
-@pytest.mark.parametrize("name,kwargs", [("lenet5", {"in_chans": 3, "img_size": 32}), ("resnet20", {})])
+@pytest.mark.parametrize("name,kwargs", [("lenet5", {"in_chans": 3, "img_size": 16}), ("resnet20", {})])
 def test_pipeline_file_reloads_with_identical_outputs(tmp_path, name, kwargs):
     torch.manual_seed(0)
     model = lightnn.create_model(name, num_classes=10, **kwargs)
@@ -182,7 +182,7 @@ def test_cli_compress_writes_lnz_and_report(tmp_path, capsys):
     from lightnn.checkpoint import save_checkpoint
     from lightnn.cli import main
 
-    model = lightnn.create_model("lenet5", num_classes=10, in_chans=3, img_size=32)
+    model = lightnn.create_model("lenet5", num_classes=10, in_chans=3, img_size=16)
     ckpt = tmp_path / "m.pt"
     save_checkpoint(ckpt, model)
     out = tmp_path / "m.lnz"
@@ -190,7 +190,7 @@ def test_cli_compress_writes_lnz_and_report(tmp_path, capsys):
     assert rc == 0 and out.exists() and (tmp_path / "m.report.json").exists()
     again = load(out)
     w = again.pre_logits[1].weight
-    assert (w != 0).float().mean() == pytest.approx(0.1, abs=0.01) and torch.unique(w[w != 0]).numel() <= 15
+    assert (w != 0).float().mean() == pytest.approx(0.1, abs=0.02) and torch.unique(w[w != 0]).numel() <= 15
     rc = main(["compress", str(ckpt), "--method", "prune", "--sparsity", "0.5", "--output", str(tmp_path / "p.pt")])
     assert rc == 0 and lightnn.checkpoint.load_model(tmp_path / "p.pt").pre_logits[1].weight.eq(0).float().mean() > 0.45
     assert main(["compress", str(ckpt), "--method", "share", "--output", str(tmp_path / "bad.txt")]) == 2

@@ -15,7 +15,7 @@ from lightnn.checkpoint import save_checkpoint
 from lightnn.errors import LightnnError, UnknownModelError
 
 ALL = lightnn.list_models()
-BIG = {"vgg16", "alexnet", "alexnet_grouped", "inception_v3", "resnet50"}
+BIG = {"vgg16", "alexnet", "alexnet_grouped", "inception_v3", "inception_v3_cifar", "resnet50"}
 
 
 def _params(name: str):
@@ -36,7 +36,7 @@ def test_forward_backward_contract(name):
     logits = out[0] if isinstance(out, tuple) else out
     assert logits.shape == (2, 7)
     assert torch.isfinite(logits).all()
-    logits.sum().backward()
+    (sum(o.sum() for o in out) if isinstance(out, tuple) else logits.sum()).backward()  # aux heads too
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, f"no gradient reaches {missing[:5]}"
     model.eval()

@@ -223,6 +223,43 @@ def test_register_op_teaches_the_profiler():
         lightnn.profile.register_op("i0", "memory")
 
 
+class _Square(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w):
+        return (x @ w) ** 2
+
+    @staticmethod
+    def backward(ctx, g):  # not needed for profiling
+        raise NotImplementedError
+
+
+def test_custom_autograd_function_is_counted_through_its_aten_ops():
+    """An autograd.Function is no blind spot: the dispatch mode sees the aten ops inside its forward."""
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(6, 4))
+
+        def forward(self, x):
+            return _Square.apply(x, self.w)
+
+    r = profile(M(), (3, 6))
+    assert r.macs == 3 * 6 * 4 and r.params == 24 and r.coverage["complete"]
+    assert set(r.layers[0].ops) == {"aten.mm", "aten.pow"}
+
+
+def test_recurrent_and_attention_closed_forms():
+    lstm = nn.LSTM(8, 16, num_layers=2, bidirectional=True, batch_first=True)
+    r = profile(lstm, inputs=torch.randn(2, 5, 8))
+    steps = 2 * 5  # batch x time
+    per_dir = [8 * 64 + 16 * 64, 32 * 64 + 16 * 64]  # (input + hidden) x 4 gates x hidden, layer 1 and 2
+    assert r.macs == 2 * steps * sum(per_dir) and r.layers[0].kind == "Recurrent"
+    mha = nn.MultiheadAttention(16, 4, batch_first=True)
+    x = torch.randn(2, 5, 16)
+    r = profile(mha, inputs=(x, x, x))
+    assert r.macs == 2 * (4 * 5 * 16 * 16 + 2 * 5 * 5 * 16)  # 4 projections + QK^T and AV
+
+
 def test_profile_leaves_the_model_as_it_was():
     m = MixedNet().train()
     before = {k: v.clone() for k, v in m.state_dict().items()}
@@ -243,6 +280,21 @@ def test_report_serializes_and_tables():
     md = r.table(layers=True, by_type=True)
     assert "MACs (multiply-adds)" in md and "Conv DW 5x5" in md and "Fully Connected" in md
     assert r.csv().splitlines()[0].startswith("layer,type,kind")
+
+
+def test_params_of_modules_not_run_are_reported():
+    class WithAux(nn.Module):  # like Inception-v3's auxiliary head, which eval mode skips
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Linear(4, 4)
+            self.aux = nn.Linear(4, 10)
+
+        def forward(self, x):
+            return self.body(x) if not self.training else (self.body(x), self.aux(x))
+
+    r = profile(WithAux(), (2, 4))
+    assert r.params == 20 + 50 and r.unrun_params == 50
+    assert {t["type"]: t["params"] for t in r.by_type()}["(not run)"] == 50
 
 
 def test_profile_rejects_bad_input():
@@ -307,6 +359,10 @@ def test_measure_latency_fixes_and_restores_threads():
     assert json.loads(json.dumps(res.to_dict()))["runs"] == 5
     nhwc = measure_latency(m, 16, threads=1, warmup=0, runs=2, channels_last=True)
     assert nhwc.channels_last and m[0].weight.is_contiguous()  # memory format given back
+    cpu = measure_latency(m, 16, threads=1, warmup=0, runs=2, clock="thread")
+    assert cpu.clock == "thread" and min(cpu.samples_ms) > 0
+    with pytest.raises(LightnnError, match="threads=1"):
+        measure_latency(m, 16, threads=2, runs=1, clock="thread")
 
 
 def test_latency_backend_registry():
@@ -319,6 +375,8 @@ def test_latency_backend_registry():
     register_latency_backend("fake_for_test", fake)
     res = measure_latency(nn.Linear(4, 2), (1, 4, 1), batch=3, threads=1, warmup=2, runs=5, backend="fake_for_test")
     assert res.median_ms == 3.0 and res.iqr_ms == 2.0 and seen == {"shape": (3, 1, 4, 1), "threads": 1, "warmup": 2}
+    with pytest.raises(LightnnError, match="does not support clock"):
+        measure_latency(nn.Linear(4, 2), (1, 4, 1), threads=1, runs=2, backend="fake_for_test", clock="thread")
     with pytest.raises(LightnnError, match="unknown backend"):
         measure_latency(nn.Linear(4, 2), (1, 4, 1), backend="nope")
 
@@ -337,12 +395,23 @@ def test_cli_profile_json_and_table(capsys):
         pytest.skip("lenet models not registered yet")
     assert main(["profile", "lenet5", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert d["model"] == "lenet5" and d["macs"] == profile(lightnn.create_model("lenet5"), lightnn.model_info("lenet5").input_size).macs
+    expected = profile(lightnn.create_model("lenet5"), lightnn.model_info("lenet5").input_size)
+    assert d["model"] == "lenet5" and d["macs"] == expected.macs and d["params"] == expected.params
     assert main(["profile", "lenet*", "--by-type", "--layers"]) == 0
     out = capsys.readouterr().out
     assert "MACs (multiply-adds" in out and "lenet5" in out and "lenet_300_100" in out and "Fully Connected" in out
     assert main(["profile", "lenet_300_100", "--csv"]) == 0
     assert capsys.readouterr().out.splitlines()[0].startswith("model,input,params")
+
+
+def test_cli_profile_latency(capsys):
+    from lightnn.cli import main
+
+    if not _have("lenet_300_100"):
+        pytest.skip("lenet models not registered yet")
+    assert main(["profile", "lenet_300_100", "--latency", "--runs", "3", "--threads", "1", "--json"]) == 0
+    lat = json.loads(capsys.readouterr().out)["latency"]
+    assert lat["runs"] == 3 and lat["threads"] == 1 and lat["median_ms"] > 0
 
 
 def test_cli_profile_unknown_names(capsys):

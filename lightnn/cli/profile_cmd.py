@@ -15,7 +15,7 @@ def add_parser(sub):
          "lightnn profile 'mobilenet*' --input-size 224",
          "lightnn profile mobilenet_v1 --by-type",
          "lightnn profile shufflenet_v2_x1_0 --layers --csv",
-         "lightnn profile resnet18 mobilenet_v2 --latency --batch 1 --threads 1",
+         "lightnn profile resnet18 mobilenet_v2 --latency --batch 1 --threads 1 --clock thread",
          "lightnn profile 'shufflenet_v2*' --json"],
         description="Count parameters, MACs (multiply-adds; FLOPs = 2 x MACs) and memory traffic (activations "
                     "read + written + weights, ShuffleNet V2's memory access cost) of registered models, one forward "
@@ -33,6 +33,9 @@ def add_parser(sub):
     p.add_argument("--latency", action="store_true", help="also measure eager latency (median and IQR)")
     p.add_argument("--threads", type=int, default=None, help="threads for --latency (default: torch's setting)")
     p.add_argument("--runs", type=int, default=20, help="timed runs for --latency (default 20)")
+    p.add_argument("--clock", choices=["wall", "thread"], default="wall",
+                   help="--latency clock: wall (default) or thread (CPU time of the one computing thread; needs "
+                        "--threads 1; steady on a busy machine)")
     p.add_argument("--non-strict", action="store_true",
                    help="list ops the profiler cannot count instead of failing on them")
     return p
@@ -59,7 +62,8 @@ def run(args) -> int:
         rep = profile(model, (args.batch, c, h, w), strict=not args.non_strict)
         rep.model = name
         reports.append(rep)
-        lats.append(measure_latency(model, (c, h, w), batch=args.batch, threads=args.threads, runs=args.runs)
+        lats.append(measure_latency(model, (c, h, w), batch=args.batch, threads=args.threads, runs=args.runs,
+                                    clock=args.clock)
                     if args.latency else None)
 
     if args.json:
@@ -75,7 +79,7 @@ def run(args) -> int:
     headers = ["model", "input", "params (M)", "MACs (multiply-adds, M)", "FLOPs (2xMACs, G)", "memory traffic (MB)",
                "peak activations (MB)"]
     if args.latency:
-        headers += ["latency median (ms)", "IQR (ms)", "threads"]
+        headers += [f"latency median (ms, {args.clock} clock, batch {args.batch})", "IQR (ms)", "threads"]
     rows = []
     for rep, lat in zip(reports, lats):
         row = [rep.model, "x".join(map(str, rep.input_size)), fmt_count(rep.params), fmt_count(rep.macs),

@@ -4,6 +4,7 @@ into a ``.lnz`` file) and, from sibling modules, structured channel pruning and 
 ``load(path)`` decodes a ``.lnz`` file back into its model (``lightnn.checkpoint.load_any`` dispatches to it).
 """
 
+from .channel import ChannelGroup, build_dependency_graph, prune_channels, verify_shrink  # structured pruning
 from .deep import DeepConfig, deep_compress, evaluate, finetune, report_markdown, size_breakdown
 from .fileformat import load, read_lnz, save_lnz
 from .huffman import canonical_codes, code_lengths

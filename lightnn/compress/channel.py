@@ -308,6 +308,7 @@ def _analyze(model: nn.Module, gm: fx.GraphModule, on_unsupported: str, exclude:
     calls: list[_Call] = []
     first_call: dict[str, _Call] = {}
     unsupported: list[str] = []
+    gconv: list[tuple[int, int, int, int, int, bool]] = []
 
     def alloc(node: fx.Node) -> None:
         meta = node.meta.get("tensor_meta")
@@ -407,11 +408,8 @@ def _analyze(model: nn.Module, gm: fx.GraphModule, on_unsupported: str, exclude:
                     for c in range(cin):
                         for k in range(mult):
                             uf.union(base[src] + c, base[node] + c * mult + k)
-                elif g > 1:  # group conv: keep the per-group counts equal
-                    for b, n in ((base[src], cin // g), (base[node], cout // g)):
-                        for j in range(n):
-                            for i in range(1, g):
-                                uf.union(b + j, b + i * n + j)
+                elif g > 1:  # group conv: two valid ways to cut it, chosen for the whole graph below
+                    gconv.append((base[src], cin, base[node], cout, g, m.kernel_size != (1,) * len(m.kernel_size)))
             elif isinstance(m, nn.Linear) and src in base and node in base and len(shape[src]) == 2:
                 record(node.target, m, src, node)
             elif isinstance(m, nn.modules.batchnorm._BatchNorm) and src in base:
@@ -537,22 +535,78 @@ def _analyze(model: nn.Module, gm: fx.GraphModule, on_unsupported: str, exclude:
         if node not in base and not any(a in base for a in targs):
             continue  # scalar arithmetic on shapes
         unsupported_op(node)
-    # Channels on a ChannelShuffle must stay divisible: guaranteed by the coupling above.
+    if gconv:
+        uf.parent = _choose_group_modes(uf, gconv, frozen)
     return DependencyGraph(model, uf, calls, frozen, unsupported)
+
+
+def _group_unions(parent: list[int], rules: list[tuple], modes: Sequence[str]) -> list[int]:
+    """Apply the group-conv couplings to a copy of the union-find.
+
+    ``"local"``: the channels with the same local index in every group go together (groups stay, per-group counts
+    equal). ``"whole"``: group ``i``'s inputs and outputs go together (whole groups are removed, ``groups``
+    shrinks). IGCV1 needs "whole" on the spatial primary conv and "local" on the 1x1 secondary; AlexNet's
+    2-group convs prune finer with "local".
+    """
+    uf = _UnionFind()
+    uf.parent = list(parent)
+    for (b_in, cin, b_out, cout, g, _), mode in zip(rules, modes):
+        pin, pout = cin // g, cout // g
+        if mode == "local":
+            for b, n in ((b_in, pin), (b_out, pout)):
+                for j in range(n):
+                    for i in range(1, g):
+                        uf.union(b + j, b + i * n + j)
+        else:
+            for i in range(g):
+                r = b_in + i * pin
+                for c in range(pin):
+                    uf.union(r, r + c)
+                for c in range(pout):
+                    uf.union(r, b_out + i * pout + c)
+    return uf.parent
+
+
+def _choose_group_modes(uf: _UnionFind, rules: list[tuple], frozen: dict[int, str]) -> list[int]:
+    """Pick the group-conv policy that leaves the most independently removable channel sets."""
+    policies = {
+        "local": ["local"] * len(rules),
+        "spatial-whole": ["whole" if r[5] else "local" for r in rules],
+        "whole": ["whole"] * len(rules),
+        "pointwise-whole": ["local" if r[5] else "whole" for r in rules],
+        # chains of 1x1 group convs (IGCV2): whole groups in the first of each pair, local in the second
+        "alternate": ["whole" if i % 2 == 0 else "local" for i in range(len(rules))],
+        "alternate-rev": ["local" if i % 2 == 0 else "whole" for i in range(len(rules))],
+    }
+    best, best_n = None, -1
+    for modes in policies.values():
+        parent = _group_unions(uf.parent, rules, modes)
+        tmp = _UnionFind()
+        tmp.parent = parent
+        frozen_roots = {tmp.find(v) for v in frozen}
+        n = len({tmp.find(v) for v in range(len(parent))} - frozen_roots)
+        if n > best_n:
+            best, best_n = parent, n
+    return best
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # shrinking: plain-data spec -> smaller modules
 
 
-def _conv_in_columns(m: nn.modules.conv._ConvNd, kept_in: list[int]) -> tuple[list[int], int]:
-    """Local weight columns and the new ``groups`` for a conv whose kept input channels are ``kept_in``."""
+def _conv_in_columns(m: nn.modules.conv._ConvNd, kept_in: list[int], kept_out: list[int]) -> tuple[list[int], int]:
+    """Local weight columns and the new ``groups`` for a conv keeping ``kept_in`` / ``kept_out`` channels."""
     g, cin = m.groups, m.in_channels
     if g == 1:
         return kept_in, 1
     per = cin // g
     if per == 1:  # depthwise: groups follow the channels
         return [0], len(kept_in)
+    per_out = m.out_channels // g
+    groups_in = sorted({c // per for c in kept_in})
+    if (len(kept_in) == len(groups_in) * per and groups_in == sorted({c // per_out for c in kept_out})
+            and len(kept_out) == len(groups_in) * per_out):
+        return list(range(per)), len(groups_in)  # whole groups removed (or nothing)
     local = sorted({c % per for c in kept_in})
     if len(local) * g != len(kept_in):
         raise LightnnError(f"group conv keeps unequal channel counts per group: {len(kept_in)} over {g} groups")
@@ -564,7 +618,7 @@ def _shrunk_module(m: nn.Module, entry: dict[str, list[int]], path: str) -> nn.M
     if isinstance(m, nn.modules.conv._ConvNd):
         kin = list(range(m.in_channels)) if kin is None else kin
         kout = list(range(m.out_channels)) if kout is None else kout
-        cols, groups = _conv_in_columns(m, kin)
+        cols, groups = _conv_in_columns(m, kin, kout)
         new = type(m)(len(kin), len(kout), m.kernel_size, m.stride, m.padding, m.dilation, groups,
                       m.bias is not None, m.padding_mode, device=m.weight.device, dtype=m.weight.dtype)
         with torch.no_grad():

@@ -17,6 +17,7 @@ else ``sparse`` when that is smaller than ``raw``, else ``raw``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -134,9 +135,11 @@ def encode_raw(key: str, t: torch.Tensor) -> EncodedTensor:
                          stats={"numel": t.numel(), "raw_bits": nbits})
 
 
-def encode_tensor(key: str, t: torch.Tensor, *, index_bits: int | None = None, weight_bits: int | None = None,
+def encode_tensor(key: str, t: torch.Tensor, *, index_bits: int | None = None, weight_bits: int | str | None = None,
                   block: int | None = None) -> EncodedTensor:
     """Encode one tensor. ``index_bits=None`` stores it raw; otherwise sparse or shared as described above.
+    ``weight_bits``: the codebook width allowed (None: never shared; ``"auto"``: shared with the fewest bits
+    that hold its distinct non-zero values, when that is smaller than float32 values).
 
     ``stats`` holds the paper's per-stage sizes for the tensor, in bits: ``dense_bits`` (float32),
     ``pruned_bits`` (entries x (32 + index_bits), stage P), ``shared_bits`` (entries x (weight_bits +
@@ -160,8 +163,13 @@ def encode_tensor(key: str, t: torch.Tensor, *, index_bits: int | None = None, w
     gaps = huffman.encode(symbols, span, block)
     ginfo, gsegs = _stream_segments("gaps", gaps)
     index_huff_bits = 8 * sum(len(v) for v in gsegs.values())
-    codebook = np.unique(values) if weight_bits else None
-    if t.dtype == torch.float32 and codebook is not None and len(codebook) <= (1 << weight_bits) - 1:
+    codebook = np.unique(values) if weight_bits and t.dtype == torch.float32 else None
+    if weight_bits == "auto" and codebook is not None:
+        # share whenever the values already take few distinct levels and a codebook is smaller than floats
+        need = max(1, math.ceil(math.log2(len(codebook) + 1)))
+        weight_bits = need if need <= 16 and entries * need + 32 * len(codebook) < entries * 32 else None
+        codebook = codebook if weight_bits else None
+    if codebook is not None and len(codebook) <= (1 << weight_bits) - 1:
         codes_real = np.searchsorted(codebook, values) + 1
         codes = np.zeros(entries, dtype=np.int64)
         codes[is_real] = codes_real

@@ -46,10 +46,11 @@ DEFAULT_INDEX_BITS = {"conv": 8, "fc": 5}  # paper, Sec. 2 (AlexNet/VGG: 8 bits 
 
 
 def encode_model(model: nn.Module, *, index_bits: int | Mapping[str, int] | None = None,
-                 weight_bits: int | Mapping[str, int] | None = None, block: int | None = None) -> list[EncodedTensor]:
+                 weight_bits: int | str | Mapping[str, int] | None = "auto", block: int | None = None) -> list[EncodedTensor]:
     """Encode every state-dict tensor of ``model``: conv/linear weights sparse (or shared, when their non-zero
     values fit ``weight_bits``), everything else raw. ``index_bits``/``weight_bits`` take a number or a mapping
-    by layer name / pattern / kind (``conv``, ``depthwise``, ``fc``, ``default``)."""
+    by layer name / pattern / kind (``conv``, ``depthwise``, ``fc``, ``default``); ``weight_bits="auto"``
+    shares every layer whose values already take few distinct levels, None shares nothing."""
     index_bits = DEFAULT_INDEX_BITS if index_bits is None else index_bits
     layer_of = {f"{n}.weight": (n, m) for n, m in prunable_layers(model).items()}
     recs = []
@@ -59,7 +60,8 @@ def encode_model(model: nn.Module, *, index_bits: int | Mapping[str, int] | None
             n, m = layer_of[key]
             ib = resolve_setting(n, m, index_bits)
             wb = resolve_setting(n, m, weight_bits) if weight_bits is not None else None
-        recs.append(encode_tensor(key, t, index_bits=int(ib) if ib else None, weight_bits=int(wb) if wb else None,
+            wb = wb if wb == "auto" or not wb else int(wb)
+        recs.append(encode_tensor(key, t, index_bits=int(ib) if ib else None, weight_bits=wb,
                                   block=block))
     return recs
 
@@ -95,7 +97,7 @@ def _json_default(o: Any) -> Any:
 
 
 def save_lnz(path: str | os.PathLike, model: nn.Module, *, index_bits: int | Mapping[str, int] | None = None,
-             weight_bits: int | Mapping[str, int] | None = None, meta: Mapping[str, Any] | None = None,
+             weight_bits: int | str | Mapping[str, int] | None = "auto", meta: Mapping[str, Any] | None = None,
              block: int | None = None) -> dict:
     """Encode ``model`` and write it atomically to ``path``. Returns per-tensor stats and the file size."""
     unwrapped = getattr(model, "module", model)

@@ -129,10 +129,15 @@ def _drop_at(g: dict[str, Any], ratios: list[float], base: float, r: float) -> f
     return drops[i] * (1 - w) + drops[i + 1] * w
 
 
+# A tiny cost per unit of ratio breaks ties between equally harmless ratios, so a flat sensitivity curve gives a
+# uniform plan that just meets the budget rather than every group at its largest measured ratio.
+_TIE = 1e-3
+
+
 def _ratio_at(g: dict[str, Any], ratios: list[float], base: float, tol: float, grid: list[float]) -> float:
     best = 0.0
     for r in grid:
-        if _drop_at(g, ratios, base, r) > tol:
+        if max(0.0, _drop_at(g, ratios, base, r)) + _TIE * r > tol:
             break  # monotone plan: once a ratio costs too much accuracy, larger ones are not considered
         best = r
     return best
@@ -142,7 +147,7 @@ def plan_ratios(model: nn.Module, example_input: torch.Tensor, sens: dict[str, A
                 target_macs: float | None = None, target_latency: float | None = None,
                 latency_fn: Callable[[nn.Module], float] | None = None, criterion: str | Callable = "l1",
                 round_to: int = 8, step: float = 0.05, graph: DependencyGraph | None = None,
-                iters: int = 12) -> dict[str, Any]:
+                iters: int = 20) -> dict[str, Any]:
     """Per-group ratios meeting a budget with the least predicted accuracy drop (see the module docstring).
 
     Exactly one of ``target_macs`` / ``target_latency`` (fractions of the unpruned model's cost to keep);
@@ -174,7 +179,7 @@ def plan_ratios(model: nn.Module, example_input: torch.Tensor, sens: dict[str, A
         return cost_fn(pruned) / c0, rs
 
     drops = sorted({0.0} | {max(0.0, base - m) for g in sens["groups"].values() for m in g["metric"]})
-    lo, hi = -1e-9, drops[-1] + 1e-6
+    lo, hi = -1e-9, drops[-1] + _TIE + 1e-6
     c_hi, rs_hi = cost(hi)
     if c_hi > target:
         raise LightnnError(f"even pruning every group to its largest measured ratio keeps {c_hi:.0%} of the cost; "

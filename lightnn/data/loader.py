@@ -12,6 +12,7 @@ steps. Randomness depends only on (seed, epoch, rank): resuming at an epoch boun
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Iterator, Sequence
 
@@ -26,6 +27,21 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+@contextlib.contextmanager
+def _single_thread(enable: bool):
+    """Run the (memory-bound) batch assembly on one CPU thread: on a busy machine an intra-op parallel region
+    waits for descheduled threads and is 5-10x slower than one thread; the model keeps its own thread count."""
+    if not enable or torch.get_num_threads() == 1:
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def dist_info() -> tuple[int, int]:
@@ -122,7 +138,9 @@ class BatchLoader:
         stop = (idx.numel() // self.batch_size) * self.batch_size if self.drop_last else idx.numel()
         for i in range(0, stop, self.batch_size):
             b = idx[i:i + self.batch_size]
-            yield self._batch(b, g)
+            with _single_thread(self.device.type == "cpu"):
+                batch = self._batch(b, g)
+            yield batch
 
     def _batch(self, b: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         bd = b.to(self.device, non_blocking=True)

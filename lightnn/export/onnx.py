@@ -11,6 +11,8 @@ second and its unsupported-op error names the aten op, which we map back to the 
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import io
 import os
 import re
@@ -26,7 +28,8 @@ import torch.nn as nn
 from ..errors import LightnnError, UnsupportedOpError
 from ..utils.io import atomic_write_bytes
 
-__all__ = ["export_onnx", "check_parity", "resolve_model", "onnx_input_size", "source_normalization", "ParityReport", "DEFAULT_OPSET"]
+__all__ = ["export_onnx", "check_parity", "resolve_model", "onnx_input_size", "source_normalization", "ParityReport",
+           "DEFAULT_OPSET"]
 
 DEFAULT_OPSET = 17  # QuantizeLinear per-channel needs >= 13; 17 is what ONNX Runtime's quantizer tests most
 
@@ -117,22 +120,21 @@ def _scope_to_module(scope: str) -> str:
     return parts[-1] if parts else ""
 
 
-def _layer_calling(model: nn.Module, x: torch.Tensor, op: str) -> str | None:
-    """The module path whose forward calls aten ``op`` (from the traced graph's scopes), or None."""
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            traced = torch.jit.trace(model, (x,), check_trace=False)
-        graph = traced.inlined_graph
-    except Exception:
-        return None
-    for node in graph.nodes():
-        if node.kind() == op:
-            name = _scope_to_module(node.scopeName())
-            if not name:
-                return "<top-level forward>"
-            mod = model.get_submodule(name) if _has_submodule(model, name) else None
-            return f"{name} ({type(mod).__name__})" if mod is not None else name
+def _layer_in_graph(model: nn.Module, graphs: list, op: str) -> str | None:
+    """The module path (and type) whose forward calls aten ``op``, from the scopes of the exporter's graph."""
+    for graph in graphs:
+        try:
+            nodes = list(graph.nodes())
+        except Exception:
+            continue
+        for node in nodes:
+            if node.kind() == op:
+                name = _scope_to_module(node.scopeName())
+                if not name:
+                    return f"<forward of {type(model).__name__}>"
+                if _has_submodule(model, name):
+                    return f"{name} ({type(model.get_submodule(name)).__name__})"
+                return name
     return None
 
 
@@ -163,23 +165,27 @@ def export_onnx(
     model.eval()
     norm = source_normalization(model_or_checkpoint, model)
     size = model_input_size(model, input_size)
-    net = _fold(model) if fold_bn else model
     x = torch.randn(batch_size, *size)
+    net = _export_friendly(_fold(model) if fold_bn else copy.deepcopy(model), x)
     buf = io.BytesIO()
     axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic_batch else None
+    graphs: list = []
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), _no_graph_dump(graphs):
             warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice and tracer warnings
             torch.onnx.export(net, (x,), buf, dynamo=False, opset_version=opset, input_names=["input"],
                               output_names=["logits"], dynamic_axes=axes, do_constant_folding=True)
-    except torch.onnx.errors.UnsupportedOperatorError as e:
-        m = re.search(r"operator '([^']+)'", str(e))
-        op = m.group(1) if m else "?"
-        layer = _layer_calling(net, x, op) if m else None
+    except (torch.onnx.errors.OnnxExporterError, RuntimeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = re.split(r"\s*(?:\[Caused by|Please feel free)", msg)[0]
+        m = re.search(r"operator '?(?:aten::)?([A-Za-z0-9_.]+)'?", msg)
+        op = m.group(1) if m else None
+        layer = _layer_in_graph(net, graphs, f"aten::{op}") if op else None
         name = getattr(model, "lightnn_name", type(model).__name__)
         where = f" in layer {layer}" if layer else ""
-        raise UnsupportedOpError(f"model {name!r} does not export to ONNX (opset {opset}): op {op!r}{where} has "
-                                 f"no ONNX equivalent; replace it or try another --opset") from None
+        what = f"op {op!r}{where}" if op else "the graph"
+        raise UnsupportedOpError(f"model {name!r} at input {'x'.join(map(str, size))} does not export to ONNX "
+                                 f"(opset {opset}): {what}: {msg[:300]}") from None
     import onnx
 
     proto = onnx.load_from_string(buf.getvalue())
@@ -191,6 +197,59 @@ def export_onnx(
         meta["lightnn.std"] = ",".join(f"{v:.6g}" for v in norm["std"])
     onnx.helper.set_model_props(proto, meta)
     return atomic_write_bytes(path, proto.SerializeToString())
+
+
+@contextlib.contextmanager
+def _no_graph_dump(captured: list):
+    # torch's TorchScript exporter prints the whole IR graph to stdout when export fails (its log switch is
+    # always on); we keep the graph instead, to find the layer (its scope) that calls the failing op.
+    from torch import _C
+
+    orig = getattr(_C, "_jit_onnx_log", None)
+    if orig is not None:
+        _C._jit_onnx_log = lambda *args: captured.extend(a for a in args if not isinstance(a, str))
+    try:
+        yield
+    finally:
+        if orig is not None:
+            _C._jit_onnx_log = orig
+
+
+class _StaticLRN(nn.Module):
+    """``nn.LocalResponseNorm`` as a 1x1 convolution with a fixed banded kernel (the cross-channel window sum)
+    instead of torch's ``view``/``pad``/``avg_pool3d``, which loses static shapes in the exported graph (a
+    following adaptive pool then fails to export). Same formula: b_c = a_c / (k + alpha/n sum_{window(c)} a^2)^beta
+    (Krizhevsky et al. 2012, section 3.3), with torch's window [c - n//2, c + (n-1)//2] and zero padding."""
+
+    def __init__(self, lrn: nn.LocalResponseNorm, channels: int) -> None:
+        super().__init__()
+        self.alpha, self.beta, self.k = lrn.alpha, lrn.beta, lrn.k
+        c = torch.arange(channels)
+        d = c.view(1, -1) - c.view(-1, 1)  # d[i, j] = j - i
+        band = ((d >= -(lrn.size // 2)) & (d <= (lrn.size - 1) // 2)).float() / lrn.size
+        self.register_buffer("band", band.view(channels, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        div = torch.nn.functional.conv2d(x * x, self.band)
+        return x / (div * self.alpha + self.k).pow(self.beta)
+
+
+def _export_friendly(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """Swap modules whose torch implementation exports badly for equivalent ones (in the given copy)."""
+    lrns = {name: m for name, m in model.named_modules() if isinstance(m, nn.LocalResponseNorm)}
+    if not lrns:
+        return model
+    chans: dict[str, int] = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: chans.__setitem__(n, inp[0].shape[1]))
+             for n, m in lrns.items()]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    for name, mod in lrns.items():
+        parent, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, leaf, _StaticLRN(mod, chans[name]))
+    return model
 
 
 def _fold(model: nn.Module) -> nn.Module:

@@ -10,6 +10,14 @@
   networks are unconfirmed (paper_tables.md section 5), so these are lightnn's layouts, not paper numbers.
 - IGCV3-D (Sun et al., BMVC 2018, arXiv:1806.00178), the official ``symbols/igcv3.py``: MobileNetV2 widths with
   about twice the blocks per stage (t, c, n, s table below) and IGCV3 inverted residuals (G1 = G2 = 2).
+
+Counts (tested in tests/test_igc.py): IGCV3-D 1.0 has 3.49 M params and 313 M MACs at 224 (paper 3.5 M, 318 M).
+The widths 0.7 / 1.4 give 175 M / 590 M MACs against the 210 M / 610 M that ShuffleNet V2 quotes: the official
+code scales the expansion input twice for width != 1 (``in_c = round(c * multiplier)`` after ``c`` was already
+scaled), which we do not copy. IGC-L100M2 has 8.64 M params (README 8.61 M, MACs 1.26 G vs 1.3 G); the README's
+11.205 M / 11.329 M for IGC-L4M32 / L16M16 equal our 11.20 M / 11.44 M without the 1000-way classifier (with it
+12.23 M / 13.49 M; MACs 1.78 G / 1.98 G vs 1.9 G / 2.2 G), so those two rows seem to leave the FC out.
+The IGCV3 CIFAR README's 2.4 M for IGCV3-D 1.0 compares with 2.22 M here (10 classes).
 """
 
 from __future__ import annotations
@@ -24,6 +32,9 @@ from ..ops.conv import ConvBNAct, conv2d
 from ..ops.igc import IGCV1Block, IGCV2Block, IGCV3Block, igcv2_branch_sizes
 from ._base import ClassifierModel, init_weights, make_divisible
 from ._registry import register_model
+
+# ImageNet layouts downsample by 32; a 32x32 test input still leaves a 1x1 map and keeps the contract tests fast.
+_TEST_SIZE = (3, 32, 32)
 
 __all__ = ["IGCV1ResNet", "IGCV2Net", "IGCV3Net", "IGCV3_D_CFG", "IGCV2_MOBILE_CFG"]
 
@@ -116,17 +127,20 @@ def igcv1_cifar_l24m2(*, num_classes: int = 1000, in_chans: int = 3, depth: int 
     return _igcv1_cifar(24, 2, depth, num_classes, in_chans, **kwargs)
 
 
-@register_model(paper="Zhang et al. ICCV 2017, IGC-L4M32+Ident. (ImageNet, 11.205 M params)")
+@register_model(test_input_size=_TEST_SIZE,
+                paper="Zhang et al. ICCV 2017, IGC-L4M32+Ident. (ImageNet, 11.205 M params without the FC)")
 def igcv1_l4m32(*, num_classes: int = 1000, in_chans: int = 3, **kwargs) -> IGCV1ResNet:
     return _igcv1_imagenet(4, 32, False, num_classes, in_chans, **kwargs)
 
 
-@register_model(paper="Zhang et al. ICCV 2017, IGC-L16M16+Ident. (ImageNet, 11.329 M params)")
+@register_model(test_input_size=_TEST_SIZE,
+                paper="Zhang et al. ICCV 2017, IGC-L16M16+Ident. (ImageNet, 11.329 M params without the FC)")
 def igcv1_l16m16(*, num_classes: int = 1000, in_chans: int = 3, **kwargs) -> IGCV1ResNet:
     return _igcv1_imagenet(16, 16, False, num_classes, in_chans, **kwargs)
 
 
-@register_model(paper="Zhang et al. ICCV 2017, IGC-L100M2+Ident. (ImageNet, 8.61 M params)")
+@register_model(test_input_size=_TEST_SIZE,
+                paper="Zhang et al. ICCV 2017, IGC-L100M2+Ident. (ImageNet, 8.61 M params)")
 def igcv1_l100m2(*, num_classes: int = 1000, in_chans: int = 3, **kwargs) -> IGCV1ResNet:
     return _igcv1_imagenet(100, 2, True, num_classes, in_chans, **kwargs)
 
@@ -186,24 +200,26 @@ class IGCV2Net(ClassifierModel):
         init_weights(self)
 
 
-@register_model(paper="Xie et al. CVPR 2018 (IGCV2 blocks in the MobileNet V1 layout; lightnn's layout)")
+@register_model(test_input_size=_TEST_SIZE,
+                paper="Xie et al. CVPR 2018 (IGCV2 blocks in the MobileNet V1 layout; lightnn's layout)")
 def igcv2_1_0(*, num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0, L: int = 3,
               **kwargs) -> IGCV2Net:
     return IGCV2Net(IGCV2_MOBILE_CFG, num_classes=num_classes, in_chans=in_chans, width_mult=width_mult, L=L,
                     **kwargs)
 
 
-@register_model(paper="Xie et al. CVPR 2018 (IGCV2 at width 0.5; lightnn's layout)")
+@register_model(test_input_size=_TEST_SIZE, paper="Xie et al. CVPR 2018 (IGCV2 at width 0.5; lightnn's layout)")
 def igcv2_0_5(*, num_classes: int = 1000, in_chans: int = 3, L: int = 3, **kwargs) -> IGCV2Net:
     return IGCV2Net(IGCV2_MOBILE_CFG, num_classes=num_classes, in_chans=in_chans, width_mult=0.5, L=L, **kwargs)
 
 
-@register_model(paper="Xie et al. CVPR 2018 (IGCV2 at width 0.25; lightnn's layout)")
+@register_model(test_input_size=_TEST_SIZE, paper="Xie et al. CVPR 2018 (IGCV2 at width 0.25; lightnn's layout)")
 def igcv2_0_25(*, num_classes: int = 1000, in_chans: int = 3, L: int = 3, **kwargs) -> IGCV2Net:
     return IGCV2Net(IGCV2_MOBILE_CFG, num_classes=num_classes, in_chans=in_chans, width_mult=0.25, L=L, **kwargs)
 
 
-@register_model(input_size=(3, 32, 32), paper="Xie et al. CVPR 2018 (ResNet-style CIFAR IGCV2 net; lightnn's layout)")
+@register_model(input_size=(3, 32, 32),
+                paper="Xie et al. CVPR 2018 (ResNet-style CIFAR IGCV2 net; lightnn's layout)")
 def igcv2_cifar(*, num_classes: int = 1000, in_chans: int = 3, width: int = 64, blocks: int = 3, L: int = 3,
                 **kwargs) -> IGCV2Net:
     if blocks < 1:
@@ -273,27 +289,31 @@ def _igcv3(width_mult: float, num_classes: int, in_chans: int, **kwargs) -> IGCV
     return IGCV3Net(IGCV3_D_CFG, num_classes=num_classes, in_chans=in_chans, width_mult=width_mult, **kwargs)
 
 
-@register_model(paper="Sun et al. BMVC 2018, IGCV3-D 0.5x (official code)")
+@register_model(test_input_size=_TEST_SIZE, paper="Sun et al. BMVC 2018, IGCV3-D 0.5x (official code)")
 def igcv3_050(*, num_classes: int = 1000, in_chans: int = 3, **kwargs) -> IGCV3Net:
     return _igcv3(0.5, num_classes, in_chans, **kwargs)
 
 
-@register_model(paper="Sun et al. BMVC 2018, IGCV3-D 0.7x (210 M MACs per ShuffleNet V2 Table 8)")
+@register_model(test_input_size=_TEST_SIZE,
+                paper="Sun et al. BMVC 2018, IGCV3-D 0.7x (ShuffleNet V2 Table 8 quotes 210 M MACs; ours 175 M)")
 def igcv3_070(*, num_classes: int = 1000, in_chans: int = 3, **kwargs) -> IGCV3Net:
     return _igcv3(0.7, num_classes, in_chans, **kwargs)
 
 
-@register_model(paper="Sun et al. BMVC 2018, IGCV3-D 1.0x (3.5 M params; 318 M MACs per ShuffleNet V2 Table 8)")
+@register_model(test_input_size=_TEST_SIZE,
+                paper="Sun et al. BMVC 2018, IGCV3-D 1.0x (3.5 M params; 318 M MACs per ShuffleNet V2 Table 8)")
 def igcv3_100(*, num_classes: int = 1000, in_chans: int = 3, **kwargs) -> IGCV3Net:
     return _igcv3(1.0, num_classes, in_chans, **kwargs)
 
 
-@register_model(paper="Sun et al. BMVC 2018, IGCV3-D 1.4x (610 M MACs per ShuffleNet V2 Table 8)")
+@register_model(test_input_size=_TEST_SIZE,
+                paper="Sun et al. BMVC 2018, IGCV3-D 1.4x (ShuffleNet V2 Table 8 quotes 610 M MACs; ours 590 M)")
 def igcv3_140(*, num_classes: int = 1000, in_chans: int = 3, **kwargs) -> IGCV3Net:
     return _igcv3(1.4, num_classes, in_chans, **kwargs)
 
 
-@register_model(input_size=(3, 32, 32), paper="Sun et al. BMVC 2018, IGCV3-D for CIFAR (stride-1 stem and stage 2)")
+@register_model(input_size=(3, 32, 32),
+                paper="Sun et al. BMVC 2018, IGCV3-D for CIFAR (stride-1 stem and stage 2)")
 def igcv3_cifar(*, num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0, **kwargs) -> IGCV3Net:
     kwargs.setdefault("stem_stride", 1)
     kwargs.setdefault("first_stage_stride", 1)

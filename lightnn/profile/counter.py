@@ -29,7 +29,7 @@ import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from math import prod
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
@@ -37,7 +37,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from ..errors import LightnnError, UnsupportedOpError
-from ..report.tables import csv_table, fmt_bytes, fmt_count, fmt_pct, markdown_table
+from ..report.tables import csv_table, fmt_bytes, fmt_count, fmt_si, markdown_table
 from . import ops as _ops
 
 __all__ = ["profile", "ProfileReport", "LayerRow", "DATA_MOVEMENT_MODULES", "register_data_movement_module"]
@@ -94,9 +94,9 @@ class ProfileReport:
     macs: int
     memory_bytes: int
     peak_activation_bytes: int
-    layers: list[LayerRow]
-    ops: dict[str, int]  # counted aten ops -> calls (views included, they are counted as free)
-    uncounted: dict[str, list[str]]  # unknown op -> layers where it ran (non-strict mode only)
+    layers: list[LayerRow] = field(repr=False)
+    ops: dict[str, int] = field(repr=False)  # counted aten ops -> calls (views included, counted as free)
+    uncounted: dict[str, list[str]] = field(default_factory=dict)  # unknown op -> layers (non-strict mode only)
     strict: bool = True
     unrun_params: int = 0  # parameters of modules the forward pass never called (e.g. an aux head in eval)
 
@@ -156,9 +156,10 @@ class ProfileReport:
         return d
 
     def summary(self) -> str:
-        return (f"{self.model} @ {'x'.join(map(str, self.input_size))}: params {fmt_count(self.params)} M, "
-                f"MACs (multiply-adds) {fmt_count(self.macs)} M, FLOPs (2xMACs) {fmt_count(self.flops)} M, "
-                f"memory traffic {fmt_bytes(self.memory_bytes)}, peak activations {fmt_bytes(self.peak_activation_bytes)}"
+        return (f"{self.model} @ {'x'.join(map(str, self.input_size))}: params {fmt_si(self.params)}, "
+                f"MACs (multiply-adds) {fmt_si(self.macs)}, FLOPs (2xMACs) {fmt_si(self.flops)}, "
+                f"memory traffic {fmt_bytes(self.memory_bytes)}, "
+                f"peak activations {fmt_bytes(self.peak_activation_bytes)}"
                 + ("" if not self.uncounted else f", UNCOUNTED ops: {', '.join(sorted(self.uncounted))}"))
 
     def layer_rows(self) -> tuple[list[str], list[list[Any]]]:
@@ -171,8 +172,8 @@ class ProfileReport:
         """Markdown: the totals, optionally the per-layer rows and the per-type breakdown."""
         parts = [markdown_table(["metric", "value"], [
             ["input", "x".join(map(str, self.input_size))],
-            ["params", f"{self.params:,} ({fmt_count(self.params)} M)"],
-            ["MACs (multiply-adds)", f"{self.macs:,} ({fmt_count(self.macs)} M)"],
+            ["params", f"{self.params:,} ({fmt_si(self.params)})"],
+            ["MACs (multiply-adds)", f"{self.macs:,} ({fmt_si(self.macs)})"],
             ["FLOPs (= 2 x MACs)", f"{self.flops:,}"],
             ["memory traffic", fmt_bytes(self.memory_bytes)],
             ["peak activation memory", fmt_bytes(self.peak_activation_bytes)],
@@ -237,12 +238,14 @@ def _mac_kind(name: str, args: tuple) -> str:
         return "Fully Connected"
     if "attention" in name:
         return "Attention"
+    if "rnn" in name:
+        return "Recurrent"
     return "MatMul"
 
 
 class _Frame:
-    __slots__ = ("name", "module", "seq", "start_op", "first_op", "in_shapes", "out_shapes", "in_bytes", "out_bytes", "macs",
-                 "memory", "ops", "kind_macs", "params", "has_children", "note")
+    __slots__ = ("name", "module", "seq", "start_op", "first_op", "in_shapes", "out_shapes", "in_bytes", "out_bytes",
+                 "macs", "memory", "ops", "kind_macs", "params", "has_children", "note")
 
     def __init__(self, name: str, module: nn.Module, seq: int, params: int, has_children: bool) -> None:
         self.name, self.module, self.seq = name, module, seq
@@ -419,7 +422,7 @@ def _make_input(input_size: Any, dtype: torch.dtype, device: torch.device) -> An
 
 
 def profile(model: nn.Module, input_size: Any = (1, 3, 224, 224), strict: bool = True, *,
-            dtype: torch.dtype = torch.float32, inputs: Any = None) -> ProfileReport:
+            dtype: torch.dtype = torch.float32, inputs: Any = None, threads: int | None = 1) -> ProfileReport:
     """Profile one inference forward pass of ``model`` (any ``nn.Module``).
 
     Args:
@@ -429,6 +432,9 @@ def profile(model: nn.Module, input_size: Any = (1, 3, 224, 224), strict: bool =
             such ops are left uncounted and listed in ``report.coverage`` / ``report.uncounted``.
         dtype: dtype of the random input (and hence the bytes of activations).
         inputs: explicit input(s) instead of a random tensor: a tensor or a tuple of positional arguments.
+        threads: intra-op threads for the counting pass (restored after). Counts do not depend on it; one thread
+            (default) avoids OpenMP spin-waits that make a pass tens of times slower on a busy machine. None keeps
+            torch's setting.
 
     Returns:
         a :class:`ProfileReport`. MACs are multiply-adds (the papers' Mult-Adds); ``flops`` = 2 x MACs.
@@ -450,7 +456,10 @@ def profile(model: nn.Module, input_size: Any = (1, 3, 224, 224), strict: bool =
     for m in model.modules():
         handles.append(m.register_forward_pre_hook(tracker.pre_hook))
         handles.append(m.register_forward_hook(tracker.post_hook, always_call=True))
+    old_threads = torch.get_num_threads()
     try:
+        if threads is not None:
+            torch.set_num_threads(int(threads))
         model.eval()
         with torch.no_grad():
             for t in _tensors(call_args):
@@ -459,6 +468,7 @@ def profile(model: nn.Module, input_size: Any = (1, 3, 224, 224), strict: bool =
                 out = model(*call_args)
             del out
     finally:
+        torch.set_num_threads(old_threads)
         for h in handles:
             h.remove()
         for m, training in modes.items():

@@ -15,7 +15,9 @@ Backend interface (for example ONNX Runtime, added by :mod:`lightnn.export`)::
     register_latency_backend("onnxruntime", my_backend)
 
 ``threads`` is already applied to PyTorch (``torch.set_num_threads``) when the backend runs; a backend with its
-own thread pool must apply it too. ``channels_last`` is a hint a backend may ignore.
+own thread pool must apply it too. ``channels_last`` is a hint a backend may ignore. A backend that can time with
+another clock takes an optional ``clock`` keyword (``"wall"`` or ``"thread"``, see :func:`measure_latency`); it is
+passed only when the caller asks for a clock other than ``"wall"``.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class LatencyResult:
     channels_last: bool
     warmup: int
     samples_ms: list[float] = field(repr=False)
+    clock: str = "wall"
 
     @property
     def batch(self) -> int:
@@ -109,7 +112,7 @@ class LatencyResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "input_size": list(self.input_size), "batch": self.batch,
-                "threads": self.threads, "channels_last": self.channels_last, "warmup": self.warmup,
+                "threads": self.threads, "channels_last": self.channels_last, "warmup": self.warmup, "clock": self.clock,
                 "runs": len(self.samples_ms), "median_ms": self.median_ms, "iqr_ms": self.iqr_ms,
                 "p10_ms": self.p10_ms, "p90_ms": self.p90_ms, "images_per_s": self.images_per_s,
                 "samples_ms": list(self.samples_ms)}
@@ -120,9 +123,13 @@ class LatencyResult:
                 f"{', channels-last' if self.channels_last else ''})")
 
 
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "thread": time.thread_time}
+
+
 def _eager(model: nn.Module, example: torch.Tensor, *, warmup: int, runs: int, threads: int,
-           channels_last: bool) -> list[float]:
+           channels_last: bool, clock: str = "wall") -> list[float]:
     """PyTorch eager under ``torch.inference_mode``; each sample times one forward call."""
+    clk = CLOCKS[clock]
     if example.dim() == 4:
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         model = model.to(memory_format=fmt)
@@ -132,9 +139,9 @@ def _eager(model: nn.Module, example: torch.Tensor, *, warmup: int, runs: int, t
         for _ in range(warmup):
             model(example)
         for _ in range(runs):
-            t0 = time.perf_counter()
+            t0 = clk()
             model(example)
-            out.append((time.perf_counter() - t0) * 1000.0)
+            out.append((clk() - t0) * 1000.0)
     return out
 
 
@@ -168,7 +175,7 @@ def _has_conv2d(model: nn.Module) -> bool:
 
 def measure_latency(model: nn.Module, input_size: Any = (3, 224, 224), batch: int | None = None,
                     threads: int | None = None, warmup: int = 5, runs: int = 30, backend: str = "eager",
-                    channels_last: bool | None = None) -> LatencyResult:
+                    channels_last: bool | None = None, clock: str = "wall") -> LatencyResult:
     """Median and spread of the wall time of one inference batch.
 
     Args:
@@ -178,15 +185,36 @@ def measure_latency(model: nn.Module, input_size: Any = (3, 224, 224), batch: in
         threads: intra-op threads, fixed for the measurement and restored after (default: the current setting).
         warmup / runs: untimed and timed runs.
         backend: a name from :func:`latency_backends` ("eager" built in).
-        channels_last: NHWC memory format; None picks, for a conv net, the faster of NCHW and NHWC from a short
-            trial (on CPU, channels-last often speeds up depthwise and grouped convolutions).
+        channels_last: NHWC memory format; None picks, for a conv net on the eager backend, the faster of NCHW and
+            NHWC from a short trial (on CPU, channels-last often speeds up depthwise and grouped convolutions);
+            other backends get False unless asked.
+        clock: ``"wall"`` (elapsed time, the latency a user sees) or ``"thread"`` (CPU time of the calling thread,
+            ``time.thread_time``; needs ``threads=1``, where eager computes on the calling thread). On a shared
+            machine the OS preempts any run longer than a scheduler slice and wall times swing several-fold; the
+            thread's CPU time does not, and on an idle machine the two agree.
     """
     if backend not in _BACKENDS:
         raise LightnnError(f"measure_latency: unknown backend {backend!r}; registered: {latency_backends()}")
     if runs < 1 or warmup < 0:
         raise LightnnError(f"measure_latency: runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
     size = _resolve_size(input_size, batch)
-    fn = _BACKENDS[backend]
+    if clock not in CLOCKS:
+        raise LightnnError(f"measure_latency: clock must be one of {sorted(CLOCKS)}, got {clock!r}")
+    base = _BACKENDS[backend]
+    if clock == "wall":
+        fn = base
+    else:
+        if threads != 1:
+            raise LightnnError(f"measure_latency: clock={clock!r} needs threads=1 (the CPU time of one thread misses "
+                               f"work done on others), got threads={threads}")
+
+        def fn(*a: Any, **k: Any) -> list[float]:
+            try:
+                return base(*a, clock=clock, **k)
+            except TypeError as e:
+                if "clock" not in str(e):
+                    raise
+                raise LightnnError(f"latency backend {backend!r} does not support clock={clock!r}") from None
     old_threads = torch.get_num_threads()
     n_threads = old_threads if threads is None else int(threads)
     if n_threads < 1:
@@ -202,7 +230,7 @@ def measure_latency(model: nn.Module, input_size: Any = (3, 224, 224), batch: in
         cl = channels_last
         if cl is None:
             cl = False
-            if _has_conv2d(model) and len(size) == 4:
+            if backend == "eager" and _has_conv2d(model) and len(size) == 4:
                 trial = max(3, min(10, runs // 3))
                 t_nchw = median(fn(model, example, warmup=max(1, warmup // 2), runs=trial, threads=n_threads,
                                    channels_last=False))
@@ -219,7 +247,7 @@ def measure_latency(model: nn.Module, input_size: Any = (3, 224, 224), batch: in
     if len(samples) != runs:
         raise LightnnError(f"latency backend {backend!r} returned {len(samples)} samples for runs={runs}")
     return LatencyResult(backend=backend, input_size=size, threads=n_threads, channels_last=bool(cl), warmup=warmup,
-                         samples_ms=[float(s) for s in samples])
+                         samples_ms=[float(s) for s in samples], clock=clock)
 
 
 def time_callable(fn: Callable[[], Any], warmup: int = 3, runs: int = 10) -> list[float]:

@@ -90,6 +90,22 @@ def _sdpa_macs(args: tuple, kwargs: dict, out: Any) -> int:
     return batch * lq * lk * (e + ev)
 
 
+def _rnn_layer_macs(args: tuple, kwargs: dict, out: Any) -> int:
+    # mkldnn_rnn_layer(input (T, B, in), w_ih (G*H, in), w_hh (G*H, H), ...): every time step of every sequence
+    # multiplies the input by w_ih and the previous hidden state by w_hh (G = 4 gates for LSTM).
+    x, w_ih, w_hh = args[0], args[1], args[2]
+    return (x.numel() // x.shape[-1]) * (w_ih.numel() + w_hh.numel())
+
+
+def _mha_macs(args: tuple, kwargs: dict, out: Any) -> int:
+    # _native_multi_head_attention(q (B, Lq, E), k (B, Lk, E), v, E, heads, qkv_w, qkv_b, proj_w, proj_b, ...):
+    # q/k/v projections, Q K^T and A V over all heads, output projection.
+    q, k = args[0], args[1]
+    e = int(args[3])
+    b, lq, lk = prod(q.shape[:-2]) if q.dim() > 2 else 1, q.shape[-2], k.shape[-2]
+    return b * (lq * e * e + 2 * lk * e * e + 2 * lq * lk * e + lq * e * e)
+
+
 MAC_OPS: dict[str, MacFormula] = {
     "aten.convolution": _conv_macs,
     "aten._convolution": _conv_macs,
@@ -109,6 +125,8 @@ MAC_OPS: dict[str, MacFormula] = {
     "aten._scaled_dot_product_efficient_attention": _sdpa_macs,
     "aten._scaled_dot_product_flash_attention": _sdpa_macs,
     "aten._scaled_dot_product_cudnn_attention": _sdpa_macs,
+    "aten._native_multi_head_attention": _mha_macs,
+    "aten.mkldnn_rnn_layer": _rnn_layer_macs,
 }
 
 # Zero-MAC ops whose cost is memory traffic: the bytes of their tensor inputs read plus their outputs written.
@@ -136,13 +154,14 @@ MEMORY_OPS: set[str] = {f"aten.{n}" for n in """
     clone copy copy_ _to_copy contiguous fill fill_ zero_ zeros zeros_like ones ones_like full full_like
     arange scalar_tensor new_zeros new_ones new_full rand rand_like randn randn_like normal_ uniform_
     nll_loss_forward nll_loss2d_forward mse_loss binary_cross_entropy binary_cross_entropy_with_logits
-    topk sort
+    topk sort embedding embedding_bag _embedding_bag
 """.split()}
 
 # Metadata-only ops: no data moves, no cost. (Allocation without writing, e.g. empty, moves nothing either.)
 VIEW_OPS: set[str] = {f"aten.{n}" for n in """
     view _unsafe_view reshape _reshape_alias view_as transpose transpose_ t t_ permute slice select expand
     expand_as unsqueeze unsqueeze_ squeeze squeeze_ split split_with_sizes unbind chunk narrow as_strided alias
+    unsafe_split unsafe_split_with_sizes unsafe_chunk
     detach detach_ diagonal unfold view_as_real view_as_complex flatten unflatten movedim lift_fresh
     empty empty_like empty_strided new_empty new_empty_strided resize_ _local_scalar_dense is_same_size
     is_contiguous size stride storage_offset numel dim sym_size sym_stride sym_numel sym_storage_offset

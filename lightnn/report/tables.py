@@ -10,12 +10,16 @@ import csv
 import io
 from typing import Any, Iterable, Sequence
 
-__all__ = ["markdown_table", "csv_table", "fmt_count", "fmt_bytes", "fmt_pct", "fmt_ms"]
+__all__ = ["markdown_table", "csv_table", "fmt_count", "fmt_si", "fmt_bytes", "fmt_pct", "fmt_ms"]
 
 
 def _cell(v: Any) -> str:
     if v is None:
         return ""
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"  # markdown is for people: thousands separators (CSV keeps raw numbers)
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v).replace("|", "\\|").replace("\n", " ")
@@ -67,9 +71,20 @@ def fmt_count(n: float, unit: str = "M", digits: int = 2) -> str:
     return f"{n / scale:,.{digits}f}" if unit else f"{int(n):,}"
 
 
+def fmt_si(n: float, digits: int = 2) -> str:
+    """A count with a decimal prefix for people: ``3504872 -> '3.50 M'``, ``3888 -> '3.89 K'``, ``12 -> '12'``."""
+    for scale, p in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= scale:
+            return f"{n / scale:,.{digits}f} {p}"
+    return f"{n:g}"
+
+
 def fmt_bytes(n: float, digits: int = 2) -> str:
-    """Bytes in decimal megabytes: ``'12.04 MB'``."""
-    return f"{n / 1e6:,.{digits}f} MB"
+    """Bytes with a decimal prefix: ``'12.04 MB'`` (``'1.79 kB'``, ``'512 B'`` for small sizes)."""
+    for scale, p in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if abs(n) >= scale:
+            return f"{n / scale:,.{digits}f} {p}"
+    return f"{n:g} B"
 
 
 def fmt_pct(part: float, whole: float, digits: int = 2) -> str:

@@ -1,0 +1,200 @@
+"""``lightnn compress --method channels|lowrank`` and ``lightnn compress --sensitivity`` (called by
+``lightnn/cli/compress_cmd.py``, which owns the shared flags: checkpoint, --method, --data, --output, --scope,
+--batch-size, --device, --val-fraction, --split-seed, --json).
+
+    lightnn compress r20.pt --method channels --target-macs 0.5 --data sample --output out/
+    lightnn compress r20.pt --method channels --target-latency 0.6 --data sample --output out/
+    lightnn compress r20.pt --method channels --ratio 0.3 --output out/          # uniform, no data needed
+    lightnn compress r20.pt --sensitivity --data sample --output out/
+    lightnn compress r20.pt --method lowrank --energy 0.9 --output out/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import LightnnError
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("structured pruning (--method channels / lowrank, --sensitivity)")
+    g.add_argument("--sensitivity", action="store_true",
+                   help="prune each channel group alone at --ratios and report accuracy (table, plot, JSON)")
+    g.add_argument("--target-macs", type=float, default=None,
+                   help="keep this fraction of the MACs (per-group ratios planned from a sensitivity analysis)")
+    g.add_argument("--target-latency", type=float, default=None,
+                   help="keep this fraction of the ONNX Runtime batch-1 latency (planned like --target-macs)")
+    g.add_argument("--ratio", type=float, default=None, help="prune this fraction of every group (no plan)")
+    g.add_argument("--criterion", default="l1", choices=["l1", "l2", "bn_scale", "taylor", "random"],
+                   help="channel importance (default l1)")
+    g.add_argument("--round-to", type=int, default=8, help="kept channel counts are multiples of this (default 8)")
+    g.add_argument("--ratios", default="0.25,0.5,0.75", help="sensitivity ratios, comma-separated")
+    g.add_argument("--exclude", action="append", default=[], help="layer path (wildcards) to leave unpruned")
+    g.add_argument("--finetune-epochs", type=float, default=0.0, help="fine-tune after pruning (needs --data)")
+    g.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate")
+    g.add_argument("--distill", action="store_true", help="fine-tune with the unpruned model as teacher")
+    g.add_argument("--rank", type=int, default=None, help="low-rank: one rank for every layer")
+    g.add_argument("--energy", type=float, default=None, help="low-rank: keep this fraction of singular-value energy")
+    g.add_argument("--eval-limit", type=int, default=2000, help="validation images used by the sensitivity analysis")
+
+
+def _data(args: argparse.Namespace, norm: dict | None, device: str) -> tuple[Any, Any, dict]:
+    from ..data import load_dataset
+
+    tr = load_dataset(args.data, "train", val_fraction=args.val_fraction, seed=args.split_seed)
+    va = load_dataset(args.data, "val", val_fraction=args.val_fraction, seed=args.split_seed)
+    if not norm or norm.get("mean") is None:
+        mean, std = tr.channel_stats()
+        norm = {"mean": list(mean), "std": list(std)}
+    return tr, va, norm
+
+
+def _latency_fn(size: tuple[int, ...]):
+    """Batch-1 latency (ms) on the deployment backend: ONNX Runtime when importable, else eager PyTorch."""
+    try:
+        from ..export.runtime import measure_ort_latency
+
+        def fn(m):
+            return measure_ort_latency(m.cpu().eval(), size, batch=1, threads=1, runs=20).median_ms
+
+        return fn, "onnxruntime"
+    except ImportError:
+        from ..profile.latency import measure_latency
+
+        return (lambda m: measure_latency(m.cpu(), size, batch=1, threads=1, runs=20).median_ms), "eager"
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..checkpoint import read_checkpoint, load_model, save_checkpoint
+    from ..utils.io import atomic_write_json, atomic_write_text
+    from .channel import prune_channels, verify_shrink
+    from .sensitivity import (count_macs, plan_ratios, plot_sensitivity, sensitivity_analysis,
+                              sensitivity_table)
+
+    src = Path(args.checkpoint)
+    out = Path(args.output) if args.output else src.with_name(src.stem + f"_{'sens' if args.sensitivity else args.method}")
+    if out.suffix:
+        raise LightnnError(f"--output {str(out)!r} must be a directory for --method {args.method}/--sensitivity")
+    meta = dict(read_checkpoint(src).get("meta", {}))
+    model = load_model(src).eval()
+    norm = meta.get("normalize") or getattr(model, "lightnn_normalize", None)
+    size = tuple(getattr(model, "default_input_size", (3, 224, 224)))
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    log = (lambda s: None) if args.json else (lambda s: print(s, file=sys.stderr))
+    report: dict[str, Any] = {"source": str(src), "method": "sensitivity" if args.sensitivity else args.method}
+
+    if args.method == "lowrank" and not args.sensitivity:
+        from .lowrank import factorize
+
+        if (args.rank is None) == (args.energy is None):
+            raise LightnnError("--method lowrank needs exactly one of --rank N / --energy F")
+        rep = factorize(model, rank=args.rank, energy=args.energy, exclude=args.exclude, input_size=size)
+        out.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(out / "model.pt", model, meta={**meta, "compression": {"lowrank": rep.to_dict()}})
+        report.update(rep.to_dict())
+        atomic_write_json(out / "report.json", report)
+        print(json.dumps(report, default=str) if args.json else rep.table() + f"\nwrote {out / 'model.pt'}")
+        return 0
+
+    if args.method != "channels" and not args.sensitivity:
+        raise LightnnError(f"channel_cli handles --method channels/lowrank, not {args.method!r}")
+    x = torch.randn(1, *size)
+    targets = [a for a in ("target_macs", "target_latency", "ratio") if getattr(args, a) is not None]
+    if not args.sensitivity and len(targets) != 1:
+        raise LightnnError("--method channels needs exactly one of --target-macs, --target-latency, --ratio")
+    needs_data = args.sensitivity or (targets and targets[0] != "ratio") or args.finetune_epochs > 0 \
+        or args.criterion == "taylor"
+    if needs_data and args.data is None:
+        raise LightnnError("--data is required for --sensitivity, --target-macs/--target-latency, fine-tuning "
+                           "and the taylor criterion")
+    tr = va = None
+    if needs_data:
+        tr, va, norm = _data(args, norm, device)
+        model.lightnn_normalize = norm
+    from ..train import evaluate
+
+    def acc(m) -> float:
+        sub = va.subset(torch.arange(min(len(va), args.eval_limit))) if args.eval_limit else va
+        return evaluate(m.to(device), sub, batch_size=max(256, args.batch_size), device=device,
+                        mean=norm["mean"], std=norm["std"])["top1"]
+
+    sens = None
+    if args.sensitivity or (targets and targets[0] != "ratio"):
+        try:
+            ratios = [float(r) for r in args.ratios.split(",")]
+        except ValueError:
+            raise LightnnError(f"--ratios must be comma-separated fractions, got {args.ratios!r}") from None
+        log(f"sensitivity analysis of {len(ratios)} ratios per group ...")
+        sens = sensitivity_analysis(model.to(device), x.to(device), acc, ratios, criterion=args.criterion,
+                                    round_to=args.round_to, exclude=args.exclude, on_unsupported="exclude",
+                                    progress=not args.json)
+        model.cpu()
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "sensitivity.json", sens)
+        atomic_write_text(out / "sensitivity.md", sensitivity_table(sens))
+        plot_sensitivity(sens, out / "sensitivity.png", title=f"{getattr(model, 'lightnn_name', src.stem)}: "
+                                                               "each channel group pruned alone")
+        report["sensitivity"] = sens
+        if args.sensitivity:
+            print(json.dumps(report) if args.json else sensitivity_table(sens) + f"\nwrote {out}/sensitivity.*")
+            return 0
+
+    data_iter = None
+    if args.criterion == "taylor":
+        from ..data import BatchLoader
+
+        data_iter = BatchLoader(tr, 64, shuffle=True, mean=norm["mean"], std=norm["std"])
+    model.cpu()
+    if targets[0] == "ratio":
+        ratio: Any = args.ratio
+        scope = args.scope or "layer"
+    else:
+        lat_fn, backend = _latency_fn(size) if args.target_latency is not None else (None, None)
+        if backend:
+            report["latency_backend"] = backend
+            log(f"latency budget measured with {backend}")
+        plan = plan_ratios(model, x, sens, target_macs=args.target_macs, target_latency=args.target_latency,
+                           latency_fn=lat_fn, criterion=args.criterion, round_to=args.round_to)
+        report["plan"] = plan
+        ratio, scope = plan["ratios"], "layer"
+    pruned = prune_channels(model, x, ratio, criterion=args.criterion, scope=scope, round_to=args.round_to,
+                            data=data_iter, exclude=args.exclude, on_unsupported="exclude")
+    report["verify_max_diff"] = verify_shrink(model, pruned, x)
+    report["macs"] = {"before": count_macs(model, x), "after": count_macs(pruned, x)}
+    report["params"] = {"before": sum(p.numel() for p in model.parameters()),
+                        "after": sum(p.numel() for p in pruned.parameters())}
+    if va is not None:
+        report["top1"] = {"before": acc(model), "pruned": acc(pruned)}
+    if args.finetune_epochs > 0:
+        from ..train import fit
+
+        res = fit(pruned, tr, va, epochs=max(1, round(args.finetune_epochs)), lr=args.lr, batch_size=args.batch_size,
+                  device=device, teacher=model if args.distill else None, mean=norm["mean"], std=norm["std"],
+                  progress=not args.json, verbose=not args.json)
+        report["top1"]["finetuned"] = acc(pruned)
+        report["finetune"] = {"epochs": len(res["history"]), "distill": args.distill}
+    pruned.cpu()
+    pruned.lightnn_normalize = norm
+    out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out / "model.pt", pruned, meta={**meta, "normalize": norm,
+                                                    "compression": {"channels": {k: v for k, v in report.items()
+                                                                                 if k != "sensitivity"}}})
+    atomic_write_json(out / "report.json", report)
+    if args.json:
+        print(json.dumps(report, default=str))
+    else:
+        m0, m1 = report["macs"]["before"], report["macs"]["after"]
+        print(f"MACs {m0 / 1e6:.2f}M -> {m1 / 1e6:.2f}M ({m1 / m0:.1%}), params {report['params']['before']:,} -> "
+              f"{report['params']['after']:,}, shrunk == masked (max |diff| {report['verify_max_diff']:.1e})")
+        if "top1" in report:
+            print("top-1: " + ", ".join(f"{k} {v:.2f}%" for k, v in report["top1"].items()))
+        print(f"wrote {out / 'model.pt'} and {out / 'report.json'}")
+    return 0

@@ -1,0 +1,192 @@
+"""int8 against fp32 (oracle tests): static int8 on a tiny model trained in the test, the fast recipe's graph,
+mixed models, QAT export to ONNX Runtime int8, QAT checkpoints, bad calibration input, the quantize CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import lightnn
+from lightnn.errors import DataError, LightnnError
+from lightnn.export import (OrtSession, export_onnx, export_qat_int8, load_images, prepare_qat, qat_finetune,
+                            quantize_int8, quantize_report)
+
+
+class TinyNet(nn.Module):
+    """conv-BN-ReLU x 4 with a residual add, global pool, linear: the op mix of the mobile zoo, in miniature."""
+
+    default_input_size = (3, 32, 32)
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+
+        def cbr(i, o, s=1):
+            return nn.Sequential(nn.Conv2d(i, o, 3, s, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU())
+
+        self.a, self.b, self.c, self.d = cbr(3, 16), cbr(16, 32, 2), cbr(32, 32), cbr(32, 48, 2)
+        self.fc = nn.Linear(48, num_classes)
+
+    def forward(self, x):
+        x = self.b(self.a(x))
+        x = x + self.c(x)
+        return self.fc(F.adaptive_avg_pool2d(self.d(x), 1).flatten(1))
+
+
+@pytest.fixture(scope="module")
+def data():
+    from lightnn.data import load_dataset
+
+    return load_dataset("sample", split="train"), load_images("sample", (3, 32, 32), limit=500, split="val")
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    """TinyNet trained for a few seconds on 1,500 sample images (well above chance, far from converged)."""
+    from lightnn.data import BatchLoader
+
+    torch.manual_seed(0)
+    train, _ = data
+    model = TinyNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    loader = BatchLoader(train.subset(range(1500)), 64, shuffle=True, augment=False)
+    for epoch in range(2):
+        loader.set_epoch(epoch)
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def fp32_onnx(trained, tmp_path_factory):
+    return export_onnx(trained, tmp_path_factory.mktemp("q") / "tiny.onnx")
+
+
+def _top1(path, val):
+    return float(np.mean(OrtSession(path).run(val.images).argmax(1) == val.labels))
+
+
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy"])
+def test_int8_agrees_with_fp32(method, fp32_onnx, data, tmp_path):
+    _, val = data
+    calib = load_images("sample", (3, 32, 32), limit=200, split="train")
+    q = quantize_int8(fp32_onnx, tmp_path / "q.onnx", calib, method=method)
+    a, b = OrtSession(fp32_onnx).run(val.images), OrtSession(q).run(val.images)
+    agree = np.mean(a.argmax(1) == b.argmax(1))
+    assert agree >= 0.9, f"{method}: int8 top-1 agrees with fp32 on only {agree:.1%}"
+    acc32, acc8 = _top1(fp32_onnx, val), _top1(q, val)
+    # the tiny model learned something, so agreement is not about a constant prediction
+    assert acc32 > 0.2 and len(np.unique(a.argmax(1))) >= 5
+    assert abs(acc32 - acc8) <= 0.03
+
+
+def test_fast_recipe_graph(fp32_onnx, data, tmp_path):
+    """uint8 activations, per-channel symmetric int8 weights, and no Q/DQ pair between a conv and its ReLU."""
+    import onnx
+    from onnx import TensorProto
+
+    q = quantize_int8(fp32_onnx, tmp_path / "q.onnx", data[1])
+    g = onnx.load(str(q)).graph
+    inits = {i.name: i for i in g.initializer}
+    ops = [n.op_type for n in g.node]
+    assert "Relu" not in ops  # pre-processing fused it into the conv, and uint8 ranges absorb it
+    conv_w = [n for n in g.node if n.op_type == "DequantizeLinear" and inits.get(n.input[0]) is not None
+              and len(inits[n.input[0]].dims) == 4]
+    assert len(conv_w) == 4
+    for n in conv_w:
+        assert inits[n.input[0]].data_type == TensorProto.INT8
+        assert len(inits[n.input[1]].dims) == 1 and inits[n.input[1]].dims[0] > 1  # a scale per channel
+        assert not onnx.numpy_helper.to_array(inits[n.input[2]]).any()  # symmetric: zero points are 0
+    act_q = [n for n in g.node if n.op_type == "QuantizeLinear"]
+    assert act_q and all(inits[n.input[2]].data_type == TensorProto.UINT8 for n in act_q)
+
+
+def test_mixed_model_keeps_op_types_in_float(fp32_onnx, data, tmp_path):
+    import onnx
+
+    q = quantize_int8(fp32_onnx, tmp_path / "mixed.onnx", data[1], op_types_to_keep_float=["Gemm", "Add"])
+    g = onnx.load(str(q)).graph
+    produced_by = {o: n for n in g.node for o in n.output}
+    for n in g.node:
+        if n.op_type in ("Gemm", "Add"):
+            assert all(produced_by.get(i) is None or produced_by[i].op_type != "DequantizeLinear" for i in n.input)
+    assert any(n.op_type == "Conv" and produced_by[n.input[1]].op_type == "DequantizeLinear"
+               for n in g.node if n.input[1] in produced_by)
+    agree = np.mean(OrtSession(fp32_onnx).run(data[1].images).argmax(1) == OrtSession(q).run(data[1].images).argmax(1))
+    assert agree >= 0.9
+
+
+def test_quantize_report_measures_everything(fp32_onnx, data, tmp_path):
+    _, val = data
+    rep = quantize_report(fp32_onnx, tmp_path / "q.onnx", val, val, batches=(1, 4), runs=3, auto_mixed=False)
+    assert rep.int8_bytes < rep.fp32_bytes and rep.n_val == len(val)
+    assert set(rep.speedup) == {"1", "4"} and all(s > 0 for s in rep.speedup.values())
+    assert {"fp32@1", "int8@1", "fp32@4", "int8@4"} <= set(rep.latency)
+    assert abs(rep.fp32_top1 - rep.int8_top1) <= 3.0 and rep.top1_agreement >= 90.0
+    assert "size on disk" in rep.markdown()
+
+
+def test_qat_exports_int8_that_matches_the_fake_quant_model(trained, data, tmp_path):
+    import onnx
+
+    train, val = data
+    q = qat_finetune(trained, train.subset(range(256)), epochs=1, lr=1e-3, batch_size=64)
+    path = export_qat_int8(q, tmp_path / "qat.onnx", val)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    out = OrtSession(path).run(val.images)  # ONNX Runtime runs it
+    with torch.no_grad():
+        ref = q(torch.from_numpy(val.images)).numpy()
+    agree = np.mean(out.argmax(1) == ref.argmax(1))
+    assert agree >= 0.9, f"ONNX int8 agrees with the fake-quantized PyTorch model on only {agree:.1%}"
+    assert abs(np.mean(out.argmax(1) == val.labels) - np.mean(ref.argmax(1) == val.labels)) <= 0.03
+
+
+def test_qat_checkpoint_round_trip(tmp_path):
+    from lightnn.checkpoint import load_model, save_checkpoint
+
+    model = lightnn.create_model("resnet20", num_classes=10)
+    q = prepare_qat(model)
+    q.train()
+    with torch.no_grad():
+        for _ in range(2):
+            q(torch.randn(8, 3, 32, 32))  # observe activation ranges
+    q.eval()
+    save_checkpoint(tmp_path / "qat.pt", q)
+    back = load_model(tmp_path / "qat.pt").eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), q(x))
+
+
+def test_bad_calibration_input(fp32_onnx, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="contains no images"):
+        quantize_int8(fp32_onnx, tmp_path / "q.onnx", str(tmp_path / "empty"))
+    with pytest.raises(DataError, match="expected"):
+        quantize_int8(fp32_onnx, tmp_path / "q.onnx", np.zeros((4, 3, 64, 64), np.float32))
+    with pytest.raises(LightnnError, match="calibration method"):
+        quantize_int8(fp32_onnx, tmp_path / "q.onnx", np.zeros((4, 3, 32, 32), np.float32), method="kl")
+    with pytest.raises(DataError, match="resize"):
+        load_images("sample", (3, 48, 48), limit=4)
+
+
+def test_cli_quantize_writes_report(fp32_onnx, tmp_path, capsys):
+    from lightnn.cli import main
+
+    out = tmp_path / "q"
+    assert main(["quantize", str(fp32_onnx), "--calibration-data", "sample", "--output", str(out),
+                 "--calibration-size", "64", "--val-size", "200", "--batch", "1", "--runs", "3",
+                 "--no-auto-mixed", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert (out / "model.int8.onnx").exists() and (out / "report.md").exists()
+    assert rep["n_val"] == 200 and rep["size_ratio"] < 0.5 and rep["int8_top1"] is not None
+    assert main(["quantize", str(fp32_onnx), "--calibration-data", "sample", "--output", str(out),
+                 "--batch", "x"]) == 2
