@@ -40,7 +40,7 @@ from lightnn.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
 # name, width argument, candidate widths for the equal-MACs uniform baseline, baseline epochs, fine-tune epochs
 MODELS = [
     ("resnet20", "width", [8, 9, 10, 11, 12, 13, 14, 16], 20, 10),
-    ("mobilenet_v2_cifar", "width_mult", [0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 1.0], 10, 5),
+    ("mobilenet_v2_cifar", "width_mult", [0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 1.0], 8, 4),
 ]
 RATIOS = (0.25, 0.5, 0.75)
 
@@ -152,7 +152,7 @@ def measure_stage(args: argparse.Namespace) -> None:
     res = json.loads((runs_dir / "results.json").read_text())
     tmp = Path(args.tmp)
     tmp.mkdir(parents=True, exist_ok=True)
-    lines = ["# Structured channel pruning: 50% MACs on CIFAR-10, vs uniform width scaling", ""]
+    lines = ["# Structured channel pruning on CIFAR-10 vs uniform width scaling at equal MACs", ""]
     lines.append(f"Training on {res['device']} (torch {res['torch']}); latency on this CPU: "
                  f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
                  f"ONNX Runtime (BN folded, {args.threads} thread), {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.")
@@ -167,12 +167,14 @@ def measure_stage(args: argparse.Namespace) -> None:
     lines.append("| model | variant | MACs (M) | params (k) | top-1 (%) | Δ top-1 | b1 ms (IQR) | b1 speed-up | "
                  "b32 ms (IQR) | b32 speed-up |")
     lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    checks: list[str] = []
     for name, rec in res["models"].items():
         models = {tag: load_model(runs_dir / f"{name}_{tag}.pt") for tag in ("base", "pruned", "width")}
         paths = {tag: export_onnx(m, tmp / f"{name}_{tag}.onnx", input_size=(3, 32, 32)) for tag, m in models.items()}
         lat = {b: _interleaved(paths, b, args.rounds, args.runs if b == 1 else max(5, args.runs // 3), args.threads)
                for b in (1, 32)}
-        for tag, label in (("base", "baseline"), ("pruned", "pruned 50% MACs + fine-tune"),
+        pruned_label = f"channel-pruned ({rec['macs']['pruned'] / rec['macs']['base']:.0%} MACs) + KD fine-tune"
+        for tag, label in (("base", "baseline"), ("pruned", pruned_label),
                            ("width", "uniform " + ", ".join(f"{k}={v}" for k, v in rec["width"].items()
                                                             if k != "epochs"))):
             m = models[tag]
@@ -185,13 +187,23 @@ def measure_stage(args: argparse.Namespace) -> None:
                 cells += [f"{med:.3f} ({_iqr(lat[b][tag]):.3f})", f"{sp:.2f}x"]
             lines.append(f"| {name} | {label} | {rec['macs'][tag] / 1e6:.1f} | {params:.0f} | {top1:.2f} | "
                          f"{top1 - rec['base_top1']:+.2f} | " + " | ".join(cells) + " |")
+        drop = rec["base_top1"] - rec["pruned_top1"]
+        sp32 = statistics.median(lat[32]["base"]) / statistics.median(lat[32]["pruned"])
+        sp32_w = statistics.median(lat[32]["base"]) / statistics.median(lat[32]["width"])
+        checks.append(f"- {name} targets: accuracy lost {drop:.2f} points (target <= 1: "
+                      f"{'met' if drop <= 1 else 'NOT met'}); batch-32 speed-up {sp32:.2f}x (target >= 1.5x: "
+                      f"{'met' if sp32 >= 1.5 else 'NOT met'}); vs width scaling: top-1 "
+                      f"{rec['pruned_top1'] - rec['width_top1']:+.2f} points, speed-up {sp32:.2f}x vs {sp32_w:.2f}x.")
     lines.append("")
+    lines += checks
     for name, rec in res["models"].items():
         lines.append(f"- {name}: baseline {rec['base_epochs']} epochs"
                      f"{' (' + rec['base_from'] + ')' if rec.get('base_from') else ''}, fine-tune {rec['ft_epochs']} "
                      f"epochs; pruned without fine-tuning {rec['pruned_top1_noft']:.2f}%; shrunk vs masked max |diff| "
                      f"{rec['verify_max_diff']:.1e}; plan tolerance {rec['plan']['tolerance']:.2f} points, "
                      f"{len(rec['plan']['ratios'])} groups pruned, MACs kept {rec['plan']['cost']:.1%}.")
+    for note in args.note:
+        lines.append(f"- {note}")
     sens_png = ROOT / "benchmarks" / "results" / "channel_pruning_sensitivity_resnet.png"
     resnet = next((n for n in res["models"] if n.startswith("resnet")), None)
     if resnet:
@@ -221,6 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument("--threads", type=int, default=1)
     m.add_argument("--rounds", type=int, default=5)
     m.add_argument("--runs", type=int, default=30)
+    m.add_argument("--note", action="append", default=[], help="a line added under the table (what this run did)")
     args = ap.parse_args(argv)
     train_stage(args) if args.stage == "train" else measure_stage(args)
 

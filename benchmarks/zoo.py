@@ -47,6 +47,42 @@ TABLE2 = {"Conv 1x1": (94.86, 74.59), "Conv DW 3x3": (3.06, 1.06), "Conv 3x3": (
           "Fully Connected": (0.18, 24.33)}
 
 
+# ShuffleNet V2 Table 8 (paper_tables.md section 4): ARM images/s at batch 1, grouped by complexity level; the first
+# model of each level is the reference the paper's and our speed ratios are taken against.
+TABLE8 = {
+    "~40 M": [("shufflenet_v2_x0_5", 57.0), ("mobilenet_v1_025", 36.4), ("igcv2_0_25", 31.5)],
+    "~140 M": [("shufflenet_v2_x1_0", 24.4), ("mobilenet_v1_050", 16.5), ("shufflenet_v1", 21.8),
+               ("igcv2_0_5", 15.5), ("igcv3_070", 11.7)],
+    "~300 M": [("shufflenet_v2_x1_5", 11.8), ("mobilenet_v1_075", 10.6), ("mobilenet_v2", 8.9), ("igcv3_100", 6.3)],
+    "~550 M": [("shufflenet_v2_x2_0", 6.7), ("mobilenet_v1", 6.5), ("igcv2_1_0", 4.9), ("igcv3_140", 4.5)],
+}
+
+
+def table8_section(reps: dict, lat1: dict[str, list[float]]) -> str:
+    rows = []
+    for level, entries in TABLE8.items():
+        entries = [(n, arm) for n, arm in entries if n in lat1]
+        if len(entries) < 2 or entries[0][0] != TABLE8[level][0][0]:
+            continue
+        ref, ref_arm = entries[0]
+        for n, arm in entries:
+            r = ratio_stats(lat1[ref], lat1[n])
+            rows.append([level, n, f"{reps[n].macs / 1e6:.1f}", f"{reps[n].memory_bytes / 1e6:.1f}",
+                         f"{r['median']:.2f} ({r['iqr']:.2f})", f"{arm:g}", f"{arm / ref_arm:.2f}"])
+    if not rows:
+        return ""
+    return "\n".join([
+        "### ShuffleNet V2 Table 8 on this CPU: speed at equal complexity, relative to ShuffleNet V2",
+        "",
+        "Batch-1 speed of each model relative to the ShuffleNet V2 of its complexity level, from the same rounds as "
+        "the table above, next to the paper's ratio on ARM (Snapdragon 810, images/s at batch 1). Models are ours "
+        "(random weights); the paper's MobileNet V2 variants at other widths/resolutions are not in the zoo.",
+        "",
+        markdown_table(["level", "model", "MACs (M)", "memory traffic (MB)", "ours: speed vs ShuffleNet V2 (IQR)",
+                        "paper ARM images/s", "paper: speed vs ShuffleNet V2"], rows),
+    ])
+
+
 def imagenet_models() -> list[str]:
     return [n for n in lightnn.list_models() if lightnn.model_info(n).input_size[1] >= 128]
 
@@ -66,6 +102,44 @@ def _rounds(models: dict[str, torch.nn.Module], sizes: dict[str, tuple], batch: 
     print(f"batch {batch}: {rounds} rounds over {len(models)} models", flush=True)
     return interleaved({n: _runner(m, sizes[n], batch) for n, m in models.items()}, repeats=rounds, runs=runs,
                        warmup=1, reduce="median", clock=clock)
+
+
+def _spearman(xs: list[float], ys: list[float]) -> float:
+    """Rank correlation (no ties expected among these measurements)."""
+    def ranks(v: list[float]) -> list[float]:
+        order = sorted(range(len(v)), key=v.__getitem__)
+        r = [0.0] * len(v)
+        for i, j in enumerate(order):
+            r[j] = float(i)
+        return r
+    rx, ry = ranks(xs), ranks(ys)
+    n = len(xs)
+    mx, my = sum(rx) / n, sum(ry) / n
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    vx = sum((a - mx) ** 2 for a in rx) ** 0.5
+    vy = sum((b - my) ** 2 for b in ry) ** 0.5
+    return cov / (vx * vy) if vx and vy else float("nan")
+
+
+def reading(names: list[str], reps: dict, lat1: dict[str, list[float]]) -> str:
+    """What the table says, computed from it (nothing here is typed in by hand)."""
+    ms = [stats(lat1[n])["median"] for n in names]
+    rho_macs = _spearman([reps[n].macs for n in names], ms)
+    rho_mem = _spearman([reps[n].memory_bytes for n in names], ms)
+    off = [(n, reps[n].macs / 1e6, PUBLISHED_MACS[n][0]) for n in names if n in PUBLISHED_MACS
+           and abs(reps[n].macs / 1e6 - PUBLISHED_MACS[n][0]) > 0.02 * PUBLISHED_MACS[n][0]]
+    n_pub = sum(1 for n in names if n in PUBLISHED_MACS)
+    per_ms = sorted(names, key=lambda n: reps[n].macs / stats(lat1[n])["median"])
+    lo, hi = (reps[n].macs / 1e6 / stats(lat1[n])["median"] for n in (per_ms[0], per_ms[-1]))
+    lines = [
+        f"**Reading.** Over these {len(names)} models, the rank correlation of batch-1 latency with MACs is "
+        f"{rho_macs:.2f} and with memory traffic {rho_mem:.2f}. MACs per ms range from {lo:.1f} M ({per_ms[0]}) to "
+        f"{hi:.1f} M ({per_ms[-1]}), a factor {hi / lo:.1f}"
+        + (": a multiply-add count alone does not give the speed on this CPU." if hi / lo > 2 else "."),
+        f"{n_pub - len(off)} of {n_pub} models with a published count are within 2% of it"
+        + (("; outside: " + ", ".join(f"{n} {m:.1f} M vs {p:g} M" for n, m, p in off) + ".") if off else "."),
+    ]
+    return " ".join(lines)
 
 
 def by_type_section() -> str:
@@ -181,6 +255,10 @@ def main(argv: list[str] | None = None) -> str:
         "torchvision is not installed here, so the side-by-side torchvision comparison is not in this table.",
         "",
         markdown_table(headers, rows),
+        "",
+        reading(names, reps, lat1),
+        "",
+        table8_section(reps, lat1),
         "",
         by_type_section(),
     ])

@@ -322,3 +322,54 @@ def test_zoo_prune_30_percent(name):
     assert m1 < m0, f"{name}: MACs did not go down ({m0} -> {m1})"
     with torch.no_grad():
         assert torch.isfinite(pruned(x)).all()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# CLI: lightnn compress --method channels / lowrank / --sensitivity
+
+
+@pytest.fixture
+def r20_ckpt(tmp_path):
+    model = _randomize(lightnn.create_model("resnet20", num_classes=10))
+    return save_checkpoint(tmp_path / "r20.pt", model)
+
+
+def test_cli_channels_ratio(r20_ckpt, tmp_path, capsys):
+    import json
+
+    from lightnn.cli import main
+
+    out = tmp_path / "pruned"
+    assert main(["compress", str(r20_ckpt), "--method", "channels", "--ratio", "0.3", "--output", str(out),
+                 "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["macs"]["after"] < 0.6 * rep["macs"]["before"]
+    pruned = load_model(out / "model.pt")
+    assert pruned.lightnn_transforms[-1]["kind"] == "channels"
+    capsys.readouterr()
+    assert main(["compress", str(r20_ckpt), "--method", "channels", "--output", str(out)]) == 2
+    assert "exactly one of --target-macs" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_target_macs_with_sensitivity(r20_ckpt, tmp_path, capsys):
+    import json
+
+    from lightnn.cli import main
+
+    out = tmp_path / "planned"
+    assert main(["compress", str(r20_ckpt), "--method", "channels", "--target-macs", "0.6", "--data", "sample",
+                 "--eval-limit", "64", "--ratios", "0.5,0.75", "--output", str(out), "--json", "--device", "cpu"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["macs"]["after"] <= 0.6 * rep["macs"]["before"]
+    assert (out / "sensitivity.png").stat().st_size > 1000 and (out / "sensitivity.md").exists()
+
+
+def test_cli_lowrank_dispatch(r20_ckpt, tmp_path):
+    pytest.importorskip("lightnn.compress.lowrank")
+    from lightnn.cli import main
+
+    out = tmp_path / "lr"
+    assert main(["compress", str(r20_ckpt), "--method", "lowrank", "--energy", "0.9", "--output", str(out),
+                 "--json"]) == 0
+    assert load_model(out / "model.pt") is not None

@@ -26,7 +26,7 @@ def _dense_conv(chain, x):
     return F.conv2d(x, w, stride=s, padding=p)
 
 
-# ----------------------------------------------------------------------------------------------- dense oracle
+# ---------------------------------------------------------------------------------------- dense oracle
 
 @pytest.mark.parametrize("L,M,k,stride", [(2, 3, 3, 1), (4, 8, 3, 2), (3, 5, 5, 1), (8, 2, 1, 1)])
 def test_igcv1_equals_dense_product_of_factors(L, M, k, stride):
@@ -73,7 +73,7 @@ def test_dense_equivalent_rejects_nonlinear_and_two_spatial_convs():
         dense_equivalent_weight([nn.Conv2d(4, 4, 3, bias=False), nn.Conv2d(4, 4, 3, bias=False)])
 
 
-# ----------------------------------------------------------------------------------------------- checker
+# --------------------------------------------------------------------------------------------- checker
 
 def test_checker_accepts_igcv1_with_interleaving_permutation():
     L, M = 4, 3
@@ -132,7 +132,7 @@ def test_checker_errors_are_clear():
         GroupStructure(6, 6, 4)
 
 
-# ----------------------------------------------------------------------------------------------- formulas
+# -------------------------------------------------------------------------------------------- formulas
 
 @pytest.mark.parametrize("L,M,k", [(2, 3, 3), (4, 8, 3), (24, 2, 3), (3, 5, 5)])
 def test_igcv1_params_formula(L, M, k):
@@ -195,7 +195,7 @@ def test_permutations_are_explicit_modules():
     torch.testing.assert_close(gm(x), block(x))
 
 
-# ----------------------------------------------------------------------------------------------- models
+# ---------------------------------------------------------------------------------------------- models
 
 def _count(name: str, size: int, **kw) -> tuple[int, float]:
     from torch.utils.flop_counter import FlopCounterMode
@@ -232,3 +232,16 @@ def test_igcv1_cifar_structure():
     assert [b.out_chs for b in blocks[::2]] == [48, 96, 192]
     with pytest.raises(LightnnError, match="6n"):
         lightnn.create_model("igcv1_cifar_l4m8", depth=21)
+
+
+def test_zoo_blocks_meet_their_complementary_condition():
+    for name, kind, cond in (("igcv2_cifar", IGCV2Block, "strict"), ("igcv3_cifar", IGCV3Block, "loose"),
+                             ("igcv1_cifar_l4m8", IGCV1Block, "loose")):
+        m = lightnn.create_model(name, num_classes=10)
+        blocks = [b for b in m.modules() if isinstance(b, kind)]
+        assert blocks
+        assert all(getattr(complementary_condition(b.chain()), cond) for b in blocks), name
+    # IGC-L4M8: every non-widening block is strictly complementary (secondary partitions of exactly L channels)
+    m = lightnn.create_model("igcv1_cifar_l4m8", num_classes=10)
+    square = [b for b in m.modules() if isinstance(b, IGCV1Block) and b.out_chs == b.L * b.M]
+    assert square and all(complementary_condition(b.chain()).strict for b in square)

@@ -6,7 +6,6 @@ import struct
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 
 import lightnn
 from lightnn.checkpoint import load_any
@@ -194,3 +193,24 @@ def test_cli_compress_writes_lnz_and_report(tmp_path, capsys):
     rc = main(["compress", str(ckpt), "--method", "prune", "--sparsity", "0.5", "--output", str(tmp_path / "p.pt")])
     assert rc == 0 and lightnn.checkpoint.load_model(tmp_path / "p.pt").pre_logits[1].weight.eq(0).float().mean() > 0.45
     assert main(["compress", str(ckpt), "--method", "share", "--output", str(tmp_path / "bad.txt")]) == 2
+
+
+def test_cli_recipe_file_sits_under_flags(tmp_path):
+    from lightnn.checkpoint import save_checkpoint
+    from lightnn.cli import main
+
+    model = lightnn.create_model("lenet5", num_classes=10, in_chans=3, img_size=16)
+    ckpt = tmp_path / "m.pt"
+    save_checkpoint(ckpt, model)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("sparsity: {fc: 0.9, conv: 0.5}\nweight_bits: {conv: 6, fc: 3}\nschedule: oneshot\n")
+    out = tmp_path / "r.lnz"
+    assert main(["compress", str(ckpt), "--config", str(recipe), "--fc-bits", "2", "--output", str(out)]) == 0
+    m = load(out)
+    fc, conv = m.pre_logits[1].weight, m.features[3].weight
+    assert (fc != 0).float().mean() == pytest.approx(0.1, abs=0.02)
+    assert (conv != 0).float().mean() == pytest.approx(0.5, abs=0.02)
+    assert torch.unique(fc[fc != 0]).numel() <= 3  # --fc-bits 2 overrides the recipe's 3
+    assert torch.unique(conv[conv != 0]).numel() <= 63
+    recipe.write_text("sparsity: 0.5\nnot_a_setting: 1\n")
+    assert main(["compress", str(ckpt), "--config", str(recipe), "--output", str(out)]) == 2

@@ -36,7 +36,7 @@ def _macs(m: nn.Module, x: torch.Tensor) -> int:
     return macs
 
 
-# ----------------------------------------------------------------------------------------------- cost formulas
+# --------------------------------------------------------------------------------------- cost formulas
 
 @pytest.mark.parametrize("N,M,K", [(8, 16, 3), (16, 8, 5), (4, 4, 1)])
 def test_standard_conv_cost(N, M, K):
@@ -103,7 +103,7 @@ def test_group_errors_are_clear():
         get_act("gelu7")
 
 
-# ----------------------------------------------------------------------------------------------- shuffle / split / permute
+# --------------------------------------------------------------------------- shuffle / split / permute
 
 def test_channel_shuffle_semantics():
     x = torch.arange(6.0).view(1, 6, 1, 1)
@@ -142,7 +142,7 @@ def test_zero_mac_ops_count_zero():
         assert _macs(m, x) == 0
 
 
-# ----------------------------------------------------------------------------------------------- units and activations
+# ------------------------------------------------------------------------------- units and activations
 
 def test_activations_match_definitions():
     x = torch.linspace(-8, 8, 161)
@@ -174,7 +174,7 @@ def test_squeeze_excite_matches_formula():
     assert _params(se) == 8 * 2 + 2 + 2 * 8 + 8
 
 
-# ----------------------------------------------------------------------------------------------- Inception factorizations
+# ---------------------------------------------------------------------------- Inception factorizations
 
 def test_factorized_5x5_saves_28_percent():
     C = 16
@@ -206,7 +206,7 @@ def test_factorized_nxn_saves_33_percent_for_3x3():
         FactorizedNxN(4, 4, 4)
 
 
-# ----------------------------------------------------------------------------------------------- versatile filters
+# ----------------------------------------------------------------------------------- versatile filters
 
 def test_spatial_masks_definition():
     m = spatial_masks(5)

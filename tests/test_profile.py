@@ -400,8 +400,10 @@ def test_cli_profile_json_and_table(capsys):
     assert main(["profile", "lenet*", "--by-type", "--layers"]) == 0
     out = capsys.readouterr().out
     assert "MACs (multiply-adds" in out and "lenet5" in out and "lenet_300_100" in out and "Fully Connected" in out
-    assert main(["profile", "lenet_300_100", "--csv"]) == 0
-    assert capsys.readouterr().out.splitlines()[0].startswith("model,input,params")
+    assert main(["profile", "lenet_300_100", "--csv", "--num-classes", "10"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "model,input,params,macs,flops,memory_bytes,peak_activation_bytes"
+    assert int(lines[1].split(",")[2]) == 300 * 784 + 300 + 100 * 300 + 100 + 10 * 100 + 10  # 266,610: the paper's 266K
 
 
 def test_cli_profile_latency(capsys):

@@ -80,6 +80,27 @@ def test_mobilenet_v1_resolution(res, macs_m):
     assert _printed(r.params / 1e6, 4.2)  # resolution does not change the parameters
 
 
+def test_mobilenet_v1_width_and_resolution_together():
+    r = _report("mobilenet_v1", (1, 3, 160, 160), width_mult=0.5)  # Table 8: 0.50 MobileNet-160, 76 M, 1.32 M
+    assert _close(r.macs / 1e6, 76), r.macs
+    assert _printed(r.params / 1e6, 1.32, 2) or _close(r.params / 1e6, 1.32, rel=0.01)
+
+
+def test_mobilenet_v1_table4_ablations():
+    """Table 4 through the data-driven model: full convs instead of depthwise-separable ones (injected block)
+    give 4866 M / 29.3 M; dropping the five 14x14x512 units (a shorter table) gives 307 M / 2.9 M (Table 5)."""
+    from lightnn.models.mobilenet_v1 import MOBILENET_V1_CFG, MobileNetV1
+    from lightnn.ops.conv import ConvBNAct
+
+    with torch.device("meta"):
+        full = MobileNetV1(block=lambda i, o, stride, act: ConvBNAct(i, o, 3, stride, act=act))
+        shallow = MobileNetV1(MOBILENET_V1_CFG[:6] + MOBILENET_V1_CFG[11:])
+    for model, macs_m, params_m in ((full, 4866, 29.3), (shallow, 307, 2.9)):
+        r = lightnn.profile(model, (1, 3, 224, 224))
+        assert _close(r.macs / 1e6, macs_m), r.macs
+        assert _printed(r.params / 1e6, params_m), r.params
+
+
 def test_mobilenet_v1_named_widths_equal_width_mult():
     for name, w in (("mobilenet_v1_075", 0.75), ("mobilenet_v1_050", 0.5), ("mobilenet_v1_025", 0.25)):
         assert _params(name) == _params("mobilenet_v1", width_mult=w)
@@ -288,6 +309,7 @@ def test_alexnet_grouped_params_and_macs():
     MobileNet Table 8's "720" (that table rounds AlexNet's params to 60 M)."""
     r = _report("alexnet_grouped", (1, 3, 224, 224))
     assert r.params == 60_965_224 and round(r.params / 1e6) == 61
+    assert _close(4 * r.params / 1e6, 240)  # Deep Compression Table 1: 240 MB reference model (fp32)
     assert _close(r.macs / 1e6, 720), r.macs
     # the towers halve conv2/4/5's weights: 5x5x96x256, 3x3x384x384 and 3x3x384x256 in one tower would be double
     assert _params("alexnet_grouped", groups=1) - r.params == (5 * 5 * 96 * 256 + 9 * 384 * 384 + 9 * 384 * 256) // 2

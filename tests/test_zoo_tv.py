@@ -74,6 +74,7 @@ def test_width_multipliers_follow_torchvision_rounding():
     # where the paper's Table 3 (TF, unscaled head) has 4.0 M; test_interop_torchvision checks it against torchvision.
     assert _params("mobilenet_v3_large", width_mult=0.75) == 3_377_576
     assert _params("mnasnet_a1", width_mult=0.5) < _params("mnasnet_a1")
+    assert _params("mnasnet_b1", width_mult=0.75) == TV_PARAMS["mnasnet0_75"]  # B1 at any width
     with pytest.raises(LightnnError, match="width_mult"):
         lightnn.create_model("shufflenet_v2_cifar", width_mult=0.7)
     with pytest.raises(LightnnError, match="width_mult"):
@@ -130,6 +131,7 @@ def test_cifar_variants_keep_resolution_until_late(name):
     assert feats.shape[-2:] == (expected, expected), name
 
 
+@pytest.mark.slow
 def test_inception_v3_returns_aux_in_training_only():
     model = lightnn.create_model("inception_v3_cifar", num_classes=10, aux_logits=True)
     x = torch.randn(2, 3, 32, 32)

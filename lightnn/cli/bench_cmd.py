@@ -78,7 +78,7 @@ def run(args) -> int:
                                 resize=not args.calibration_data, mean=norm and norm["mean"],
                                 std=norm and norm["std"])
             paths["ort-int8"] = quantize_int8(fp32, Path(d) / "model.int8.onnx", calib)
-        sessions = {b: OrtSession(paths[b], threads=args.threads) for b in backends if b != "eager"}
+        sessions = {b: OrtSession(paths[b], threads=args.threads, spinning=False) for b in backends if b != "eager"}
         rows = []
         prev = torch.get_num_threads()
         torch.set_num_threads(args.threads)

@@ -100,8 +100,18 @@ def run(args) -> int:
                                     [[rep.model] + [t[k] for k in ("type", "layers", "macs", "macs_pct", "params",
                                                                    "params_pct", "memory_bytes", "memory_pct")]
                                      for t in rep.by_type()]), end="")
-        else:
-            print(csv_table(headers, rows), end="")
+        else:  # raw numbers for machines
+            h = ["model", "input", "params", "macs", "flops", "memory_bytes", "peak_activation_bytes"]
+            if args.latency:
+                h += ["latency_median_ms", "latency_iqr_ms", "threads", "clock", "batch"]
+            raw = []
+            for rep, lat in zip(reports, lats):
+                r = [rep.model, "x".join(map(str, rep.input_size)), rep.params, rep.macs, rep.flops, rep.memory_bytes,
+                     rep.peak_activation_bytes]
+                if lat is not None:
+                    r += [round(lat.median_ms, 4), round(lat.iqr_ms, 4), lat.threads, lat.clock, lat.batch]
+                raw.append(r)
+            print(csv_table(h, raw), end="")
         return 0
 
     print(markdown_table(headers, rows))

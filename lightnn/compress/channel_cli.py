@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..checkpoint import read_checkpoint, load_model, save_checkpoint
     from ..utils.io import atomic_write_json, atomic_write_text
-    from .channel import prune_channels, verify_shrink
+    from .channel import build_dependency_graph, prune_channels, verify_shrink
     from .sensitivity import (count_macs, plan_ratios, plot_sensitivity, sensitivity_analysis,
                               sensitivity_table)
 
@@ -121,11 +121,19 @@ def run(args: argparse.Namespace) -> int:
         model.lightnn_normalize = norm
     from ..train import evaluate
 
+    sub = va
+    if va is not None and args.eval_limit and args.eval_limit < len(va):  # a seeded sample over all classes
+        sub = va.subset(torch.randperm(len(va), generator=torch.Generator().manual_seed(0))[: args.eval_limit])
+
     def acc(m) -> float:
-        sub = va.subset(torch.arange(min(len(va), args.eval_limit))) if args.eval_limit else va
         return evaluate(m.to(device), sub, batch_size=max(256, args.batch_size), device=device,
                         mean=norm["mean"], std=norm["std"])["top1"]
 
+    # ops the analysis cannot map freeze the channels they touch; the rest of the graph is pruned
+    graph = build_dependency_graph(model, x, on_unsupported="exclude", exclude=args.exclude)
+    for msg in graph.unsupported:
+        log(f"note: {msg}; its channels are left as they are")
+    report["unsupported"] = graph.unsupported
     sens = None
     if args.sensitivity or (targets and targets[0] != "ratio"):
         try:
@@ -134,8 +142,7 @@ def run(args: argparse.Namespace) -> int:
             raise LightnnError(f"--ratios must be comma-separated fractions, got {args.ratios!r}") from None
         log(f"sensitivity analysis of {len(ratios)} ratios per group ...")
         sens = sensitivity_analysis(model.to(device), x.to(device), acc, ratios, criterion=args.criterion,
-                                    round_to=args.round_to, exclude=args.exclude, on_unsupported="exclude",
-                                    progress=not args.json)
+                                    round_to=args.round_to, graph=graph, progress=not args.json)
         model.cpu()
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "sensitivity.json", sens)
@@ -162,11 +169,12 @@ def run(args: argparse.Namespace) -> int:
             report["latency_backend"] = backend
             log(f"latency budget measured with {backend}")
         plan = plan_ratios(model, x, sens, target_macs=args.target_macs, target_latency=args.target_latency,
-                           latency_fn=lat_fn, criterion=args.criterion, round_to=args.round_to)
+                           latency_fn=lat_fn, criterion=args.criterion, round_to=args.round_to, graph=graph,
+                           iters=20 if lat_fn is None else 8)
         report["plan"] = plan
         ratio, scope = plan["ratios"], "layer"
     pruned = prune_channels(model, x, ratio, criterion=args.criterion, scope=scope, round_to=args.round_to,
-                            data=data_iter, exclude=args.exclude, on_unsupported="exclude")
+                            data=data_iter, graph=graph)
     report["verify_max_diff"] = verify_shrink(model, pruned, x)
     report["macs"] = {"before": count_macs(model, x), "after": count_macs(pruned, x)}
     report["params"] = {"before": sum(p.numel() for p in model.parameters()),

@@ -105,7 +105,8 @@ def _output_positions(model: nn.Module, names: Sequence[str], input_size: Sequen
     hooks = []
     for n in names:
         def hook(mod, inp, out, n=n):
-            positions[n] = out[0].numel() // out.shape[1] if isinstance(mod, nn.Conv2d) else out[0].numel() // out.shape[-1]
+            channels = out.shape[1] if isinstance(mod, nn.Conv2d) else out.shape[-1]
+            positions[n] = out[0].numel() // channels
         hooks.append(model.get_submodule(n).register_forward_hook(hook))
     was_training = model.training
     model.eval()
@@ -140,7 +141,8 @@ def factorize(model: nn.Module, *, rank: int | dict[str, int] | None = None, ene
     if isinstance(rank, dict):
         unknown = sorted(set(rank) - set(_eligible(model)))
         if unknown:
-            raise LightnnError(f"low-rank: {unknown} are not factorable layers (ungrouped Conv2d or Linear) of the model")
+            raise LightnnError(f"low-rank: {unknown} are not factorable layers (ungrouped Conv2d or Linear) "
+                               "of the model")
         cands = {n: m for n, m in cands.items() if n in rank}
     if not cands:
         raise LightnnError(f"low-rank: no ungrouped Conv2d/Linear layer matches {pats} (exclude {list(exclude)})")

@@ -13,8 +13,8 @@ retrained, so the survivors learn to compensate. Pruning is
   which prunes fast while redundancy is high and slowly near the final sparsity ``s_f``.
 
 Masks live in :class:`MagnitudePruner`; call :meth:`MagnitudePruner.step` after every optimizer step (or
-:meth:`MagnitudePruner.attach` it to the optimizer, which does that automatically) so pruned weights stay zero
-through retraining.
+:meth:`MagnitudePruner.attach` it to the optimizer, which does that automatically; with the project trainer,
+``lightnn.train.fit(..., mask_hook=lambda m: pruner.step())``) so pruned weights stay zero through retraining.
 """
 
 from __future__ import annotations

@@ -118,29 +118,32 @@ def plot_sensitivity(sens: dict[str, Any], path: str | os.PathLike, title: str =
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def _drop_at(g: dict[str, Any], ratios: list[float], base: float, r: float) -> float:
-    """Accuracy drop of one group at ratio ``r``, linearly interpolated between the measured ratios."""
-    xs = [0.0] + ratios
-    drops = [0.0] + [base - m for m in g["metric"]]
-    if r >= xs[-1]:
-        return drops[-1]
-    i = max(j for j in range(len(xs)) if xs[j] <= r)
+def _curve(g: dict[str, Any], ratios: list[float], base: float) -> tuple[list[float], list[float]]:
+    """(effective ratio, accuracy drop) points of one group, from the channel counts actually kept (rounding to
+    multiples of 8 makes a nominal 25% of 16 channels prune nothing and 30% prune half)."""
+    pts = {0.0: 0.0}
+    for r, m, k in zip(ratios, g["metric"], g.get("kept", [None] * len(ratios))):
+        eff = r if k is None else 1.0 - k / g["channels"]
+        pts.setdefault(round(eff, 6), base - m)
+    xs = sorted(pts)
+    return xs, [pts[x] for x in xs]
+
+
+def _drop_at(curve: tuple[list[float], list[float]], r: float) -> float:
+    """Accuracy drop at effective ratio ``r``, linearly interpolated; beyond the last measured point: infinite."""
+    xs, ds = curve
+    if r > xs[-1] + 1e-9:
+        return float("inf")
+    i = max(j for j in range(len(xs)) if xs[j] <= r + 1e-9)
+    if i == len(xs) - 1:
+        return ds[i]
     w = (r - xs[i]) / (xs[i + 1] - xs[i])
-    return drops[i] * (1 - w) + drops[i + 1] * w
+    return ds[i] * (1 - w) + ds[i + 1] * w
 
 
 # A tiny cost per unit of ratio breaks ties between equally harmless ratios, so a flat sensitivity curve gives a
 # uniform plan that just meets the budget rather than every group at its largest measured ratio.
 _TIE = 1e-3
-
-
-def _ratio_at(g: dict[str, Any], ratios: list[float], base: float, tol: float, grid: list[float]) -> float:
-    best = 0.0
-    for r in grid:
-        if max(0.0, _drop_at(g, ratios, base, r)) + _TIE * r > tol:
-            break  # monotone plan: once a ratio costs too much accuracy, larger ones are not considered
-        best = r
-    return best
 
 
 def plan_ratios(model: nn.Module, example_input: torch.Tensor, sens: dict[str, Any], *,
@@ -166,10 +169,36 @@ def plan_ratios(model: nn.Module, example_input: torch.Tensor, sens: dict[str, A
     c0 = cost_fn(model)
     ratios_list = list(sens["ratios"])
     base = sens["baseline"]
-    grid = [round(step * k, 6) for k in range(1, int(max(ratios_list) / step + 1e-9) + 1)]
+    groups = {g.name: g for g in graph.prunable_groups()}
+    unknown = set(sens["groups"]) - set(groups)
+    if unknown:
+        raise LightnnError(f"sensitivity lists channel groups this model does not have: {sorted(unknown)[:5]}")
+    grid = [round(step * k, 6) for k in range(1, int(0.95 / step + 1e-9) + 1)]
+    # per group: the nominal ratios that give distinct kept widths, with their effective ratio and predicted drop
+    options: dict[str, list[tuple[float, float]]] = {}
+    for n, gs in sens["groups"].items():
+        g, curve, seen = groups[n], _curve(gs, ratios_list, base), set()
+        opts = []
+        for r in grid:
+            keep = round_keep(g, g.channels * (1 - r), round_to)
+            if keep in seen or keep >= g.size:
+                continue
+            seen.add(keep)
+            eff = 1.0 - keep / g.size
+            opts.append((r, max(0.0, _drop_at(curve, eff)) + _TIE * eff))
+        options[n] = opts
 
     def plan(tol: float) -> dict[str, float]:
-        return {n: r for n, g in sens["groups"].items() if (r := _ratio_at(g, ratios_list, base, tol, grid)) > 0}
+        out = {}
+        for n, opts in options.items():
+            best = 0.0
+            for r, d in opts:
+                if d > tol:
+                    break  # monotone plan: once a width costs too much accuracy, narrower ones are not considered
+                best = r
+            if best > 0:
+                out[n] = best
+        return out
 
     def cost(tol: float) -> tuple[float, dict[str, float]]:
         rs = plan(tol)
@@ -178,8 +207,8 @@ def plan_ratios(model: nn.Module, example_input: torch.Tensor, sens: dict[str, A
         pruned = prune_channels(model, example_input, rs, criterion=criterion, round_to=round_to, graph=graph)
         return cost_fn(pruned) / c0, rs
 
-    drops = sorted({0.0} | {max(0.0, base - m) for g in sens["groups"].values() for m in g["metric"]})
-    lo, hi = -1e-9, drops[-1] + _TIE + 1e-6
+    finite = [d for opts in options.values() for _, d in opts if d != float("inf")]
+    lo, hi = -1e-9, max(finite, default=0.0) + 1e-6
     c_hi, rs_hi = cost(hi)
     if c_hi > target:
         raise LightnnError(f"even pruning every group to its largest measured ratio keeps {c_hi:.0%} of the cost; "
@@ -193,6 +222,6 @@ def plan_ratios(model: nn.Module, example_input: torch.Tensor, sens: dict[str, A
         else:
             lo = mid
     tol, c, rs = best
-    pred = sum(max(0.0, _drop_at(sens["groups"][n], ratios_list, base, r)) for n, r in rs.items())
+    pred = sum(next(d for r2, d in options[n] if r2 == r) for n, r in rs.items())
     return {"ratios": rs, "tolerance": tol, "cost": c, "predicted_drop": pred,
             "budget": {"macs" if target_macs is not None else "latency": target}}

@@ -74,6 +74,28 @@ def kmeans_1d(values: torch.Tensor, k: int, *, init: str = "linear", iters: int 
     return c[used].contiguous(), remap[assign]
 
 
+class _CodebookLookup(torch.autograd.Function):
+    """``centroids[index]`` at the kept positions, with a deterministic backward: member gradients are gathered in
+    cluster order and summed per cluster by a float64 prefix sum (no atomics on a handful of addresses, which on a
+    GPU serialize when hundreds of thousands of weights share 32 centroids)."""
+
+    @staticmethod
+    def forward(ctx, centroids, index, mask, perm, ends):
+        ctx.save_for_backward(perm, ends)
+        ctx.k = centroids.numel()
+        w = centroids[index]
+        return torch.where(mask, w, torch.zeros((), dtype=w.dtype, device=w.device))
+
+    @staticmethod
+    def backward(ctx, grad):
+        perm, ends = ctx.saved_tensors
+        g = grad.reshape(-1)[perm].double()
+        csum = torch.cat([torch.zeros(1, dtype=g.dtype, device=g.device), torch.cumsum(g, 0)])
+        at = csum[ends]
+        gc = torch.diff(at, prepend=csum[:1]).to(grad.dtype)
+        return gc, None, None, None, None
+
+
 class SharedWeight(nn.Module):
     """Parametrization ``weight = where(mask, centroids[index], 0)``.
 
@@ -86,11 +108,18 @@ class SharedWeight(nn.Module):
         self.centroids = nn.Parameter(centroids.detach().clone().float())
         self.register_buffer("index", index.detach().clone().long())
         self.register_buffer("mask", mask.detach().clone().bool())
+        # kept positions sorted by cluster, and where each cluster's run ends (for the backward's segment sums)
+        pos = torch.nonzero(self.mask.reshape(-1)).squeeze(1)
+        cl = self.index.reshape(-1)[pos]
+        order = torch.argsort(cl, stable=True)
+        self.register_buffer("perm", pos[order], persistent=False)
+        counts = torch.bincount(cl, minlength=self.centroids.numel())
+        self.register_buffer("ends", torch.cumsum(counts, 0), persistent=False)
         self.bits = bits
 
     def forward(self, original: torch.Tensor) -> torch.Tensor:
-        w = self.centroids[self.index].to(original.dtype)
-        return torch.where(self.mask, w, torch.zeros((), dtype=w.dtype, device=w.device))
+        w = _CodebookLookup.apply(self.centroids, self.index, self.mask, self.perm, self.ends)
+        return w.to(original.dtype)
 
 
 def share_weights(model: nn.Module, bits: int | Mapping[str, int] | None = None, *, init: str = "linear",

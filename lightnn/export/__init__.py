@@ -13,10 +13,11 @@ from .fold import fold_bn
 from .onnx import DEFAULT_OPSET, ParityReport, check_parity, export_onnx, onnx_input_size, resolve_model
 from .qat import convert_qat, export_qat_int8, prepare_qat, qat_finetune
 from .quantize import (CALIBRATION_METHODS, QuantReport, export_fp16, op_type_times, quantize_int8, quantize_naive,
-                       quantize_report)
+                       quantize_report, runtime_op_types)
 from .runtime import Latency, OrtSession, measure_eager_latency, measure_ort_latency
 
 __all__ = ["export_onnx", "check_parity", "ParityReport", "resolve_model", "onnx_input_size", "DEFAULT_OPSET",
            "fold_bn", "OrtSession", "Latency", "measure_ort_latency", "measure_eager_latency", "quantize_int8",
            "quantize_naive", "quantize_report", "QuantReport", "export_fp16", "op_type_times", "CALIBRATION_METHODS",
-           "prepare_qat", "qat_finetune", "convert_qat", "export_qat_int8", "load_images", "ImageSet"]
+           "runtime_op_types", "prepare_qat", "qat_finetune", "convert_qat", "export_qat_int8", "load_images",
+           "ImageSet"]

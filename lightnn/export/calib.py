@@ -4,8 +4,9 @@ Accepts an image folder (an ImageFolder tree ``root/<class>/*.jpg`` gives labels
 a zip with the same layout (the shipped CIFAR-10 sample), a ``.npy``/``.npz`` array already normalized, or the
 word ``"sample"`` (the 5,000-image CIFAR-10 sample shipped in the package). Images must already have the model's
 input size unless ``resize=True``: silently resizing calibration images would calibrate on a different
-distribution from the one the model will see, so a mismatch is an error naming the data and both sizes. Folders and archives are read through
-:func:`lightnn.data.load_dataset` (decoded once, cached); a flat folder of images is read here.
+distribution from the one the model will see, so a mismatch is an error naming the data and both sizes.
+Folders and archives are read through :func:`lightnn.data.load_dataset` (decoded once, cached); a flat folder of
+images is read here.
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
 """Post-training static int8 with ONNX Runtime's quantizer, on the recipe that is actually fast on CPU.
 
 Run naively (``quantize_static`` defaults: QDQ with int8 activations, per-tensor weights, no pre-processing), ONNX
-Runtime's quantizer produces a MobileNetV2 that is *slower* than fp32 on x86: Conv-BN-ReLU are not fused before Q/DQ
-pairs are placed, so the runtime cannot form QLinearConv kernels and spends its time converting back and forth; and
-signed activations miss the u8 x s8 dot-product kernels (VNNI). lightnn always takes the fast path:
+Runtime's quantizer produces a MobileNetV2 that is *slower* than fp32 on x86 (0.4-0.6x in ``benchmarks/deploy.py``):
+without constant folding and shape inference first, the exported ReLU6 (Clip with constant-node bounds) and its
+neighbours are not matched, so after ONNX Runtime's fusions only 28 of the 52 convolutions run as QLinearConv; the
+other 24 run in float between 98 DequantizeLinear and 40 QuantizeLinear nodes and 32 layout transposes (measured with
+:func:`runtime_op_types`). With the recipe below all 52 are QLinearConv and the graph quantizes once at the input
+and dequantizes once at the output. lightnn always takes the fast path:
 
 1. ``quant_pre_process``: symbolic + ONNX shape inference and graph optimization (fusions) before quantization,
    so every tensor has a shape and Conv/BN/ReLU/Clip are single nodes when Q/DQ pairs are placed;
@@ -36,7 +39,7 @@ from .calib import ImageSet, load_images
 from .runtime import Latency, OrtSession
 
 __all__ = ["quantize_int8", "quantize_naive", "quantize_report", "export_fp16", "cpu_has_vnni", "QuantReport",
-           "CALIBRATION_METHODS", "as_image_set", "evaluate_onnx", "op_type_times", "file_size"]
+           "CALIBRATION_METHODS", "as_image_set", "evaluate_onnx", "op_type_times", "file_size", "runtime_op_types"]
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 
@@ -156,8 +159,10 @@ def quantize_int8(
     ``calibration_data``: an :class:`ImageSet`, an (N, C, H, W) normalized array, a folder/zip of images or
     ``"sample"`` (at most ``calib_limit`` images are used). ``method``: ``"minmax"``, ``"percentile"`` (clip at
     ``percentile``) or ``"entropy"`` (KL divergence, TensorRT's method). ``op_types_to_keep_float`` (e.g.
-    ``["Add"]``) and ``nodes_to_exclude`` give a mixed model. ``activation_ranges`` (``{tensor: [{"rmin": .., "rmax": ..}]}``, e.g.
-    ranges learned by QAT) override calibration for those tensors.
+    ``["Add"]``) and ``nodes_to_exclude`` give a mixed model (in the QDQ format an op whose neighbours are both
+    quantized, such as a residual Add, is still fused into its int8 kernel by ONNX Runtime: check with
+    :func:`runtime_op_types`, or use ``fmt="qoperator"``). ``activation_ranges``
+    (``{tensor: [{"rmin": .., "rmax": ..}]}``, e.g. ranges learned by QAT) override calibration for those tensors.
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
@@ -187,7 +192,10 @@ def quantize_int8(
             kept = {k: v for k, v in activation_ranges.items() if k in names}
             if kept:
                 extra["TensorQuantOverrides"] = kept
-        reader = _reader_class()(input_name, data.images, fixed_batch or calib_batch)
+        bs = fixed_batch or min(calib_batch, len(data))
+        # equal batches: the histogram calibrators (percentile, entropy) stack per-batch outputs
+        images = data.images[: len(data) // bs * bs]
+        reader = _reader_class()(input_name, images, bs)
         tmp_out = Path(d) / "int8.onnx"
         try:
             quantize_static(
@@ -209,7 +217,39 @@ def quantize_int8(
                                f"{str(e).splitlines()[0][:300]}") from None
         out = Path(out_path)
         out.parent.mkdir(parents=True, exist_ok=True)
-        return atomic_write_bytes(out, tmp_out.read_bytes())
+        return atomic_write_bytes(out, _compact(tmp_out, _tensor_names(model_in)))
+
+
+def _compact(path: Path, keep: set[str]) -> bytes:
+    """The quantized model without what only bloats the file: value_info (ONNX Runtime infers shapes at load),
+    doc strings, and the long names the quantizer derives for its Q/DQ tensors and nodes ("<tensor>_QuantizeLinear_
+    Output" ...), which become short ids. Tensors of the float model keep their names. On ShuffleNet V2 the names
+    alone were 8% of the int8 file."""
+    import onnx
+
+    m = onnx.load(str(path))
+    g = m.graph
+    del g.value_info[:]
+    outer = {i.name for i in g.input} | {o.name for o in g.output} | keep
+    new: dict[str, str] = {}
+
+    def short(name: str) -> str:
+        if not name or name in outer:
+            return name
+        if name not in new:
+            new[name] = f"q{len(new)}"
+        return new[name]
+
+    for init in g.initializer:
+        init.name = short(init.name)
+        init.doc_string = ""
+    for node in g.node:
+        node.input[:] = [short(t) for t in node.input]
+        node.output[:] = [short(t) for t in node.output]
+        node.doc_string = ""
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            node.name = ""
+    return m.SerializeToString()
 
 
 def _tensor_names(path: Path) -> set[str]:
@@ -269,6 +309,23 @@ def export_fp16(onnx_fp32_path: str | os.PathLike, out_path: str | os.PathLike) 
     return atomic_write_bytes(out_path, m.SerializeToString())
 
 
+def runtime_op_types(path: str | os.PathLike) -> dict[str, int]:
+    """Op-type counts of the graph ONNX Runtime actually executes (after its QDQ -> QLinear fusions): the honest
+    answer to "which layers run in int8" (``QLinearConv``, ``QGemm`` ...) and which stay float."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="lightnn-opt-") as d:
+        so = ort.SessionOptions()
+        so.optimized_model_filepath = str(Path(d) / "opt.onnx")
+        so.log_severity_level = 3
+        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        counts: dict[str, int] = {}
+        for n in onnx.load(so.optimized_model_filepath).graph.node:
+            counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    return counts
+
+
 def evaluate_onnx(path: str | os.PathLike, data: ImageSet, threads: int = 1, batch: int = 64) -> float | None:
     """Top-1 accuracy (%) of an ONNX classifier on labelled images, or None without labels."""
     if data.labels is None:
@@ -318,7 +375,8 @@ def op_type_times(path: str | os.PathLike, input_size: Sequence[int], batch: int
     return {k: v / n for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
-_QOPS = {"QLinearConv": "Conv", "QLinearAdd": "Add", "QLinearMul": "Mul", "QLinearGlobalAveragePool": "GlobalAveragePool",
+_QOPS = {"QLinearConv": "Conv", "QLinearAdd": "Add", "QLinearMul": "Mul",
+         "QLinearGlobalAveragePool": "GlobalAveragePool",
          "QLinearAveragePool": "AveragePool", "QGemm": "Gemm", "QLinearMatMul": "MatMul", "QLinearConcat": "Concat",
          "QLinearSigmoid": "Sigmoid", "QLinearLeakyRelu": "LeakyRelu", "FusedConv": "Conv", "FusedGemm": "Gemm",
          "NhwcMaxPool": "MaxPool", "QLinearSoftmax": "Softmax", "QLinearReduceMean": "ReduceMean"}
@@ -363,6 +421,8 @@ class QuantReport:
                  f"| size on disk | {self.fp32_bytes / 1e6:.2f} MB | {self.int8_bytes / 1e6:.2f} MB "
                  f"({self.size_ratio:.3f}x) |",
                  f"| top-1 ({self.n_val} val images) | {acc(self.fp32_top1)} | {acc(self.int8_top1)} |"]
+        if self.top1_agreement is not None:
+            lines.append(f"| top-1 agreement int8 vs fp32 | | {self.top1_agreement:.2f}% |")
         for b, s in self.speedup.items():
             f, q = self.latency[f"fp32@{b}"], self.latency[f"int8@{b}"]
             lines.append(f"| latency batch {b} (median, IQR) | {f['median_ms']:.2f} ms ({f['iqr_ms']:.2f}) | "
@@ -375,7 +435,7 @@ class QuantReport:
 def _compare_latency(fp32: str | Path, int8: str | Path, size: Sequence[int], batch: int, threads: int,
                      runs: int) -> tuple[Latency, Latency]:
     # Interleave the two models in rounds so machine noise hits both alike; the ratio is of the pooled medians.
-    a, b = OrtSession(fp32, threads=threads), OrtSession(int8, threads=threads)
+    a, b = OrtSession(fp32, threads=threads, spinning=False), OrtSession(int8, threads=threads, spinning=False)
     la, lb = [], []
     rounds = 3
     for _ in range(rounds):
@@ -437,7 +497,8 @@ def quantize_report(
         rep.speedup[str(b)] = f.median_ms / q.median_ms
     slow = [b for b, s in rep.speedup.items() if s < min_speedup]
     if slow:
-        verdict += (f" int8 is NOT faster than fp32 at batch {', '.join(slow)} on this CPU "
+        need = "faster than fp32" if min_speedup == 1.0 else f"{min_speedup:.2f}x faster than fp32 (required)"
+        verdict += (f" int8 is NOT {need} at batch {', '.join(slow)} on this CPU "
                     f"({', '.join(f'{rep.speedup[b]:.2f}x' for b in slow)}); prefer the fp32 model there.")
     rep.verdict = verdict.strip()
     if val_data is not None:

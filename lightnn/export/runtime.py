@@ -70,12 +70,13 @@ class OrtSession:
     """An ``onnxruntime.InferenceSession`` with lightnn's defaults: fixed threads, full graph optimization.
 
     ``threads`` is the intra-op pool size (0 lets ONNX Runtime use every core); ``inter_threads`` only matters for
-    graphs with parallel branches run in parallel mode. ``run(x)`` takes a float32 NCHW batch and returns the
+    graphs with parallel branches run in parallel mode. ``spinning=False`` makes idle pool threads sleep (fair
+    comparisons of several sessions on a shared machine). ``run(x)`` takes a float32 NCHW batch and returns the
     first output as a numpy array.
     """
 
     def __init__(self, path: str | os.PathLike | bytes, threads: int = 1, inter_threads: int = 1,
-                 providers: Sequence[str] | None = None, optimization: str = "all") -> None:
+                 providers: Sequence[str] | None = None, optimization: str = "all", spinning: bool = True) -> None:
         import onnxruntime as ort
 
         if not isinstance(path, bytes) and not Path(path).is_file():
@@ -90,6 +91,10 @@ class OrtSession:
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[optimization]
         so.log_severity_level = 3
+        if not spinning:
+            # idle pool threads sleep instead of spinning: when several sessions are timed in turn on few cores,
+            # the spinning threads of the last session would otherwise steal the CPU from the next one
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         available = ort.get_available_providers()
         providers = list(providers or ["CPUExecutionProvider"])
         missing = [p for p in providers if p not in available]
@@ -99,7 +104,8 @@ class OrtSession:
             self.session = ort.InferenceSession(path if isinstance(path, bytes) else str(path), so,
                                                 providers=providers)
         except Exception as e:  # invalid model, unsupported op or opset
-            raise LightnnError(f"ONNX Runtime cannot load {str(path)[:200]!r}: {str(e).splitlines()[0][:300]}") from None
+            first = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+            raise LightnnError(f"ONNX Runtime cannot load {str(path)[:200]!r}: {first}") from None
         self.path = path
         self.threads = int(threads)
         inp = self.session.get_inputs()[0]

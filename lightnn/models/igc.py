@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import LightnnError
-from ..ops.conv import ConvBNAct, conv2d
+from ..ops.conv import ConvBNAct
 from ..ops.igc import IGCV1Block, IGCV2Block, IGCV3Block, igcv2_branch_sizes
 from ._base import ClassifierModel, init_weights, make_divisible
 from ._registry import register_model

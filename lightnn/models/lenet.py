@@ -113,11 +113,13 @@ class LeNet5(FCHeadMixin, ClassifierModel):
         caffe_xavier_init(self)
 
 
-@register_model(input_size=(1, 28, 28), test_input_size=(1, 28, 28), paper="Han et al. 2016 (Deep Compression) Table 1: LeNet-300-100, 266K weights")
+@register_model(input_size=(1, 28, 28), test_input_size=(1, 28, 28),
+                paper="Han et al. 2016 (Deep Compression) Table 1: LeNet-300-100, 266K weights")
 def lenet_300_100(*, num_classes: int = 10, in_chans: int = 1, img_size: int = 28, **kwargs) -> LeNet300100:
     return LeNet300100(num_classes=num_classes, in_chans=in_chans, img_size=img_size, **kwargs)
 
 
-@register_model(input_size=(1, 28, 28), test_input_size=(1, 28, 28), paper="Han et al. 2016 (Deep Compression) Table 1: LeNet-5 (Caffe), 431K weights")
+@register_model(input_size=(1, 28, 28), test_input_size=(1, 28, 28),
+                paper="Han et al. 2016 (Deep Compression) Table 1: LeNet-5 (Caffe), 431K weights")
 def lenet5(*, num_classes: int = 10, in_chans: int = 1, img_size: int = 28, **kwargs) -> LeNet5:
     return LeNet5(num_classes=num_classes, in_chans=in_chans, img_size=img_size, **kwargs)

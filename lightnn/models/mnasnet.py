@@ -2,7 +2,8 @@
 
 Two searched architectures share one class and differ only in their tables:
 
-- ``mnasnet0_5 / 0_75 / 1_0 / 1_3``: torchvision's MNASNet (the B1 variant, no squeeze-excite), matched exactly
+- ``mnasnet0_5 / 0_75 / 1_0 / 1_3`` (and ``mnasnet_b1`` at any ``width_mult``): torchvision's MNASNet (the B1
+  variant, no squeeze-excite), matched exactly
   (2,218,512 / 3,170,208 / 4,383,312 / 6,282,256 parameters; BatchNorm momentum 1 - 0.9997 as in TF).
 - ``mnasnet_a1``: the paper's headline model (Fig. 7) with squeeze-excite (ratio 0.25 of the block input width,
   as in the official TPU code) in the 40/112/160-channel stages: 3.9 M parameters, 312 M multiply-adds.
@@ -123,6 +124,12 @@ def mnasnet1_3(*, num_classes: int = 1000, in_chans: int = 3, drop_rate: float =
 @register_model(paper="arXiv:1807.11626")
 def mnasnet_a1(*, num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0, drop_rate: float = 0.2) -> MNASNet:
     return _mnasnet(MNASNET_A1_CFG, width_mult, num_classes, in_chans, drop_rate)
+
+
+@register_model(paper="arXiv:1807.11626")
+def mnasnet_b1(*, num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0, drop_rate: float = 0.2) -> MNASNet:
+    """MnasNet-B1 (no squeeze-excite) at any width; ``width_mult=1.0`` is torchvision's ``mnasnet1_0``."""
+    return _mnasnet(MNASNET_B1_CFG, width_mult, num_classes, in_chans, drop_rate)
 
 
 @register_model(input_size=(3, 32, 32), paper="arXiv:1807.11626")

@@ -96,7 +96,8 @@ class ResNetCifar(ClassifierModel):
                  stages: tuple[tuple[int, int], ...] = RESNET_CIFAR_STAGES) -> None:
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
-            raise LightnnError(f"resnet_cifar: depth must be 6n + 2 with n >= 1 (20, 32, 44, 56, 110, ...), got {depth}")
+            raise LightnnError(f"resnet_cifar: depth must be 6n + 2 with n >= 1 (20, 32, 44, 56, 110, ...), "
+                               f"got {depth}")
         if shortcut not in ("A", "B"):
             raise LightnnError(f"resnet_cifar: shortcut must be 'A' (zero-pad) or 'B' (projection), got {shortcut!r}")
         if width < 1:

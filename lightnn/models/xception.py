@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import LightnnError
-from ..ops.conv import ConvBNAct, conv2d, depthwise_conv, pointwise_conv
+from ..ops.conv import ConvBNAct, depthwise_conv, pointwise_conv
 from ._base import ClassifierModel, init_weights, make_divisible
 from ._registry import register_model
 

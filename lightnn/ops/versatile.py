@@ -67,7 +67,8 @@ class SpatialVersatileConv2d(nn.Module):
         if padding < self.s - 1:
             raise LightnnError(f"SpatialVersatileConv2d: padding={padding} is smaller than the {self.s - 1} "
                                f"that the innermost mask of a {d}x{d} filter crops")
-        self.in_chs, self.num_primary, self.kernel_size, self.stride, self.padding = in_chs, num_primary, d, stride, padding
+        self.in_chs, self.num_primary, self.kernel_size = in_chs, num_primary, d
+        self.stride, self.padding = stride, padding
         self.out_chs = num_primary * self.s
         self.weight = nn.Parameter(torch.empty(num_primary, in_chs, d, d))
         self.bias = nn.Parameter(torch.empty(self.out_chs)) if bias else None
@@ -133,7 +134,8 @@ class ChannelVersatileConv2d(nn.Module):
         if kernel_size < 1 or stride < 1:
             raise LightnnError(f"ChannelVersatileConv2d: kernel_size and stride must be >= 1, got "
                                f"{kernel_size}, {stride}")
-        self.in_chs, self.num_primary, self.active_chs, self.channel_stride = in_chs, num_primary, active_chs, channel_stride
+        self.in_chs, self.num_primary = in_chs, num_primary
+        self.active_chs, self.channel_stride = active_chs, channel_stride
         self.kernel_size, self.stride = kernel_size, stride
         self.padding = (kernel_size - 1) // 2 if padding is None else padding
         self.n = (in_chs - active_chs) // channel_stride + 1

@@ -5,6 +5,9 @@ latency (:func:`measure_latency`, with pluggable backends).
 counted and :mod:`lightnn.profile.ops` for the op table.
 """
 
+import sys
+import types
+
 from .counter import (DATA_MOVEMENT_MODULES, LayerRow, ProfileReport, profile, register_data_movement_module)
 from .latency import (LatencyBackend, LatencyResult, latency_backends, measure_latency, percentile,
                       register_latency_backend, time_callable)
@@ -15,7 +18,7 @@ __all__ = ["profile", "ProfileReport", "LayerRow", "register_op", "register_data
            "latency_backends", "percentile", "time_callable"]
 
 
-class _CallableModule(__import__("types").ModuleType):
+class _CallableModule(types.ModuleType):
     """Importing the subpackage ``lightnn.profile`` rebinds the attribute ``lightnn.profile`` (which
     ``lightnn/__init__.py`` defines as a function) to this module; making the module callable keeps
     ``lightnn.profile(model, input_size)`` working either way."""
@@ -24,4 +27,4 @@ class _CallableModule(__import__("types").ModuleType):
         return profile(*args, **kwargs)
 
 
-__import__("sys").modules[__name__].__class__ = _CallableModule
+sys.modules[__name__].__class__ = _CallableModule

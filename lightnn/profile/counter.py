@@ -388,7 +388,8 @@ def _leaf_kind(module: nn.Module) -> str:
 def _rows(tracker: _Tracker) -> list[LayerRow]:
     rows: list[tuple[tuple[int, int], LayerRow]] = []
     for f in [tracker.root, *tracker.frames]:
-        costly = f.macs or f.memory or any(n not in _ops.VIEW_OPS for n in f.ops)
+        own_ops = any(n not in _ops.VIEW_OPS for n in f.ops)
+        costly = f.macs or f.memory or own_ops
         if not (costly or f.params or (not f.has_children and f is not tracker.root)):
             continue
         if f.kind_macs:
@@ -398,7 +399,7 @@ def _rows(tracker: _Tracker) -> list[LayerRow]:
         else:  # a container's own functional ops (a residual add, a concat)
             short = sorted({n.split(".", 1)[1].rstrip("_") for n in f.ops if n not in _ops.VIEW_OPS})
             kind = f"Functional ({', '.join(short)})" if short else type(f.module).__name__
-        typ = type(f.module).__name__ + (" (own ops)" if f.has_children and f.ops else "")
+        typ = type(f.module).__name__ + (" (own ops)" if f.has_children and own_ops else "")
         row = LayerRow(f.name, typ, kind, f.in_shapes, f.out_shapes, f.params, f.macs, f.memory,
                        {k: v for k, v in f.ops.items() if k not in _ops.VIEW_OPS}, f.note)
         # execution order: a container's own ops sit where they ran (after its children, for a residual add)
