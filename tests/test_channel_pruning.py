@@ -253,19 +253,22 @@ def test_bad_ratio():
         prune_channels(Residual(), torch.randn(1, 3, 8, 8), {"nope": 0.5})
 
 
-def test_checkpoint_round_trip(tmp_path):
-    model = _randomize(lightnn.create_model("resnet20", num_classes=10))
-    x = torch.randn(2, 3, 32, 32)
+@pytest.mark.parametrize("name", ["resnet20", "shufflenet_v2_x0_5", "igcv1_cifar_l4m8", "mobilenet_v3_small_cifar"])
+def test_checkpoint_round_trip(tmp_path, name):
+    model = _randomize(lightnn.create_model(name, num_classes=10))
+    x = torch.randn(2, *lightnn.model_info(name).test_input_size)
     pruned = prune_channels(model, x, 0.3)
     path = save_checkpoint(tmp_path / "p.pt", pruned)
     ckpt = torch.load(path, weights_only=True)  # plain data, no pickled modules
     assert ckpt["transforms"][-1]["kind"] == "channels"
-    again = lightnn.create_model("resnet20", num_classes=10, checkpoint=str(path)).eval()
+    again = lightnn.create_model(name, num_classes=10, checkpoint=str(path)).eval()
     with torch.no_grad():
         assert torch.equal(again(x), pruned.eval()(x))
-    assert again.num_features == pruned.classifier.in_features
+    assert again.num_features == pruned.num_features
+    if name != "resnet20":
+        return
     # pruning a pruned model stacks two transforms and still round-trips
-    twice = prune_channels(pruned, x, 0.3, round_to=4)
+    twice = prune_channels(pruned, x[:1], 0.3, round_to=4)
     again2 = load_model(save_checkpoint(tmp_path / "p2.pt", twice)).eval()
     with torch.no_grad():
         assert torch.equal(again2(x), twice.eval()(x))
@@ -294,7 +297,10 @@ def test_sensitivity_and_macs_plan():
 # ---------------------------------------------------------------------------------------------------------------
 # every zoo model
 
-HUGE = ("vgg*", "alexnet*", "inception_v3*", "resnet50", "resnet34", "resnet18", "igcv1_l*", "resnet110")
+# The default run covers every family at its small (CIFAR) size plus ShuffleNet V2 and IGCV3 at every width; the
+# ImageNet-size variants of the same families (and inception_v3, resnet50, vgg16, alexnet) run with -m slow.
+DEFAULT = ("*cifar*", "shufflenet_v2_*", "igcv3_*", "lenet*", "resnet20", "resnet32", "resnet44", "resnet56",
+           "mobilenet_v1", "mobilenet_v2", "shufflenet_v1", "mnasnet1_0", "mobilenet_v3_small")
 
 
 def _zoo() -> list:
@@ -302,8 +308,8 @@ def _zoo() -> list:
 
     out = []
     for name in lightnn.list_models():
-        slow = any(fnmatch.fnmatchcase(name, p) for p in HUGE)
-        out.append(pytest.param(name, marks=pytest.mark.slow) if slow else name)
+        fast = any(fnmatch.fnmatchcase(name, p) for p in DEFAULT)
+        out.append(name if fast else pytest.param(name, marks=pytest.mark.slow))
     return out
 
 
@@ -319,7 +325,8 @@ def test_zoo_prune_30_percent(name):
     pruned = prune_channels(model, x, 0.3, graph=graph)
     verify_shrink(model, pruned, x, atol=1e-4, rtol=1e-3)
     m0, m1 = count_macs(model, x), count_macs(pruned, x)
-    assert m1 < m0, f"{name}: MACs did not go down ({m0} -> {m1})"
+    limit = 1.0 if graph.unsupported else 0.85  # with LRN frozen (AlexNet), only the other layers shrink
+    assert m1 < limit * m0, f"{name}: MACs did not go down enough ({m0} -> {m1})"
     with torch.no_grad():
         assert torch.isfinite(pruned(x)).all()
 
@@ -373,3 +380,18 @@ def test_cli_lowrank_dispatch(r20_ckpt, tmp_path):
     assert main(["compress", str(r20_ckpt), "--method", "lowrank", "--energy", "0.9", "--output", str(out),
                  "--json"]) == 0
     assert load_model(out / "model.pt") is not None
+
+
+@pytest.mark.slow
+def test_cli_finetune_with_distillation(r20_ckpt, tmp_path, capsys):
+    import json
+
+    from lightnn.cli import main
+
+    out = tmp_path / "ft"
+    assert main(["compress", str(r20_ckpt), "--method", "channels", "--ratio", "0.5", "--data", "sample",
+                 "--finetune-epochs", "1", "--distill", "--eval-limit", "256", "--output", str(out), "--json",
+                 "--device", "cpu"]) == 0
+    rep = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rep["finetune"] == {"epochs": 1, "distill": True} and "finetuned" in rep["top1"]
+    assert load_model(out / "model.pt").lightnn_transforms[-1]["kind"] == "channels"

@@ -13,9 +13,11 @@ that must be removed together:
   ``i * C/g + j`` (``i < g``) that share the local index ``j``: removing a channel removes it from every shuffle
   group, so the shrunk tensor is still a (g, C'/g) grid and the new shuffle maps the survivors exactly as the old
   one did (ShuffleNet V2: pruning is symmetric inside shuffle-coupled sets; the branch-internal widths are free);
-- a group conv with ``G`` groups couples the channels with the same local index in every group (IGC widths are cut
-  in whole rows of groups, per-group counts stay equal); a depthwise conv (``groups == in_channels``) ties input
-  ``c`` to its outputs (pruned in and out together, ``groups`` shrinks with them);
+- a group conv with ``G`` groups keeps equal per-group counts in one of two ways: "local" couples the channels with
+  the same local index in every group (``groups`` stays), "whole" ties group ``i``'s inputs to its outputs (whole
+  groups go, ``groups`` shrinks). The analysis picks, for the whole graph, the policy that leaves the most
+  removable sets (IGCV1: whole groups in the spatial primary conv, local in the 1x1 secondary; IGCV2 chains:
+  alternating); a depthwise conv (``groups == in_channels``) ties input ``c`` to its outputs;
 - ``flatten`` before a linear ties channel ``c`` to the ``h*w`` features it becomes.
 
 An equivalence class of variables is one removable unit ("channel set"); classes touching the same layers in the
@@ -396,7 +398,8 @@ def _analyze(model: nn.Module, gm: fx.GraphModule, on_unsupported: str, exclude:
             for a in _tensor_args(node.args):
                 freeze(a, "network output")
             continue
-        targs = [a for a in _tensor_args((node.args, node.kwargs)) if a in base or a.meta.get("tensor_meta") is not None]
+        targs = [a for a in _tensor_args((node.args, node.kwargs))
+                 if a in base or a.meta.get("tensor_meta") is not None]
         if node.op == "call_module":
             m = modules[node.target]
             src = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
@@ -448,7 +451,8 @@ def _analyze(model: nn.Module, gm: fx.GraphModule, on_unsupported: str, exclude:
         fn = node.target
         if node.op == "call_function" and fn is operator.getitem:
             src = node.args[0]
-            if isinstance(src, fx.Node) and src.op == "call_module" and isinstance(modules.get(src.target), ChannelSplit):
+            if (isinstance(src, fx.Node) and src.op == "call_module"
+                    and isinstance(modules.get(src.target), ChannelSplit)):
                 s = modules[src.target].split
                 off = 0 if node.args[1] == 0 else s
                 for c in range(nch.get(node, 0)):
@@ -511,7 +515,8 @@ def _analyze(model: nn.Module, gm: fx.GraphModule, on_unsupported: str, exclude:
             dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
             dims = (dims,) if isinstance(dims, int) else dims
             src = node.args[0]
-            if dims is not None and src in base and node in base and all(d not in (1, 1 - len(shape[src])) for d in dims):
+            if (dims is not None and src in base and node in base
+                    and all(d not in (1, 1 - len(shape[src])) for d in dims)):
                 tie(src, node)
             else:
                 unsupported_op(node, "reduction over the channel axis")

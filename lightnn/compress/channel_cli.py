@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
                               sensitivity_table)
 
     src = Path(args.checkpoint)
-    out = Path(args.output) if args.output else src.with_name(src.stem + f"_{'sens' if args.sensitivity else args.method}")
+    suffix = "sens" if args.sensitivity else args.method
+    out = Path(args.output) if args.output else src.with_name(f"{src.stem}_{suffix}")
     if out.suffix:
         raise LightnnError(f"--output {str(out)!r} must be a directory for --method {args.method}/--sensitivity")
     meta = dict(read_checkpoint(src).get("meta", {}))

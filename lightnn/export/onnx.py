@@ -31,7 +31,7 @@ from ..utils.io import atomic_write_bytes
 __all__ = ["export_onnx", "check_parity", "resolve_model", "onnx_input_size", "source_normalization", "ParityReport",
            "DEFAULT_OPSET"]
 
-DEFAULT_OPSET = 17  # QuantizeLinear per-channel needs >= 13; 17 is what ONNX Runtime's quantizer tests most
+DEFAULT_OPSET = 17  # per-channel QuantizeLinear needs >= 13
 
 
 def resolve_model(source: str | os.PathLike | nn.Module, **overrides: Any) -> nn.Module:
@@ -51,7 +51,7 @@ def resolve_model(source: str | os.PathLike | nn.Module, **overrides: Any) -> nn
     if not p.exists():
         from ..models import model_info
 
-        if not any(ch in src for ch in "/\\.") :
+        if not any(ch in src for ch in "/\\."):
             model_info(src)  # unknown name: raises with a hint of similar names
         raise LightnnError(f"{src!r} is neither a registered model name nor an existing checkpoint file")
     from ..checkpoint import load_any
