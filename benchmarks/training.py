@@ -175,14 +175,14 @@ def cifar_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def cpu_images_per_s(name: str, arch: dict, steps: int = 3, batch: int = 128) -> float:
+def cpu_images_per_s(name: str, arch: dict, steps: int = 2, batch: int = 128) -> float:
     """Training images/s of ``name`` on this machine's CPU (lightnn pipeline; for the time estimates)."""
     data = load_dataset("sample", "train")
     model = create_model(name, num_classes=10, **arch)
     opt = torch.optim.SGD(param_groups(model, 5e-4), lr=0.05, momentum=0.9, nesterov=True)
     loader = BatchLoader(data, batch, shuffle=True, augment=True, drop_last=True)
     measure("w", loader, model, opt, torch.device("cpu"), 1, False)
-    return statistics.median(measure("m", loader, model, opt, torch.device("cpu"), steps, False) for _ in range(3))
+    return statistics.median(measure("m", loader, model, opt, torch.device("cpu"), steps, False) for _ in range(2))
 
 
 def main(argv=None) -> int:

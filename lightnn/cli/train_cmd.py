@@ -53,6 +53,9 @@ def add_parser(sub):
     p.add_argument("--split-seed", type=int, default=0, help="seed of the train/val split")
     p.add_argument("--image-size", type=int, default=None, help="resize images to this square size")
     p.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images (with a warning)")
+    p.add_argument("--stream", action="store_true",
+                   help="stream a large ImageFolder tree (random-resized-crop, DataLoader workers) instead of caching")
+    p.add_argument("--workers", type=int, default=4, help="DataLoader workers with --stream")
     p.add_argument("--arch", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="architecture argument for create_model, e.g. width_mult=0.5 (repeatable)")
     p.add_argument("--teacher", default=None, help="teacher checkpoint for knowledge distillation")
@@ -72,8 +75,11 @@ def run(args) -> int:
     from ..train import fit
 
     parser_defaults = {a.dest: a.default for a in add_parser(argparse.ArgumentParser().add_subparsers())._actions}
-    config = load_yaml(args.config) if args.config else {}
-    cfg = merge_config(args, parser_defaults, {k.replace("-", "_"): v for k, v in config.items()})
+    config = {k.replace("-", "_"): v for k, v in (load_yaml(args.config) if args.config else {}).items()}
+    unknown = sorted(set(config) - set(parser_defaults) - {"arch"})
+    if unknown:
+        raise LightnnError(f"config file {args.config!r} has unknown key(s) {unknown}; see `lightnn train --help`")
+    cfg = merge_config(args, parser_defaults, config)
     arch = dict(cfg.get("arch") or {}) if isinstance(cfg.get("arch"), dict) else dict(cfg.get("arch") or [])
     if args.arch:
         arch.update(dict(args.arch))
@@ -89,15 +95,31 @@ def run(args) -> int:
     size = (cfg["image_size"], cfg["image_size"]) if cfg.get("image_size") else None
     common = dict(val_fraction=cfg["val_fraction"], seed=cfg["split_seed"], image_size=size,
                   skip_corrupt=cfg["skip_corrupt"])
-    train = load_dataset(cfg["data"], "train", **common)
-    val = load_dataset(cfg["data"], "val", **common) if cfg["val_fraction"] > 0 else None
+    mean = std = None
+    if cfg.get("stream"):  # large ImageFolder trees: decode per image in DataLoader workers
+        from ..data import IMAGENET_MEAN, IMAGENET_STD, stream_image_folder
+
+        mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
+        sc = dict(image_size=cfg.get("image_size") or 224, workers=cfg["workers"], device=device,
+                  val_fraction=cfg["val_fraction"], seed=cfg["split_seed"], skip_corrupt=cfg["skip_corrupt"])
+        train = stream_image_folder(cfg["data"], "train", batch_size=cfg["batch_size"] // dist_utils.world_size(), **sc)
+        val = stream_image_folder(cfg["data"], "val", batch_size=256, **sc) if cfg["val_fraction"] > 0 else None
+        in_chans = 3
+    else:
+        train = load_dataset(cfg["data"], "train", **common)
+        val = load_dataset(cfg["data"], "val", **common) if cfg["val_fraction"] > 0 else None
+        in_chans = train.images.shape[1]
     if dist_utils.rank() == 0:
         dist_utils.barrier()
 
-    model = create_model(model_name, num_classes=train.num_classes, in_chans=train.images.shape[1], **arch)
+    try:
+        model = create_model(model_name, num_classes=train.num_classes, in_chans=in_chans, **arch)
+    except TypeError as e:  # a builder that takes **kwargs rejects an unknown argument only when it is used
+        raise LightnnError(f"model {model_name!r} does not accept --arch {arch}: {e}") from None
     resolved = {"model": model_name, "arch": arch, "data": str(cfg["data"]), "output": str(output),
                 "val_fraction": cfg["val_fraction"], "split_seed": cfg["split_seed"], "image_size": cfg.get("image_size"),
-                "classes": train.classes, "train_images": len(train), "val_images": len(val) if val is not None else 0}
+                "classes": train.classes, "train_images": len(train.data) if cfg.get("stream") else len(train),
+                "val_images": (len(val.data) if cfg.get("stream") else len(val)) if val is not None else 0}
     result = fit(model, train, val, epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
                  momentum=cfg["momentum"], nesterov=cfg["nesterov"], weight_decay=cfg["weight_decay"],
                  schedule=cfg["schedule"], warmup_epochs=cfg["warmup_epochs"], min_lr=cfg["min_lr"],
@@ -105,7 +127,7 @@ def run(args) -> int:
                  channels_last=cfg.get("channels_last"), device=device, seed=cfg["seed"],
                  teacher=cfg.get("teacher"), kd_temperature=cfg["kd_temperature"], kd_weight=cfg["kd_weight"],
                  aux_weight=cfg["aux_weight"], output_dir=output, resume=cfg["resume"], config=resolved,
-                 progress=cfg["progress"] and not cfg["json"], verbose=not cfg["json"])
+                 progress=cfg["progress"] and not cfg["json"], verbose=not cfg["json"], mean=mean, std=std)
     if dist_utils.rank() == 0:
         summary = {"model": model_name, "output": str(output), **result["final"],
                    "best_val_top1": result["best_val_top1"], "train_time_s": result["train_time_s"]}

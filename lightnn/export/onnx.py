@@ -60,8 +60,9 @@ def resolve_model(source: str | os.PathLike | nn.Module, **overrides: Any) -> nn
 
 
 def model_input_size(model: nn.Module, input_size: Any = None) -> tuple[int, int, int]:
-    """(C, H, W) from an explicit size (int H=W, (H, W) or (C, H, W)), else the model's default input size."""
-    default = tuple(getattr(model, "default_input_size", None) or (3, 224, 224))
+    """(C, H, W) from an explicit size (int H=W, (H, W) or (C, H, W)), else the model's default input size: the
+    instance's ``default_input_size`` when a builder set one, else the registry's, else the class attribute."""
+    default = tuple(_default_size(model))
     if input_size is None:
         return default  # type: ignore[return-value]
     if isinstance(input_size, int):
@@ -99,6 +100,18 @@ def source_normalization(source: Any, model: nn.Module | None = None) -> dict[st
             if norm and "mean" in norm and "std" in norm:
                 return {"mean": list(norm["mean"]), "std": list(norm["std"])}
     return None
+
+
+def _default_size(model: nn.Module) -> tuple[int, ...]:
+    if "default_input_size" in vars(model):
+        return model.default_input_size
+    name = getattr(model, "lightnn_name", None)
+    if name:
+        from ..models import is_model, model_info
+
+        if is_model(name):
+            return model_info(name).input_size
+    return getattr(model, "default_input_size", None) or (3, 224, 224)
 
 
 def onnx_input_size(path: str | os.PathLike) -> tuple[int, int, int] | None:

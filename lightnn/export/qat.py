@@ -202,19 +202,24 @@ def convert_qat(model: nn.Module) -> tuple[nn.Module, dict[str, tuple[float, flo
 
 def qat_finetune(model: nn.Module, train_data: Any = "sample", epochs: int = 1, lr: float = 1e-3,
                  batch_size: int = 64, weight_decay: float = 0.0, max_steps: int | None = None,
-                 mean: Any = None, std: Any = None, seed: int = 0, verbose: bool = False) -> nn.Module:
+                 mean: Any = None, std: Any = None, seed: int = 0, verbose: bool = False,
+                 max_seconds: float | None = None) -> nn.Module:
     """Fine-tune ``model`` with fake quantization for ``epochs`` epochs (SGD + momentum, cosine decay).
 
     ``train_data`` is a :class:`lightnn.data.ImageData` or anything :func:`lightnn.data.load_dataset` reads; the
     model must already be trained in float (QAT recovers the accuracy int8 loses, it does not train from scratch).
-    Returns the fake-quantized model (``prepare_qat`` applied), in eval mode.
+    ``max_steps`` / ``max_seconds`` stop early (the cosine schedule spans ``max_steps``). Returns the fake-quantized
+    model (``prepare_qat`` applied), in eval mode, with ``qat_steps`` set to the steps taken.
     """
+    import time
     from ..data import BatchLoader, ImageData, load_dataset
 
     if epochs < 1 and not max_steps:
         raise LightnnError(f"QAT needs at least one epoch (got {epochs})")
     data = train_data if isinstance(train_data, ImageData) else load_dataset(train_data, split="train")
-    size = tuple(getattr(model, "default_input_size", data.image_size))
+    from .onnx import model_input_size
+
+    size = model_input_size(model)
     if tuple(data.image_size) != tuple(size):
         raise LightnnError(f"QAT data {data.source!r} has {data.image_size} images but the model takes {size}")
     loader = BatchLoader(data, batch_size, shuffle=True, augment=True, mean=mean, std=std, seed=seed,
@@ -225,6 +230,7 @@ def qat_finetune(model: nn.Module, train_data: Any = "sample", epochs: int = 1, 
     opt = torch.optim.SGD([p for p in q.parameters() if p.requires_grad], lr=lr, momentum=0.9,
                           weight_decay=weight_decay)
     step = 0
+    t_start = time.perf_counter()
     for epoch in range(max(1, epochs)):
         loader.set_epoch(epoch)
         for x, y in loader:
@@ -237,10 +243,11 @@ def qat_finetune(model: nn.Module, train_data: Any = "sample", epochs: int = 1, 
             step += 1
             if verbose and step % 20 == 0:
                 print(f"qat step {step}/{total} loss {loss.item():.4f}")
-            if step >= total:
+            if step >= total or (max_seconds is not None and time.perf_counter() - t_start > max_seconds):
                 break
-        if step >= total:
+        if step >= total or (max_seconds is not None and time.perf_counter() - t_start > max_seconds):
             break
+    q.qat_steps = step
     return q.eval()
 
 

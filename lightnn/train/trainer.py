@@ -170,6 +170,7 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
             shuffling, pad+crop+flip when ``augment``) or any iterable of ``(x, y)`` batches (``set_epoch(e)`` is
             called when it has one). ``val`` may be None.
         epochs, batch_size, lr, momentum, nesterov, weight_decay: SGD; weight decay skips norms and biases.
+            ``batch_size`` is the total over all DDP processes (each rank takes ``batch_size / world_size``).
         schedule: ``"cosine"``, ``"onecycle"`` or ``"constant"``, stepped every iteration, with ``warmup_epochs``
             of linear warm-up; ``min_lr`` is the cosine floor.
         label_smoothing: epsilon of the smoothed cross-entropy.
@@ -207,7 +208,9 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
     k = _num_classes(train)
     if k is not None:
         check_num_classes(model, k, _data_name(train))
-    train_loader = _loader(train, batch_size=batch_size, train=True, device=dev, seed=seed, mean=mean, std=std,
+    if world > 1 and batch_size % world:
+        raise LightnnError(f"batch_size {batch_size} must divide by the {world} DDP processes (it is the total batch)")
+    train_loader = _loader(train, batch_size=batch_size // world, train=True, device=dev, seed=seed, mean=mean, std=std,
                            channels_last=channels_last, augment=augment)
     val_loader = _loader(val, batch_size=max(batch_size, 256), train=False, device=dev, seed=seed, mean=mean,
                          std=std, channels_last=channels_last) if val is not None else None
@@ -315,7 +318,7 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
                                "images_per_s": acc[0].item() / train_time}
         if val_loader is not None:
             ev = evaluate(model, val_loader, amp=amp, device=dev)
-            rec.update(val_top1=ev["top1"], val_top5=ev["top5"], val_loss=ev["loss"])
+            rec.update(val_top1=ev["top1"], val_top5=ev["top5"], val_loss=ev["loss"], val_images=ev["n"])
             best = max(best, ev["top1"])
         rec["epoch_time_s"] = time.perf_counter() - t0
         history.append(rec)

@@ -1,0 +1,191 @@
+"""lightnn.train: resume == uninterrupted, checkpoints that rebuild, schedules, loss terms (oracles), hooks,
+weight-decay groups, evaluate against a hand count, and the train/eval CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lightnn import create_model
+from lightnn.cli import main
+from lightnn.data import ImageData
+from lightnn.errors import DataError
+from lightnn.train import distillation_loss, evaluate, fit, lr_lambda, param_groups
+from lightnn.train.losses import classification_loss
+
+
+def tiny_data(n: int = 48, k: int = 4, size: int = 8, seed: int = 0) -> ImageData:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % k
+    imgs = torch.randint(0, 120, (n, 3, size, size), generator=g, dtype=torch.uint8)
+    imgs[:, 0] += (labels * 40).to(torch.uint8)[:, None, None]  # learnable: class sets the red level
+    return ImageData(imgs, labels, [f"c{i}" for i in range(k)], source="tiny")
+
+
+def small_model(k: int = 4):
+    return create_model("resnet20", num_classes=k)
+
+
+KW = dict(batch_size=16, lr=0.05, progress=False, verbose=False, seed=0)
+
+
+def test_resume_gives_the_uninterrupted_result(tmp_path):
+    tr, va = tiny_data(), tiny_data(16, seed=1)
+    torch.manual_seed(0)
+    a = small_model()
+    ra = fit(a, tr, va, epochs=3, output_dir=tmp_path / "a", label_smoothing=0.1, warmup_epochs=1, **KW)
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(epoch, rec, model):
+        if epoch == 2:
+            raise Stop
+
+    torch.manual_seed(0)
+    b = small_model()
+    with pytest.raises(Stop):
+        fit(b, tr, va, epochs=3, output_dir=tmp_path / "b", label_smoothing=0.1, warmup_epochs=1,
+            on_epoch_end=interrupt, **KW)
+    torch.manual_seed(123)  # a fresh process: different init, different RNG
+    c = small_model()
+    rc = fit(c, tr, va, epochs=3, output_dir=tmp_path / "b", label_smoothing=0.1, warmup_epochs=1, resume=True, **KW)
+    for (k, va_), vc in zip(a.state_dict().items(), c.state_dict().values()):
+        assert torch.equal(va_, vc), k
+    strip = lambda h: [{k: v for k, v in r.items() if "time" not in k and "per_s" not in k} for r in h]  # noqa: E731
+    assert strip(ra["history"]) == strip(rc["history"])
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
+    # the final file rebuilds from itself alone
+    m = create_model("resnet20", checkpoint=str(tmp_path / "b" / "model.pt"))
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(m.eval()(x), c.eval()(x))
+    assert (tmp_path / "b" / "config.yaml").read_text().count("label_smoothing: 0.1") == 1
+
+
+def test_class_count_mismatch_is_a_data_error():
+    with pytest.raises(DataError, match="num_classes=4"):
+        fit(create_model("resnet20", num_classes=10), tiny_data(), epochs=1, **KW)
+    with pytest.raises(DataError, match="10 output classes"):
+        evaluate(create_model("resnet20", num_classes=10), tiny_data())
+
+
+def test_evaluate_matches_hand_count():
+    data = tiny_data(20, k=6)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 6))
+    mean, std = [0.0] * 3, [1.0] * 3
+    res = evaluate(model, data, batch_size=7, mean=mean, std=std)
+    logits = model(data.images.float() / 255.0)
+    top5 = logits.topk(5, 1).indices
+    assert res["n"] == 20
+    assert math.isclose(res["top1"], 100 * (top5[:, 0] == data.labels).double().mean().item(), abs_tol=1e-6)
+    assert math.isclose(res["top5"], 100 * (top5 == data.labels[:, None]).any(1).double().mean().item(), abs_tol=1e-6)
+    assert math.isclose(res["loss"], F.cross_entropy(logits, data.labels).item(), rel_tol=1e-5)
+    cm = torch.tensor(res["confusion"])
+    assert cm.sum() == 20 and cm.trace().item() == round(res["top1"] * 20 / 100)
+
+
+def test_schedules():
+    f = lr_lambda("cosine", 100, warmup_steps=10)
+    assert math.isclose(f(0), 0.1) and math.isclose(f(9), 1.0) and math.isclose(f(10), 1.0)
+    assert math.isclose(f(55), 0.5, abs_tol=1e-9) and f(99) < 0.01
+    o = lr_lambda("onecycle", 100)
+    assert math.isclose(o(0), 1 / 25) and math.isclose(o(30), 1.0) and o(99) < 1e-3
+    assert lr_lambda("constant", 10, 2)(5) == 1.0
+
+
+def test_losses_oracles():
+    s, t = torch.randn(5, 7), torch.randn(5, 7)
+    assert distillation_loss(s, s).abs().item() < 1e-6
+    T = 3.0
+    ref = (F.softmax(t / T, 1) * (F.log_softmax(t / T, 1) - F.log_softmax(s / T, 1))).sum(1).mean() * T * T
+    assert torch.allclose(distillation_loss(s, t, T), ref, atol=1e-6)
+    y = torch.randint(0, 7, (5,))
+    loss, logits = classification_loss((s, t), y, label_smoothing=0.1, aux_weight=0.4)
+    ref = F.cross_entropy(s, y, label_smoothing=0.1) + 0.4 * F.cross_entropy(t, y, label_smoothing=0.1)
+    assert torch.allclose(loss, ref) and logits is s
+
+
+def test_no_weight_decay_on_norms_and_biases():
+    m = small_model()
+    decay, no_decay = param_groups(m, 5e-4)
+    assert all(p.ndim > 1 for p in decay["params"]) and no_decay["weight_decay"] == 0.0
+    bn = [mod.weight for mod in m.modules() if isinstance(mod, nn.BatchNorm2d)]
+    assert all(any(p is w for p in no_decay["params"]) for w in bn)
+
+
+class AuxNet(nn.Module):
+    """Returns (logits, aux) in train mode, like Inception-v3."""
+
+    def __init__(self, k=4):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc, self.aux = nn.Linear(8, k), nn.Linear(8, k)
+        self.num_classes = k
+
+    def forward(self, x):
+        h = self.body(x)
+        return (self.fc(h), self.aux(h)) if self.training else self.fc(h)
+
+
+def test_aux_head_teacher_hooks_and_extra_loss():
+    data = tiny_data()
+    model = AuxNet()
+    mask = (torch.rand_like(model.fc.weight) > 0.5).float()
+    extra_calls = []
+
+    def keep_pruned(m):
+        m.fc.weight.data.mul_(mask)
+
+    def extra(m, outputs, y):
+        extra_calls.append(isinstance(outputs, tuple))
+        return 0.01 * m.fc.weight.pow(2).sum()
+
+    aux_before = model.aux.weight.clone()
+    fit(model, data, data, epochs=1, mask_hook=keep_pruned, extra_loss=extra, teacher=AuxNet(), kd_weight=0.5, **KW)
+    assert torch.all(model.fc.weight[mask == 0] == 0)
+    assert extra_calls and all(extra_calls)
+    assert not torch.equal(model.aux.weight, aux_before)  # the aux loss reached the aux head
+
+
+def test_cli_train_then_eval(tmp_path, capsys, monkeypatch):
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    monkeypatch.setenv("LIGHTNN_CACHE", str(tmp_path / "cache"))
+    zpath = tmp_path / "tiny.zip"
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(zpath, "w") as z:
+        for c in ("a", "b"):
+            for i in range(10):
+                im = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+                import io
+
+                buf = io.BytesIO()
+                im.save(buf, "PNG")
+                z.writestr(f"train/{c}/{i}.png", buf.getvalue())
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: resnet20\nepochs: 5\nbatch_size: 8\nlr: 0.02\n")
+    out = tmp_path / "run"
+    rc = main(["train", "--config", str(cfg), "--data", str(zpath), "--epochs", "1", "--output", str(out),
+               "--val-fraction", "0.2", "--json"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["epoch"] == 1 and summary["val_images"] == 4
+    assert "lr: 0.02" in (out / "config.yaml").read_text() and "epochs: 1" in (out / "config.yaml").read_text()
+    assert main(["eval", str(out / "model.pt"), "--data", str(zpath), "--val-fraction", "0.2", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["n"] == 4 and 0 <= res["top1"] <= 100 and res["top5"] == 100.0 and len(res["confusion"]) == 2
+    # bad input: one line, exit 2
+    assert main(["eval", str(out / "model.pt"), "--data", str(tmp_path / "nope")]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert main(["train", "resnet20", "--data", str(zpath), "--epochs", "1", "--output", str(tmp_path / "x"),
+                 "--arch", "no_such_arg=3"]) == 2
+    assert "no_such_arg" in capsys.readouterr().err
