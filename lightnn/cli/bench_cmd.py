@@ -10,6 +10,7 @@ from ..errors import LightnnError
 from ._common import add_command
 
 BACKENDS = ("eager", "ort", "ort-int8")
+DEFAULT_BACKENDS = ",".join(BACKENDS)
 
 
 def add_parser(sub):
@@ -21,7 +22,7 @@ def add_parser(sub):
     p.add_argument("source", help="registry name, checkpoint (.pt/.lnz) or .onnx file")
     p.add_argument("--batch", default="1", help="batch sizes, comma-separated (e.g. 1,32)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads for every backend")
-    p.add_argument("--backends", default="eager,ort,ort-int8", help=f"comma-separated, from {', '.join(BACKENDS)}")
+    p.add_argument("--backends", default=DEFAULT_BACKENDS, help=f"comma-separated, from {', '.join(BACKENDS)}")
     p.add_argument("--input-size", type=int, default=None, help="input height = width (default: the model's)")
     p.add_argument("--rounds", type=int, default=5, help="alternating rounds over the backends")
     p.add_argument("--runs", type=int, default=10, help="timed runs per backend per round")
@@ -53,6 +54,8 @@ def run(args) -> int:
     model = None
     with tempfile.TemporaryDirectory(prefix="lightnn-bench-") as d:
         if src.endswith(".onnx"):
+            if "eager" in backends and args.backends == DEFAULT_BACKENDS:
+                backends.remove("eager")  # the default list; an explicit eager request is an error below
             if "eager" in backends:
                 raise LightnnError(f"{src!r} is an ONNX file: the eager backend needs a model name or checkpoint "
                                    "(use --backends ort,ort-int8)")
