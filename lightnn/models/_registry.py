@@ -115,6 +115,8 @@ def create_model(
     if in_chans < 1:
         raise LightnnError(f"in_chans must be >= 1, got {in_chans}")
     model = info.fn(num_classes=num_classes, in_chans=in_chans, **arch_kwargs)
+    if "default_input_size" not in vars(model):  # a class-level default must not hide the registered size
+        model.default_input_size = (in_chans, *info.input_size[1:])
     model.lightnn_name = name
     model.lightnn_args = {"num_classes": num_classes, "in_chans": in_chans, **arch_kwargs}
     return model

@@ -193,6 +193,8 @@ def measure_latency(model: nn.Module, input_size: Any = (3, 224, 224), batch: in
             machine the OS preempts any run longer than a scheduler slice and wall times swing several-fold; the
             thread's CPU time does not, and on an idle machine the two agree.
     """
+    if backend not in _BACKENDS and backend.startswith("onnxruntime"):
+        import lightnn.export  # noqa: F401  (registers the ONNX Runtime backends)
     if backend not in _BACKENDS:
         raise LightnnError(f"measure_latency: unknown backend {backend!r}; registered: {latency_backends()}")
     if runs < 1 or warmup < 0:
