@@ -114,7 +114,12 @@ def create_model(
         raise LightnnError(f"num_classes must be >= 1, got {num_classes}")
     if in_chans < 1:
         raise LightnnError(f"in_chans must be >= 1, got {in_chans}")
-    model = info.fn(num_classes=num_classes, in_chans=in_chans, **arch_kwargs)
+    try:
+        model = info.fn(num_classes=num_classes, in_chans=in_chans, **arch_kwargs)
+    except TypeError as e:  # a builder forwarding **kwargs met an argument nobody takes
+        if "unexpected keyword argument" not in str(e):
+            raise
+        raise LightnnError(f"model {name!r} does not take argument(s) {sorted(arch_kwargs)}: {e}") from None
     if "default_input_size" not in vars(model):  # a class-level default must not hide the registered size
         model.default_input_size = (in_chans, *info.input_size[1:])
     model.lightnn_name = name

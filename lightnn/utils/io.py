@@ -21,6 +21,7 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[Any], None], mode: s
             writer(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; outputs get the usual permissions
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -29,6 +30,12 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[Any], None], mode: s
             pass
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
