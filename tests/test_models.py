@@ -1,7 +1,7 @@
 """The model contract, checked for every registered name (timm-style generic tests).
 
 Small inputs keep it fast: 32x32 models at 32, ImageNet models at their registered ``test_input_size``.
-Very large models (over 30 M parameters) run only in the slow suite.
+Only one ImageNet-size member per family runs in the default suite (see DEFAULT); all run in the slow suite.
 """
 
 from __future__ import annotations
@@ -15,11 +15,18 @@ from lightnn.checkpoint import save_checkpoint
 from lightnn.errors import LightnnError, UnknownModelError
 
 ALL = lightnn.list_models()
-BIG = {"vgg16", "alexnet", "alexnet_grouped", "inception_v3", "inception_v3_cifar", "resnet50"}
+# The default suite checks every 32x32 model and one ImageNet-size member of each family; the rest (other widths,
+# the big models) run in the slow suite, which CI runs too.
+DEFAULT = ("*cifar*", "lenet*", "resnet20", "resnet56", "mobilenet_v1_025", "mobilenet_v2", "mobilenet_v3_small",
+           "shufflenet_v2_x0_5", "shufflenet_v1", "mnasnet0_5", "resnet18", "igcv1_l100m2", "igcv2_0_25", "igcv3_050")
+SLOW = {"inception_v3_cifar", "xception_cifar", "alexnet_grouped_cifar", "vgg16_cifar"}
 
 
-def _params(name: str):
-    return [pytest.param(n, marks=pytest.mark.slow) if n in BIG else n for n in name]
+def _params(names: list[str]):
+    import fnmatch
+
+    fast = {n for n in names if any(fnmatch.fnmatchcase(n, p) for p in DEFAULT)} - SLOW
+    return [n if n in fast else pytest.param(n, marks=pytest.mark.slow) for n in names]
 
 
 def _input(name: str, batch: int = 2) -> torch.Tensor:
