@@ -1,0 +1,85 @@
+"""lightnn vs torchvision, same architecture, same weights, same process: outputs and PyTorch eager latency.
+
+Runs in a peer environment that has torchvision (it is never a lightnn dependency), for example::
+
+    python -m venv peer && peer/bin/pip install torch==2.14.1 torchvision==0.29.2 numpy pyyaml tqdm pillow onnx onnxruntime
+    peer/bin/pip install -e . --no-deps && peer/bin/python benchmarks/torchvision_side_by_side.py
+
+For every name lightnn shares with torchvision: torchvision's model (random init) is built, its state dict is
+loaded into lightnn's model (``load_foreign_state_dict``), the eval-mode outputs are compared, and both are timed
+interleaved round-robin at batch 1 on one thread (CPU time of the computing thread, robust on a shared machine).
+Ratio = torchvision time / lightnn time, repeat by repeat (> 1: lightnn is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import fmt_stat, interleaved, machine_line, ratio_stats, write_result  # noqa: E402
+
+SHARED = ["mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
+          "shufflenet_v2_x1_5", "shufflenet_v2_x2_0", "mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3",
+          "inception_v3", "resnet18", "resnet34", "resnet50", "alexnet", "vgg16"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default=",".join(SHARED))
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    try:
+        import torchvision
+        import torchvision.models as tvm
+    except ImportError:
+        print("torchvision is not installed in this environment; see this script's docstring for the peer "
+              "environment", file=sys.stderr)
+        return 2
+    import lightnn
+    from lightnn.models.convert import load_foreign_state_dict
+
+    torch.set_num_threads(1)
+    rows = []
+    for name in args.models.split(","):
+        torch.manual_seed(0)
+        kw = {"aux_logits": True, "init_weights": True} if name == "inception_v3" else {}
+        tv = getattr(tvm, name)(weights=None, **kw).eval()
+        ours = lightnn.create_model(name).eval()
+        load_foreign_state_dict(ours, tv.state_dict(), source=f"torchvision {name}")
+        size = 299 if name == "inception_v3" else 224
+        x = torch.randn(1, 3, size, size)
+        with torch.inference_mode():
+            diff = (ours(x) - tv(x)).abs().max().item()
+            t = interleaved({"torchvision": lambda: tv(x), "lightnn": lambda: ours(x)}, repeats=args.repeats,
+                            runs=args.runs, clock="cpu")
+        r = ratio_stats(t["torchvision"], t["lightnn"])
+        rows.append((name, diff, fmt_stat(t["torchvision"]), fmt_stat(t["lightnn"]), r))
+        print(f"{name}: max|diff| {diff:.1e}, tv {fmt_stat(t['torchvision'])} ms, ours {fmt_stat(t['lightnn'])} ms, "
+              f"ratio {r['median']:.3f}", flush=True)
+    lines = ["## lightnn vs torchvision: same weights, eager latency side by side", "",
+             f"Produced by `benchmarks/torchvision_side_by_side.py` in a peer environment with torchvision "
+             f"{torchvision.__version__}. {machine_line(1)}",
+             "Batch 1, 224x224 (inception_v3 299x299), fp32, `torch.inference_mode`, eval mode, 1 thread; both models "
+             f"timed interleaved round-robin ({args.repeats} repeats, each the median of {args.runs} runs, CPU time of "
+             "the computing thread). Ratio = torchvision time / lightnn time per repeat, median (IQR); > 1 means "
+             "lightnn is faster. max |diff| = largest difference of the logits for the same weights and input.", "",
+             "| model | max abs diff | torchvision ms, median (IQR) | lightnn ms, median (IQR) | ratio tv/lightnn, median (IQR) |",
+             "|---|---:|---:|---:|---:|"]
+    for name, diff, a, b, r in rows:
+        lines.append(f"| {name} | {diff:.1e} | {a} | {b} | {r['median']:.3f} ({r['iqr']:.3f}) |")
+    slower = [n for n, _, _, _, r in rows if r["median"] < 0.97]
+    lines += ["", "Models where lightnn is more than 3% slower (median): " + (", ".join(slower) if slower else "none") + "."]
+    write_result("torchvision_side_by_side", "\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
