@@ -23,7 +23,6 @@ SUBCOMMANDS = {
     "quantize": "quantize_cmd",
     "export": "export_cmd",
     "bench": "bench_cmd",
-    "search": "search_cmd",
     "run": "run_cmd",
 }
 
@@ -41,12 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lightnn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for cmd, modname in SUBCOMMANDS.items():
-        try:
-            mod = importlib.import_module(f"{__package__}.{modname}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__package__}.{modname}":
-                raise
-            continue
+        mod = importlib.import_module(f"{__package__}.{modname}")
         p = mod.add_parser(sub)
         p.set_defaults(_run=mod.run)
     return parser

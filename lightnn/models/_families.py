@@ -10,8 +10,4 @@ FAMILIES = [
 ]
 
 for _name in FAMILIES:
-    try:
-        importlib.import_module(f"{__package__}.{_name}")
-    except ModuleNotFoundError as e:  # a family file not written yet; a real import error inside one still raises
-        if e.name != f"{__package__}.{_name}":
-            raise
+    importlib.import_module(f"{__package__}.{_name}")
