@@ -99,6 +99,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"checkpoint {str(p)!r} does not exist")
     if p.is_dir():
         raise CheckpointError(f"checkpoint {str(p)!r} is a directory, not a file")
+    import zipfile
+
+    if not zipfile.is_zipfile(p):  # torch.save writes a zip archive; anything else is not a checkpoint
+        raise CheckpointError(f"{str(p)!r} is not a PyTorch checkpoint (expected a torch.save zip archive; "
+                              f"an .onnx or .lnz file goes to the commands that take those)")
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, not a torch file, pickled code
