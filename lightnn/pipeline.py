@@ -10,7 +10,8 @@ re-run finds it done, so an interrupted run resumes where it stopped; training i
    baseline's latency (the first model, a ResNet, is the baseline).
 4. ``prune``: dependency-aware channel pruning of the selected model to a MACs budget, fine-tuning, re-measuring.
 5. ``quantize``: ONNX Runtime static int8 (per-channel weights, pre-processing) of the pruned model, with parity,
-   accuracy, size and latency measured against its fp32 export in the same process.
+   accuracy, size and latency measured against its fp32 export in the same process. It ships the int8 model (or a
+   mixed one, slow op types kept in float) only where that is faster than fp32 at the deployment batch, else fp32.
 6. ``report``: ``report.md``, ``report.json``, ``pareto.png`` and ``stages.png``.
 
 Libraries doing the heavy lifting: PyTorch (training), ONNX (export), ONNX Runtime (latency, int8), matplotlib (plots).
@@ -25,7 +26,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -33,6 +34,9 @@ import torch.nn as nn
 
 from .errors import LightnnError
 from .utils.io import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from .export.quantize import QuantReport
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "configs" / "run.yaml"
 STAGES = ("data", "candidates", "select", "prune", "quantize", "report")
@@ -121,7 +125,7 @@ def _ort_latency(onnx_path: Path, input_size, cfg: dict) -> dict[str, dict]:
     out = {}
     for b in lc["batches"]:
         lat = sess.latency(int(b), warmup=int(lc["warmup"]), runs=int(lc["runs"]), input_size=tuple(input_size))
-        out[str(b)] = lat.as_dict()
+        out[str(b)] = lat.to_dict()
     return out
 
 
@@ -269,7 +273,7 @@ def _stage_prune(ctx: Ctx, train, val) -> None:
     for _ in range(int(ctx.cfg["prune"].get("search_steps", 8))):
         mid = (lo + hi) / 2
         cand = prune_channels(model, example, mid, criterion=ctx.cfg["prune"]["criterion"],
-                              round_to=int(ctx.cfg["prune"]["round_to"]))
+                              round_to=ctx.cfg["prune"]["round_to"])
         macs = profile(cand, (1, *size)).macs
         if macs <= target:
             pruned, hi = cand, mid
@@ -304,6 +308,7 @@ def _eval_top1(model, val, norm) -> float:
 
 
 def _stage_quantize(ctx: Ctx, train, val) -> None:
+    from .export.calib import ImageSet
     from .export.quantize import quantize_report
 
     row0 = ctx.state["prune"]
@@ -312,22 +317,46 @@ def _stage_quantize(ctx: Ctx, train, val) -> None:
     norm = row0["normalize"]
     calib_x, _ = _normalized(train, norm["mean"], norm["std"], limit=int(ctx.cfg["quantize"]["calibration_images"]))
     val_x, val_y = _normalized(val, norm["mean"], norm["std"])
-    from .export.calib import ImageSet
-
     lc = ctx.cfg["latency"]
+    batches = [int(b) for b in lc["batches"]]
+    deploy = _select_batch(ctx.cfg)
+    # the deployment batch goes first: quantize_report searches for a mixed model (slow op types kept in float)
+    # when int8 is not faster than fp32 at its first batch
     rep = quantize_report(fp32, int8, calib_x, val_data=ImageSet(val_x, val_y, list(val.classes), "val"),
-                          method=ctx.cfg["quantize"]["method"], batches=[int(b) for b in lc["batches"]],
+                          method=ctx.cfg["quantize"]["method"], batches=[deploy] + [b for b in batches if b != deploy],
                           threads=int(lc["threads"]), runs=int(lc["runs"]))
     d = rep.as_dict()
-    lat = {b: d["latency"][f"int8@{b}"] for b in map(str, lc["batches"])}
+    lat = {b: d["latency"][f"int8@{b}"] for b in map(str, batches)}
     int8_path = Path(rep.int8_path)
+    kind, shipped, why = ship_decision(rep, fp32, deploy)
     row = {"name": f"{row0['name']}-int8", "onnx": str(int8_path.relative_to(ctx.out)),
            "size_bytes": int8_path.stat().st_size, "top1": rep.int8_top1, "fp32_top1_ort": rep.fp32_top1,
            "top1_agreement": rep.top1_agreement, "method": rep.method, "kept_float": rep.kept_float,
-           "speedup_vs_fp32": rep.speedup, "verdict": rep.verdict, "latency": lat,
-           "params": row0["params"], "macs": row0["macs"], "memory_bytes": row0["memory_bytes"]}
+           "speedup_vs_fp32": {b: rep.speedup[b] for b in map(str, batches)}, "verdict": rep.verdict,
+           "latency": lat, "params": row0["params"], "macs": row0["macs"], "memory_bytes": row0["memory_bytes"],
+           "deploy_batch": deploy, "shipped": kind, "shipped_onnx": str(shipped.relative_to(ctx.out)),
+           "shipped_why": why}
     row.update(_lat_fields(lat))
     ctx.state["quantize"] = row
+
+
+def ship_decision(rep: QuantReport, fp32_path: Path, batch: int) -> tuple[str, Path, str]:
+    """Which model the quantize stage ships: ``("int8" | "mixed" | "fp32", path, why)``.
+
+    The int8 model (``"mixed"`` when :func:`~lightnn.export.quantize.quantize_report` kept some op types in float)
+    ships only when it is faster than the fp32 ONNX model at the deployment batch, in the report's back-to-back
+    measurement; otherwise the fp32 model ships, so the deployed model is never slower than the float one.
+    """
+    b = str(batch)
+    kind = "mixed" if rep.kept_float else "int8"
+    f_ms, q_ms = rep.latency[f"fp32@{b}"]["median_ms"], rep.latency[f"int8@{b}"]["median_ms"]
+    what = f"int8 with {', '.join(rep.kept_float)} kept in float" if rep.kept_float else "int8"
+    nums = f"{what} {q_ms:.2f} ms vs fp32 {f_ms:.2f} ms median at batch {b}, {rep.speedup[b]:.2f}x"
+    if rep.speedup[b] > 1.0:
+        return kind, Path(rep.int8_path), f"{kind} is faster than fp32 at the deployment batch ({nums})"
+    tried = ("keeping the slow op types in float helped but not enough" if rep.kept_float
+             else "no mixed model (slow op types kept in float) was faster either")
+    return "fp32", Path(fp32_path), f"{kind} is not faster than fp32 at the deployment batch ({nums}); {tried}"
 
 
 # -- report --------------------------------------------------------------------------------------------------------
@@ -409,6 +438,8 @@ def write_report(ctx: Ctx) -> None:
                       + (f"; kept in float: {', '.join(q['kept_float'])}" if q["kept_float"] else "") + "."]
         if q.get("verdict"):
             lines += ["", q["verdict"]]
+        if q.get("shipped"):
+            lines += ["", f"**Shipped: {q['shipped']}** (`{q['shipped_onnx']}`): {q['shipped_why']}."]
     lines += ["", "## Parity (ONNX vs PyTorch)", "", "| model | max abs diff | top-1 agreement |", "|---|---:|---:|"]
     for r in cands + ([st["prune"]] if "prune" in st else []):
         lines.append(f"| {r['name']} | {r['parity_max_abs_diff']:.2e} | {r['parity_top1_agreement']:.3f} |")
@@ -416,7 +447,7 @@ def write_report(ctx: Ctx) -> None:
               "`config.yaml` (the resolved configuration)",
               "- `pareto.png` (accuracy vs latency, marker area ~ MACs), `stages.png` (size and latency per stage)",
               "- `models/`: PyTorch checkpoints (`.pt`, rebuild with `lightnn.create_model(name, checkpoint=...)`) "
-              "and ONNX models (`.onnx`; the `-int8` one is the deployable model)", ""]
+              f"and ONNX models (`.onnx`; the deployable one is `{_deployable(st)}`)", ""]
     atomic_write_text(ctx.out / "report.md", "\n".join(lines))
     pts = cands + ([dict(st["prune"])] if "prune" in st else []) + ([dict(st["quantize"])] if "quantize" in st else [])
     b = str(_select_batch(ctx.cfg))
@@ -425,6 +456,15 @@ def write_report(ctx: Ctx) -> None:
     plot_stages(rows, ctx.out / "stages.png")
     atomic_write_json(ctx.out / "report.json", {"meta": st["meta"], "config": ctx.cfg, "data": st["data"],
                                                 "candidates": cands, "select": st["select"], "stages": rows})
+
+
+def _deployable(st: dict) -> str:
+    """The ONNX file the run ships: the quantize stage's choice, else the last fp32 model (no int8 stage)."""
+    if st.get("quantize", {}).get("shipped_onnx"):
+        return st["quantize"]["shipped_onnx"]
+    if "quantize" in st:  # a run folder from before the stage chose between int8 and fp32
+        return st["quantize"]["onnx"]
+    return (st.get("prune") or st["candidates"][st["select"]["best"]])["onnx"]
 
 
 # -- driver --------------------------------------------------------------------------------------------------------
@@ -490,7 +530,8 @@ def run(cfg: dict | None = None, output: str | Path | None = None, log: Callable
     if cfg["quantize"].get("enabled", True) and "prune" in state:
         stage(5, "quantize", _stage_quantize, ctx, train, val,
               describe=lambda: f"int8 top-1 {_fmt(state['quantize']['top1'])}%, "
-                               f"{state['quantize']['size_bytes'] / 1e3:.0f} KB")
+                               f"{state['quantize']['size_bytes'] / 1e3:.0f} KB; shipped "
+                               f"{state['quantize']['shipped']} ({state['quantize']['shipped_onnx']})")
     state["done"] = [s for s in state["done"] if s != "report"]
     stage(6, "report", write_report, ctx, describe=lambda: f"{out / 'report.md'}")
     log(f"lightnn run finished in {time.perf_counter() - t_all:.0f} s: {out / 'report.md'}")

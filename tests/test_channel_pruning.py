@@ -395,3 +395,20 @@ def test_cli_finetune_with_distillation(r20_ckpt, tmp_path, capsys):
     rep = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rep["finetune"] == {"epochs": 1, "distill": True} and "finetuned" in rep["top1"]
     assert load_model(out / "model.pt").lightnn_transforms[-1]["kind"] == "channels"
+
+
+def test_round_to_auto_follows_the_cpu_channel_block():
+    from lightnn.compress.channel import deployment_channel_multiple, resolve_round_to, round_keep
+
+    block = deployment_channel_multiple()
+    assert block in (8, 16)
+    assert resolve_round_to("auto") == block and resolve_round_to("16") == 16 and resolve_round_to(4) == 4
+    m = lightnn.create_model("resnet20", num_classes=10)
+    x = torch.randn(1, 3, 32, 32)
+    g = next(g for g in build_dependency_graph(m, x).prunable_groups() if g.name == "features.3.0.conv1.conv")
+    assert round_keep(g, 40, "auto") * g.unit % block == 0
+    pruned = prune_channels(m, x, {"features.3.0.conv1.conv": 0.4}, round_to="auto")
+    assert pruned.features[3][0].conv1.conv.out_channels % block == 0
+    for bad in ("fast", 0, "-8"):
+        with pytest.raises(LightnnError, match="round_to must be a positive integer or 'auto'"):
+            resolve_round_to(bad)

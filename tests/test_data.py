@@ -143,6 +143,34 @@ def test_bad_inputs_name_the_culprit(tree, tmp_path):
         load_dataset(tree, "test", cache=False, image_size=(8, 8))
 
 
+def test_load_unlabeled_reads_flat_folders_and_archives(tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    rng = np.random.default_rng(1)
+    pix = [rng.integers(0, 256, (6, 5, 3), dtype=np.uint8) for _ in range(3)]
+    for i, a in enumerate(pix):
+        Image.fromarray(a).save(flat / f"{i}.png")
+    (flat / "README.txt").write_text("not an image")  # passed over in a flat folder
+    (flat / ".hidden.png").write_bytes(b"junk")
+    with pytest.raises(ds.NoClassFoldersError, match="no class folders"):  # no labels: load_dataset refuses it
+        load_dataset(flat, "all", cache=False)
+    x = ds.load_unlabeled(flat)
+    assert x.dtype == torch.uint8 and torch.equal(x, torch.from_numpy(np.stack(pix).transpose(0, 3, 1, 2)))
+    assert torch.equal(ds.load_unlabeled(zip_tree(flat, tmp_path / "flat.zip")), x)
+    assert ds.load_unlabeled(flat, image_size=(4, 7)).shape == (3, 3, 4, 7)
+    Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(flat / "3.png")
+    with pytest.raises(DataError, match=r"differ in size .*3\.png is 9x9"):
+        ds.load_unlabeled(flat)
+    (flat / "4.jpg").write_bytes(b"garbage")
+    with pytest.raises(DataError, match=r"4\.jpg is not a readable image"):
+        ds.load_unlabeled(flat, image_size=(6, 5))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ds.NoClassFoldersError, match="contains no files"):
+        load_dataset(tmp_path / "empty", cache=False)
+    with pytest.raises(DataError, match=r"empty.* contains no images"):
+        ds.load_unlabeled(tmp_path / "empty")
+
+
 def test_batch_augmentation_matches_per_image_oracle():
     g = torch.Generator().manual_seed(0)
     imgs = torch.randint(0, 256, (40, 3, 8, 8), generator=g, dtype=torch.uint8)

@@ -146,6 +146,24 @@ def test_onnxruntime_latency_backend():
         assert len(res.samples_ms) == 3 and res.median_ms > 0 and res.batch == 2
 
 
+def test_latency_sessions_follow_the_model(tmp_path):
+    from lightnn.export.runtime import _session_for
+
+    x = torch.randn(2, 3, 8, 8)
+
+    def check(width: int) -> nn.Module:
+        m = nn.Sequential(nn.Conv2d(3, width, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+        with torch.no_grad():
+            np.testing.assert_allclose(_session_for(m, x, 1, False).run(x), m(x).numpy(), rtol=1e-4, atol=1e-5)
+        return m
+
+    for width in (4, 4, 6):  # a new model each time, the last one freed (as when a pruner times candidates)
+        check(width)
+    m = check(4)
+    lat = OrtSession(export_onnx(m, tmp_path / "m.onnx", input_size=(3, 8, 8))).latency(2, warmup=1, runs=3)
+    assert lat.backend == "onnxruntime" and lat.input_size == (2, 3, 8, 8) and len(lat.samples_ms) == 3
+
+
 def test_cli_export_int8_fp16_and_bad_calibration(tmp_path, capsys):
     from lightnn.cli import main
 

@@ -214,3 +214,48 @@ def test_cli_recipe_file_sits_under_flags(tmp_path):
     assert torch.unique(conv[conv != 0]).numel() <= 63
     recipe.write_text("sparsity: 0.5\nnot_a_setting: 1\n")
     assert main(["compress", str(ckpt), "--config", str(recipe), "--output", str(out)]) == 2
+
+
+def test_distillation_from_an_identical_teacher_changes_nothing():
+    # oracle: with distill_weight 1 the loss is KL(teacher || student); a teacher equal to the student gives zero
+    # gradients, so retraining (no weight decay) must leave every weight where it was
+    import copy
+
+    from lightnn.compress.deep import finetune
+
+    torch.manual_seed(0)
+    model = lightnn.create_model("lenet5", num_classes=10, in_chans=3, img_size=16)
+    teacher = copy.deepcopy(model).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    finetune(model, _tiny_batches(), 1, lr=0.5, teacher=teacher, distill_weight=1.0, amp=False)
+    # (float rounding of the two softmaxes leaves updates of ~1e-7)
+    assert max((v - before[k]).abs().max().item() for k, v in model.state_dict().items()) < 1e-5
+    # and a teacher that differs does move the student, by orders of magnitude more
+    other = lightnn.create_model("lenet5", num_classes=10, in_chans=3, img_size=16).eval()
+    finetune(model, _tiny_batches(), 1, lr=0.5, teacher=other, distill_weight=1.0, amp=False)
+    assert max((v - before[k]).abs().max().item() for k, v in model.state_dict().items()) > 1e-3
+
+
+def test_deep_compress_with_distillation_keeps_the_teacher_out_of_the_file(tmp_path):
+    torch.manual_seed(0)
+    model = lightnn.create_model("lenet5", num_classes=10, in_chans=3, img_size=16)
+    data = _tiny_batches()
+    cfg = DeepConfig(sparsity={"conv": 0.5, "fc": 0.9}, prune_epochs=1, share_epochs=1, mask_updates=2, amp=False,
+                     distill_weight=0.7)
+    out = tmp_path / "kd.lnz"
+    model, report = deep_compress(model, cfg, train=data, val=data, output=out, log=None)
+    assert report["config"]["distill_weight"] == 0.7
+    again = load(out)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k]), k
+
+
+@pytest.mark.parametrize("kw,msg", [(dict(distill_weight=1.5), "distill_weight must be in"),
+                                    (dict(distill_weight=0.5), "needs a teacher")])
+def test_distillation_settings_are_checked(kw, msg):
+    from lightnn.compress.deep import finetune
+    from lightnn.errors import LightnnError
+
+    model = lightnn.create_model("lenet5", num_classes=10, in_chans=3, img_size=16)
+    with pytest.raises(LightnnError, match=msg):
+        finetune(model, _tiny_batches(), 1, lr=0.1, **kw)

@@ -136,6 +136,36 @@ def test_channel_split_and_permute_semantics():
         ChannelPermute([0, 2])
 
 
+def test_channel_shuffle_kernel_matches_views(monkeypatch):
+    # oracle: the native kernel against reshape -> transpose -> reshape, values and gradients, NCHW and NHWC
+    from lightnn.ops.shuffle import shuffle_by_views
+
+    for g, x in [(2, torch.randn(2, 12, 5, 3)), (3, torch.randn(1, 12, 4, 4).to(memory_format=torch.channels_last)),
+                 (4, torch.randn(1, 8, 1, 1, dtype=torch.float64))]:
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        y = ChannelShuffle(g)(a)
+        assert torch.equal(y, shuffle_by_views(b, g))
+        w = torch.randn_like(y)
+        (y * w).sum().backward()
+        (shuffle_by_views(b, g) * w).sum().backward()
+        assert torch.equal(a.grad, b.grad)
+
+    def no_kernel(*args):  # a backend without aten.channel_shuffle (MPS, ...)
+        raise NotImplementedError("no kernel")
+
+    x = torch.randn(1, 6, 2, 2)
+    monkeypatch.setattr(torch, "channel_shuffle", no_kernel)
+    assert torch.equal(ChannelShuffle(3)(x), x[:, ChannelShuffle(3).permutation(6)])
+
+
+def test_channel_split_is_slicing():
+    x = torch.randn(2, 10, 3, 3)
+    for s in (1, 4, 9, 12):  # 12 > C: everything left, nothing right, as x[:, :12], x[:, 12:]
+        a, b = ChannelSplit(s)(x)
+        assert torch.equal(a, x[:, :s]) and torch.equal(b, x[:, s:])
+        assert a.data_ptr() == x.data_ptr()  # views, no copy
+
+
 def test_zero_mac_ops_count_zero():
     x = torch.randn(1, 8, 4, 4)
     for m in (ChannelShuffle(2), ChannelPermute(list(range(8))[::-1])):

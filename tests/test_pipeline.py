@@ -97,3 +97,122 @@ def test_bad_config_is_clear(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("models: [")
     assert main(["run", str(cfg), "--output", str(tmp_path / "o")]) == 2
+
+
+def test_report_names_the_shipped_model(tiny_run):
+    out, state, lines = tiny_run
+    q = state["quantize"]
+    b = str(q["deploy_batch"])
+    assert b == "4"  # select.latency_batch 32 is not measured in TINY: the largest measured batch is used
+    assert (out / q["shipped_onnx"]).is_file()
+    # whatever this machine measured, the shipped model is the faster of int8 and fp32 at the deployment batch
+    if q["speedup_vs_fp32"][b] > 1.0:
+        assert q["shipped"] == ("mixed" if q["kept_float"] else "int8") and q["shipped_onnx"] == q["onnx"]
+    else:
+        assert q["shipped"] == "fp32" and q["shipped_onnx"] == state["prune"]["onnx"]
+    md = (out / "report.md").read_text()
+    assert f"**Shipped: {q['shipped']}** (`{q['shipped_onnx']}`)" in md
+    assert f"{q['speedup_vs_fp32'][b]:.2f}x" in md.split("**Shipped:")[1]
+    assert json.loads((out / "report.json").read_text())["stages"][-1]["shipped"] == q["shipped"]
+    assert any(f"shipped {q['shipped']}" in line for line in lines)
+
+
+def _kind(path) -> str:
+    """fp32 (no quantization), mixed (quantized, but convolutions keep float weights) or int8, from the graph."""
+    import onnx
+
+    g = onnx.load(str(path)).graph
+    if not any(n.op_type == "QuantizeLinear" for n in g.node):
+        return "fp32"
+    weights = {i.name for i in g.initializer}
+    return "mixed" if any(n.op_type == "Conv" and n.input[1] in weights for n in g.node) else "int8"
+
+
+def _rerun_quantize(tiny_run, tmp_path, monkeypatch, ms: dict[str, float], int8_ops_slower: bool = True):
+    """The tiny run's quantize and report stages again, in a copy of its folder, with ONNX Runtime's timings
+    replaced by fixed ones per kind of model (``ms``), so the int8-vs-fp32 decision does not depend on this machine.
+    ``int8_ops_slower``: whether the per-op profile offers Conv to keep in float (the mixed-model search)."""
+    import shutil
+
+    from lightnn.export import quantize
+    from lightnn.profile.latency import LatencyResult
+
+    src, _, _ = tiny_run
+    out = tmp_path / "run"
+    shutil.copytree(src, out)
+    st = json.loads((out / "state.json").read_text())
+    st["done"] = [s for s in st["done"] if s not in ("quantize", "report")]
+    (out / "models" / f"{st.pop('quantize')['name']}.onnx").unlink()
+    (out / "state.json").write_text(json.dumps(st))
+
+    def lat(path, size, batch, threads):
+        return LatencyResult("fake", (batch, *size), threads, False, 0, [ms[_kind(path)]] * 3)
+
+    def compare(a, b, size, batch, threads, runs):
+        return lat(a, size, batch, threads), lat(b, size, batch, threads)
+
+    def op_times(path, size, batch=1, threads=1, runs=10):
+        per_conv = {"fp32": 1.0, "mixed": 1.0, "int8": 2.0 if int8_ops_slower else 0.5}[_kind(path)]
+        return {"Conv": per_conv, "QuantizeLinear": 0.1}
+
+    monkeypatch.setattr(quantize, "_compare_latency", compare)
+    monkeypatch.setattr(quantize, "op_type_times", op_times)
+    lines: list[str] = []
+    state = pipeline.run(pipeline.resolve_config(TINY), output=out, log=lines.append)
+    return out, state, lines
+
+
+@pytest.mark.parametrize("mixed_ms,int8_ops_slower,shipped,why", [
+    (1.5, True, "fp32", "keeping the slow op types in float helped but not enough"),
+    (0.5, True, "mixed", "mixed is faster than fp32"),
+    (0.5, False, "fp32", "no mixed model (slow op types kept in float) was faster either"),
+])
+def test_int8_slower_than_fp32_is_not_shipped(tiny_run, tmp_path, monkeypatch, mixed_ms, int8_ops_slower, shipped,
+                                               why):
+    out, state, lines = _rerun_quantize(tiny_run, tmp_path, monkeypatch, {"fp32": 1.0, "int8": 2.0, "mixed": mixed_ms},
+                                        int8_ops_slower)
+    q = state["quantize"]
+    assert q["shipped"] == shipped and why in q["shipped_why"]
+    assert any("quantize   done" in line and f"shipped {shipped}" in line for line in lines)
+    int8_file = out / q["onnx"]
+    if shipped == "fp32":
+        assert q["shipped_onnx"] == state["prune"]["onnx"] and _kind(out / q["shipped_onnx"]) == "fp32"
+    else:
+        assert q["shipped_onnx"] == q["onnx"] and q["kept_float"] == ["Conv"]
+        from lightnn.export.quantize import runtime_op_types
+
+        assert "QLinearConv" not in runtime_op_types(int8_file)  # really mixed: every convolution runs in float
+    # the int8 stage row still describes the int8 (or mixed) model it measured, and says what it found
+    assert _kind(int8_file) == ("mixed" if int8_ops_slower else "int8")
+    expect = 1.0 / (mixed_ms if int8_ops_slower else 2.0)
+    assert q["speedup_vs_fp32"]["4"] == pytest.approx(expect)
+    md = (out / "report.md").read_text()
+    ship_line = next(line for line in md.splitlines() if line.startswith("**Shipped:"))
+    assert ship_line.startswith(f"**Shipped: {shipped}** (`{q['shipped_onnx']}`)")
+    assert f"{expect:.2f}x" in ship_line and "fp32 1.00 ms" in ship_line and why in ship_line
+    assert f"the deployable one is `{q['shipped_onnx']}`)" in md
+
+
+def test_ship_decision_prefers_a_faster_int8():
+    from pathlib import Path
+
+    from lightnn.export.quantize import QuantReport
+
+    rep = QuantReport("m.onnx", "m-int8.onnx", "minmax", 1000, 300)
+    rep.latency = {"fp32@32": {"median_ms": 4.0}, "int8@32": {"median_ms": 2.0}}
+    rep.speedup = {"32": 2.0}
+    kind, path, why = pipeline.ship_decision(rep, Path("m.onnx"), 32)
+    assert (kind, path) == ("int8", Path("m-int8.onnx"))
+    assert why == ("int8 is faster than fp32 at the deployment batch "
+                   "(int8 2.00 ms vs fp32 4.00 ms median at batch 32, 2.00x)")
+    rep.speedup = {"32": 1.0}  # a tie is not faster: the float model ships
+    assert pipeline.ship_decision(rep, Path("m.onnx"), 32)[:2] == ("fp32", Path("m.onnx"))
+
+
+def test_deployable_file_without_an_int8_stage():
+    st = {"candidates": {"a": {"onnx": "models/a.onnx"}}, "select": {"best": "a"}}
+    assert pipeline._deployable(st) == "models/a.onnx"  # neither pruned nor quantized: the selected model
+    st["prune"] = {"onnx": "models/a-pruned.onnx"}
+    assert pipeline._deployable(st) == "models/a-pruned.onnx"
+    st["quantize"] = {"onnx": "models/a-pruned-int8.onnx", "shipped_onnx": "models/a-pruned.onnx"}
+    assert pipeline._deployable(st) == "models/a-pruned.onnx"

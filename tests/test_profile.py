@@ -381,6 +381,22 @@ def test_latency_backend_registry():
         measure_latency(nn.Linear(4, 2), (1, 4, 1), backend="nope")
 
 
+def test_time_callable_and_interleaved_rounds():
+    from lightnn.profile import LatencyResult, interleaved, time_callable
+
+    calls = []
+    assert len(time_callable(lambda: calls.append("x"), warmup=2, runs=4)) == 4 and len(calls) == 6
+    calls.clear()
+    res = interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, (2, 3, 8, 8), 1,
+                      rounds=3, runs=2, warmup=1)
+    assert "".join(calls) == "ab" + "aabb" * 3  # warm-up once each, then alternating rounds
+    assert all(isinstance(r, LatencyResult) and r.backend == k and len(r.samples_ms) == 6 and r.batch == 2
+               for k, r in res.items())
+    assert json.loads(json.dumps(res["a"].to_dict()))["input_size"] == [2, 3, 8, 8]
+    with pytest.raises(LightnnError, match="rounds and runs must be >= 1"):
+        interleaved({"a": lambda: None}, (1, 3, 8, 8), 1, rounds=0)
+
+
 # --- CLI --------------------------------------------------------------------------------------------------------
 
 

@@ -182,6 +182,32 @@ def test_bad_calibration_input(fp32_onnx, tmp_path):
         load_images("sample", (3, 48, 48), limit=4)
 
 
+def test_load_images_flat_folder_limit_resize_and_norm(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    flat = tmp_path / "calib"
+    flat.mkdir()
+    pix = [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(5)]
+    for i, a in enumerate(pix):
+        Image.fromarray(a).save(flat / f"{i}.png")
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    got = load_images(flat, (3, 8, 8), limit=None, mean=mean, std=std)
+    ref = (np.stack(pix).transpose(0, 3, 1, 2) / 255.0 - np.reshape(mean, (1, 3, 1, 1))) / np.reshape(std, (1, 3, 1, 1))
+    assert got.labels is None and got.images.dtype == np.float32
+    np.testing.assert_allclose(got.images, ref, rtol=1e-5, atol=1e-5)
+    sub = load_images(flat, (3, 8, 8), limit=3, mean=mean, std=std)  # a seeded subset of the same images
+    assert len(sub) == 3 and all(any(np.allclose(x, r, atol=1e-5) for r in ref) for x in sub.images)
+    with pytest.raises(DataError, match=r"calib.* are 8x8 but the model takes 16x16.*resize"):
+        load_images(flat, (3, 16, 16))
+    Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(flat / "5.png")  # a different size: fine when resizing
+    assert load_images(flat, (3, 16, 16), resize=True).images.shape == (6, 3, 16, 16)
+    with pytest.raises(DataError, match=r"differ in size"):
+        load_images(flat, (3, 8, 8))
+    with pytest.raises(DataError, match="mean/std have 2/2 values"):
+        load_images("sample", (3, 32, 32), limit=2, mean=(0.5, 0.5), std=(0.2, 0.2))
+
+
 def test_cli_quantize_writes_report(fp32_onnx, tmp_path, capsys):
     from lightnn.cli import main
 

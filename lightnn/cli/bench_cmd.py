@@ -40,7 +40,7 @@ def run(args) -> int:
     from ..export.calib import load_images
     from ..export.onnx import model_input_size, onnx_input_size, source_normalization
     from ..export.quantize import file_size
-    from ..export.runtime import interleaved
+    from ..profile import interleaved
     from .quantize_cmd import _batches
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -89,20 +89,15 @@ def run(args) -> int:
             for bs in batches:
                 x = torch.randn(bs, *size)
                 xn = x.numpy()
-                fns = {}
-                for b in backends:
-                    if b == "eager":
-                        fns[b] = (lambda m=model, x=x: _eager(m, x))
-                    else:
-                        s = sessions[b]
-                        feed = {s.input_name: xn}
-                        fns[b] = (lambda s=s, feed=feed: s.session.run([s.output_name], feed))
-                res = interleaved(fns, batch=bs, threads=args.threads, rounds=args.rounds, runs=args.runs)
+                fns = {b: (lambda m=model, x=x: _eager(m, x)) if b == "eager" else sessions[b].bind(xn)
+                       for b in backends}
+                res = interleaved(fns, (bs, *size), args.threads, rounds=args.rounds, runs=args.runs)
                 ref = res[backends[0]].median_ms
                 for b in backends:
                     r = res[b]
                     rows.append({"backend": b, "batch": bs, "median_ms": r.median_ms, "iqr_ms": r.iqr_ms,
-                                 "q1_ms": r.q1_ms, "q3_ms": r.q3_ms, "runs": r.runs, "threads": args.threads,
+                                 "q1_ms": r.p25_ms, "q3_ms": r.p75_ms, "runs": len(r.samples_ms),
+                                 "threads": args.threads,
                                  f"speedup_vs_{backends[0]}": ref / r.median_ms,
                                  "bytes": file_size(paths[b]) if b in paths else None})
         finally:

@@ -35,9 +35,11 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import functools
 import math
 import operator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
@@ -52,7 +54,7 @@ from ..ops.shuffle import ChannelPermute, ChannelShuffle, ChannelSplit
 
 __all__ = [
     "ChannelGroup", "DependencyGraph", "build_dependency_graph", "prune_channels", "shrink", "apply_channel_spec",
-    "mask_model", "verify_shrink", "channel_spec",
+    "mask_model", "verify_shrink", "channel_spec", "deployment_channel_multiple", "resolve_round_to",
 ]
 
 _LEAVES = (ChannelShuffle, ChannelSplit, ChannelPermute)
@@ -778,8 +780,41 @@ def verify_shrink(original: nn.Module, pruned: nn.Module, example_input: torch.T
 # the high-level entry point
 
 
-def round_keep(group: ChannelGroup, keep_channels: float, round_to: int = 8) -> int:
-    """Number of sets to keep so the group's width is a multiple of ``round_to`` (never below ``round_to``)."""
+@functools.lru_cache(maxsize=None)
+def deployment_channel_multiple() -> int:
+    """The channel block of this CPU's convolution kernels: 16 with AVX-512, else 8.
+
+    ONNX Runtime's CPU convolutions (MLAS, NCHWc layout) and PyTorch's oneDNN ones (nChw16c / nChw8c) compute
+    channels in blocks of 16 floats on AVX-512 and 8 on AVX2, padding a partial block: on an AVX-512 CPU a 3x3 conv
+    with 24 output channels takes as long as one with 32, and one with 8 as long as one with 16
+    (``benchmarks/channel_pruning.py`` measures this). Pruned widths that are not multiples of the block buy MACs on
+    paper and no time. ARM CPUs (NEON, 4 floats) get 8.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return 8
+    return 16 if " avx512f" in flags else 8
+
+
+def resolve_round_to(round_to: int | str) -> int:
+    """``round_to`` as an int: a positive number, or ``"auto"`` for :func:`deployment_channel_multiple`."""
+    if isinstance(round_to, str):
+        if round_to.strip().lower() == "auto":
+            return deployment_channel_multiple()
+        try:
+            round_to = int(round_to)
+        except ValueError:
+            raise LightnnError(f"round_to must be a positive integer or 'auto', got {round_to!r}") from None
+    if int(round_to) < 1:
+        raise LightnnError(f"round_to must be a positive integer or 'auto', got {round_to!r}")
+    return int(round_to)
+
+
+def round_keep(group: ChannelGroup, keep_channels: float, round_to: int | str = 8) -> int:
+    """Number of sets to keep so the group's width is a multiple of ``round_to`` (never below ``round_to``);
+    ``round_to="auto"`` uses this CPU's convolution channel block (:func:`deployment_channel_multiple`)."""
+    round_to = resolve_round_to(round_to)
     unit = group.unit
     step = math.lcm(max(1, round_to), unit) // unit  # sets per hardware-friendly step
     if group.size <= step:

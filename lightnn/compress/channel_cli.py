@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ratio", type=float, default=None, help="prune this fraction of every group (no plan)")
     g.add_argument("--criterion", default="l1", choices=["l1", "l2", "bn_scale", "taylor", "random"],
                    help="channel importance (default l1)")
-    g.add_argument("--round-to", type=int, default=8, help="kept channel counts are multiples of this (default 8)")
+    g.add_argument("--round-to", default="8", help="kept channel counts are multiples of this (default 8); 'auto': this CPU's convolution channel block (16 with AVX-512, else 8)")
     g.add_argument("--ratios", default="0.25,0.5,0.75", help="sensitivity ratios, comma-separated")
     g.add_argument("--exclude", action="append", default=[], help="layer path (wildcards) to leave unpruned")
     g.add_argument("--finetune-epochs", type=float, default=0.0, help="fine-tune after pruning (needs --data)")
@@ -57,17 +57,12 @@ def _data(args: argparse.Namespace, norm: dict | None, device: str) -> tuple[Any
 
 def _latency_fn(size: tuple[int, ...]):
     """Batch-1 latency (ms) on the deployment backend: ONNX Runtime when importable, else eager PyTorch."""
-    try:
-        from ..export.runtime import measure_ort_latency
+    import importlib.util
 
-        def fn(m):
-            return measure_ort_latency(m.cpu().eval(), size, batch=1, threads=1, runs=20).median_ms
+    from ..profile.latency import measure_latency
 
-        return fn, "onnxruntime"
-    except ImportError:
-        from ..profile.latency import measure_latency
-
-        return (lambda m: measure_latency(m.cpu(), size, batch=1, threads=1, runs=20).median_ms), "eager"
+    backend = "onnxruntime" if importlib.util.find_spec("onnxruntime") else "eager"
+    return (lambda m: measure_latency(m.cpu(), size, batch=1, threads=1, runs=20, backend=backend).median_ms), backend
 
 
 def run(args: argparse.Namespace) -> int:

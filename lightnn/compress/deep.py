@@ -13,6 +13,7 @@ Sizes follow the paper's accounting (Tables 2-5), per tensor:
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,8 @@ from ..errors import LightnnError
 from .fileformat import DEFAULT_INDEX_BITS, encode_model, load, save_lnz
 from .prune import MagnitudePruner, layer_density
 from .share import DEFAULT_BITS, finalize_sharing, share_weights
+from ..train.losses import distillation_loss
+from ..train.trainer import bf16_is_fast
 
 __all__ = ["DeepConfig", "deep_compress", "finetune", "evaluate", "size_breakdown", "report_markdown",
            "layer_table"]
@@ -57,7 +60,10 @@ class DeepConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
-    amp: bool = True  # bf16 autocast on CUDA
+    # retrain against the uncompressed model's soft targets too: loss = (1 - w) CE + w T^2 KL (0 turns it off)
+    distill_weight: float = 0.0
+    distill_temperature: float = 4.0
+    amp: bool = True  # bf16 autocast where it is fast (CUDA, CPUs with AMX)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "DeepConfig":
@@ -69,8 +75,8 @@ class DeepConfig:
 
 
 def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if amp and bf16_is_fast(device):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return torch.autocast(device.type, enabled=False)
 
 
@@ -91,12 +97,18 @@ def evaluate(model: nn.Module, batches: Batches, *, amp: bool = True) -> float:
 
 def finetune(model: nn.Module, batches: Batches, epochs: float, *, lr: float, params: list[nn.Parameter] | None = None,
              momentum: float = 0.9, weight_decay: float = 0.0, label_smoothing: float = 0.0, amp: bool = True,
-             on_step: Callable[[int, int], None] | None = None, after_step: Callable[[], None] | None = None) -> int:
+             on_step: Callable[[int, int], None] | None = None, after_step: Callable[[], None] | None = None,
+             teacher: nn.Module | None = None, distill_weight: float = 0.0, distill_temperature: float = 4.0) -> int:
     """Retrain for ``epochs`` (fractions allowed) with SGD and a cosine schedule.
 
     ``on_step(step, total)`` runs before each step (AGP mask updates); ``after_step()`` after each optimizer step
-    (re-applying pruning masks). Returns the number of steps taken.
+    (re-applying pruning masks). With a ``teacher`` and ``distill_weight`` w > 0 the loss is
+    ``(1 - w) CE + w KD`` (Hinton et al. 2015, KD at ``distill_temperature``). Returns the number of steps taken.
     """
+    if not 0.0 <= distill_weight <= 1.0:
+        raise LightnnError(f"distill_weight must be in [0, 1], got {distill_weight}")
+    if distill_weight > 0 and teacher is None:
+        raise LightnnError("distill_weight > 0 needs a teacher model")
     per_epoch = len(batches) if hasattr(batches, "__len__") else None
     if per_epoch is None:
         raise LightnnError("fine-tuning needs a sized batch iterable (len(batches))")
@@ -123,7 +135,13 @@ def finetune(model: nn.Module, batches: Batches, epochs: float, *, lr: float, pa
                 on_step(step, total)
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             with _autocast(dev, amp):
-                loss = loss_fn(model(x), y)
+                logits = model(x)
+                loss = loss_fn(logits, y)
+                if distill_weight > 0:
+                    with torch.no_grad():
+                        soft = teacher(x)
+                    loss = (1 - distill_weight) * loss + distill_weight * distillation_loss(logits, soft,
+                                                                                            distill_temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -224,6 +242,12 @@ def deep_compress(model: nn.Module, config: DeepConfig | None = None, *, train: 
                    "seconds": time.perf_counter() - t0}]
     say(f"original: {_fmt_bytes(original)}" + (f", top-1 {a0:.2f}%" if a0 is not None else ""))
     tensors = base["tensors"]
+    teacher = None
+    if cfg.distill_weight > 0:  # the model as it came in, frozen, teaches every retraining stage
+        teacher = copy.deepcopy(model).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    kd = dict(teacher=teacher, distill_weight=cfg.distill_weight, distill_temperature=cfg.distill_temperature)
 
     if "prune" in stages:
         t0 = time.perf_counter()
@@ -242,7 +266,7 @@ def deep_compress(model: nn.Module, config: DeepConfig | None = None, *, train: 
         if train is not None and cfg.prune_epochs > 0:
             finetune(model, train, cfg.prune_epochs, lr=cfg.prune_lr, momentum=cfg.momentum,
                      weight_decay=cfg.weight_decay, label_smoothing=cfg.label_smoothing, amp=cfg.amp,
-                     on_step=on_step, after_step=pruner.step)
+                     on_step=on_step, after_step=pruner.step, **kd)
         if cfg.schedule == "agp" and pruner.current != pruner.sparsity:
             pruner.update(1, 1)  # too few steps for the ramp to finish: land on the final sparsity
         pruner.step()
@@ -266,7 +290,7 @@ def deep_compress(model: nn.Module, config: DeepConfig | None = None, *, train: 
             else:
                 raise LightnnError(f"share_train must be 'centroids' or 'all', got {cfg.share_train!r}")
             finetune(model, train, cfg.share_epochs, lr=cfg.share_lr, params=params, momentum=cfg.momentum,
-                     weight_decay=0.0, label_smoothing=cfg.label_smoothing, amp=cfg.amp)
+                     weight_decay=0.0, label_smoothing=cfg.label_smoothing, amp=cfg.amp, **kd)
         finalize_sharing(model)
         sizes = size_breakdown(model, index_bits=ib, weight_bits=wb)
         a = acc(model)

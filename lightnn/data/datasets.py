@@ -33,7 +33,8 @@ import torch
 from ..errors import DataError
 from ..utils.io import atomic_torch_save
 
-__all__ = ["ImageData", "load_dataset", "cache_dir", "SAMPLE_PATH", "IMAGE_EXTENSIONS", "SPLIT_NAMES"]
+__all__ = ["ImageData", "load_dataset", "load_unlabeled", "cache_dir", "SAMPLE_PATH", "IMAGE_EXTENSIONS", "SPLIT_NAMES",
+           "NoClassFoldersError"]
 
 SAMPLE_PATH = Path(__file__).resolve().parent / "sample" / "cifar10_sample.zip"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".gif", ".webp", ".tif", ".tiff")
@@ -41,6 +42,11 @@ SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "va
 _JUNK = {"thumbs.db", "desktop.ini"}
 _CACHE_FORMAT = "lightnn-data-cache"
 _CACHE_VERSION = 1
+
+
+class NoClassFoldersError(DataError):
+    """A source without the ``<class>/<image>`` layout (no files, or images not in class folders): it has no labels,
+    but may still be read with :func:`load_unlabeled`."""
 
 
 def cache_dir() -> Path:
@@ -242,7 +248,7 @@ def _read_image_folder(src: _Source, skip_corrupt: bool,
                        image_size: tuple[int, int] | None) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str], list[str]]:
     files = sorted(f for f in src.files if not _is_hidden(f))
     if not files:
-        raise DataError(f"dataset {str(src.path)!r} contains no files")
+        raise NoClassFoldersError(f"dataset {str(src.path)!r} contains no files")
     prefix = _strip_common_prefix(files, src.dirs)
     rel = {f: f[len(prefix):] for f in files}
     top_dirs = {d[len(prefix):] for d in src.dirs if d.startswith(prefix) and d[len(prefix):] and "/" not in d[len(prefix):]}
@@ -264,8 +270,8 @@ def _read_image_folder(src: _Source, skip_corrupt: bool,
 
     classes = class_dirs(roots["train"])
     if not classes:
-        raise DataError(f"dataset {src.describe(roots['train'].rstrip('/') or '.')!r} has no class folders "
-                        "(expected <class>/<image> files)")
+        raise NoClassFoldersError(f"dataset {src.describe(roots['train'].rstrip('/') or '.')!r} has no class folders "
+                                  "(expected <class>/<image> files)")
     splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     skipped: list[str] = []
     for split, root in roots.items():
@@ -282,36 +288,48 @@ def _read_image_folder(src: _Source, skip_corrupt: bool,
         for c in names:
             if not per_class[c]:
                 raise DataError(f"class folder {src.describe(root + c)!r} is empty")
-        imgs: list[np.ndarray] = []
-        labels: list[int] = []
-        first_shape: tuple[tuple[int, ...], str] | None = None
-        for ci, c in enumerate(classes):
-            for f in per_class[c]:
-                where = src.describe(f)
-                try:
-                    if not f.lower().endswith(IMAGE_EXTENSIONS):
-                        raise DataError(f"{where} is not an image file (extension {PurePosixPath(f).suffix or 'none'!r})")
-                    a = _decode(src.files[f](), where, image_size)
-                except DataError:
-                    if not skip_corrupt:
-                        raise
-                    skipped.append(where)
-                    continue
-                if first_shape is None:
-                    first_shape = (a.shape, where)
-                elif a.shape != first_shape[0]:
-                    raise DataError(
-                        f"images differ in size ({first_shape[1]} is {first_shape[0][1]}x{first_shape[0][0]}, {where} is "
-                        f"{a.shape[1]}x{a.shape[0]}): pass image_size=(H, W) to resize, or stream large images with "
-                        "lightnn.data.stream_image_folder")
-                imgs.append(a)
-                labels.append(ci)
-        if not imgs:
+        names = [f for c in classes for f in per_class[c]]
+        labels = np.asarray([ci for ci, c in enumerate(classes) for _ in per_class[c]], dtype=np.int64)
+        x, kept, bad = _decode_files(src, names, skip_corrupt, image_size)
+        skipped += bad
+        if not kept:
             raise DataError(f"split {split!r} of {str(src.path)!r} has no readable images")
-        x = np.stack(imgs).transpose(0, 3, 1, 2).copy()
-        splits[split] = (x, np.asarray(labels, dtype=np.int64))
+        splits[split] = (x, labels[kept])
     del rel
     return splits, classes, skipped
+
+
+def _decode_files(src: _Source, names: list[str], skip_corrupt: bool,
+                  image_size: tuple[int, int] | None) -> tuple[np.ndarray | None, list[int], list[str]]:
+    """Decode the files ``names`` of ``src``: uint8 (N, C, H, W) (None when none is readable), the indices of the
+    names decoded, and the files skipped (unreadable or not images; only with ``skip_corrupt``, else they raise).
+    Every image must have the size of the first one."""
+    imgs: list[np.ndarray] = []
+    kept: list[int] = []
+    skipped: list[str] = []
+    first_shape: tuple[tuple[int, ...], str] | None = None
+    for i, f in enumerate(names):
+        where = src.describe(f)
+        try:
+            if not f.lower().endswith(IMAGE_EXTENSIONS):
+                raise DataError(f"{where} is not an image file (extension {PurePosixPath(f).suffix or 'none'!r})")
+            a = _decode(src.files[f](), where, image_size)
+        except DataError:
+            if not skip_corrupt:
+                raise
+            skipped.append(where)
+            continue
+        if first_shape is None:
+            first_shape = (a.shape, where)
+        elif a.shape != first_shape[0]:
+            raise DataError(
+                f"images differ in size ({first_shape[1]} is {first_shape[0][1]}x{first_shape[0][0]}, {where} is "
+                f"{a.shape[1]}x{a.shape[0]}): pass image_size=(H, W) to resize, or stream large images with "
+                "lightnn.data.stream_image_folder")
+        imgs.append(a)
+        kept.append(i)
+    x = np.stack(imgs).transpose(0, 3, 1, 2).copy() if imgs else None
+    return x, kept, skipped
 
 
 def _unpickle(raw: bytes, where: str) -> dict:
@@ -473,6 +491,18 @@ def load_dataset(path: str | os.PathLike = "sample", split: str = "train", *, va
         return make("train")
     train_idx, val_idx = split_indices(have["train"]["labels"], val_fraction, seed)
     return make("train", train_idx if split == "train" else val_idx, split)
+
+
+def load_unlabeled(path: str | os.PathLike, image_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Every image file under ``path`` (a folder, .zip or .tar; class folders or not), uint8 (N, C, H, W) in name
+    order, without labels and without caching: for calibration images in a flat folder. Files that are not images
+    (by extension) and hidden files are passed over; the decoding and its errors are :func:`load_dataset`'s."""
+    src = _Source(_resolve(path))
+    names = sorted(f for f in src.files if not _is_hidden(f) and f.lower().endswith(IMAGE_EXTENSIONS))
+    if not names:
+        raise DataError(f"{str(src.path)!r} contains no images ({', '.join(IMAGE_EXTENSIONS)})")
+    x, _, _ = _decode_files(src, names, False, None if image_size is None else tuple(int(s) for s in image_size))
+    return torch.from_numpy(x)
 
 
 def split_indices(labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,7 +1,8 @@
 """Deployment: ONNX export with parity checks, ONNX Runtime sessions and latency, int8 (static and QAT), float16.
 
 - :func:`export_onnx` (BN folded, dynamic batch) and :func:`check_parity` (max |diff|, top-1 agreement, enforced);
-- :class:`OrtSession`, :func:`measure_ort_latency` (median and IQR; the ``"onnxruntime"`` latency backend);
+- :class:`OrtSession` (also the ``"onnxruntime"`` and ``"onnxruntime-int8"`` backends of
+  :func:`lightnn.profile.measure_latency`);
 - :func:`quantize_int8` (ONNX Runtime's static quantizer on the recipe that is fast on CPU) and
   :func:`quantize_report` (size, accuracy and latency before/after, mixed model when int8 is slower);
 - :func:`qat_finetune` / :func:`export_qat_int8` (fake-quantized fine-tuning exported as a QDQ int8 model);
@@ -14,10 +15,9 @@ from .onnx import DEFAULT_OPSET, ParityReport, check_parity, export_onnx, onnx_i
 from .qat import convert_qat, export_qat_int8, prepare_qat, qat_finetune
 from .quantize import (CALIBRATION_METHODS, QuantReport, export_fp16, op_type_times, quantize_int8, quantize_naive,
                        quantize_report, runtime_op_types)
-from .runtime import Latency, OrtSession, measure_eager_latency, measure_ort_latency
+from .runtime import OrtSession
 
 __all__ = ["export_onnx", "check_parity", "ParityReport", "resolve_model", "onnx_input_size", "DEFAULT_OPSET",
-           "fold_bn", "OrtSession", "Latency", "measure_ort_latency", "measure_eager_latency", "quantize_int8",
-           "quantize_naive", "quantize_report", "QuantReport", "export_fp16", "op_type_times", "CALIBRATION_METHODS",
-           "runtime_op_types", "prepare_qat", "qat_finetune", "convert_qat", "export_qat_int8", "load_images",
-           "ImageSet"]
+           "fold_bn", "OrtSession", "quantize_int8", "quantize_naive", "quantize_report", "QuantReport", "export_fp16",
+           "op_type_times", "CALIBRATION_METHODS", "runtime_op_types", "prepare_qat", "qat_finetune", "convert_qat",
+           "export_qat_int8", "load_images", "ImageSet"]

@@ -1,40 +1,29 @@
 """Images for calibration and validation of exported models, as normalized float32 NCHW arrays.
 
 Accepts an image folder (an ImageFolder tree ``root/<class>/*.jpg`` gives labels too; a flat folder gives none),
-a zip with the same layout (the shipped CIFAR-10 sample), a ``.npy``/``.npz`` array already normalized, or the
-word ``"sample"`` (the 5,000-image CIFAR-10 sample shipped in the package). Images must already have the model's
-input size unless ``resize=True``: silently resizing calibration images would calibrate on a different
-distribution from the one the model will see, so a mismatch is an error naming the data and both sizes.
-Folders and archives are read through :func:`lightnn.data.load_dataset` (decoded once, cached); a flat folder of
-images is read here.
+a zip or tar with the same layout (the shipped CIFAR-10 sample), CIFAR pickles, a ``.npy``/``.npz`` array already
+normalized, or the word ``"sample"`` (the 5,000-image CIFAR-10 sample shipped in the package). Images must already
+have the model's input size unless ``resize=True``: silently resizing calibration images would calibrate on a
+different distribution from the one the model will see, so a mismatch is an error naming the data and both sizes.
+Reading and decoding is :mod:`lightnn.data`'s (:func:`~lightnn.data.load_dataset`, decoded once and cached; a flat
+folder through :func:`~lightnn.data.datasets.load_unlabeled`), with its error messages.
 """
 
 from __future__ import annotations
 
-import io
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
+import torch
 
+from ..data.datasets import NoClassFoldersError, load_dataset, load_unlabeled
+from ..data.loader import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import DataError
 
-__all__ = ["ImageSet", "load_images", "SAMPLE_ZIP", "IMAGENET_MEAN", "IMAGENET_STD", "CIFAR10_MEAN", "CIFAR10_STD",
-           "default_norm"]
-
-SAMPLE_ZIP = Path(__file__).resolve().parents[1] / "data" / "sample" / "cifar10_sample.zip"
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-
-
-def default_norm(input_size: Sequence[int]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The normalization :class:`lightnn.data.BatchLoader` applies by default (ImageNet statistics, also for
-    CIFAR), so an exported model sees inputs scaled like the ones it was trained on."""
-    return IMAGENET_MEAN, IMAGENET_STD
+__all__ = ["ImageSet", "load_images"]
 
 
 @dataclass
@@ -54,28 +43,6 @@ class ImageSet:
             yield self.images[i:i + batch_size]
 
 
-def _entries(source: str) -> tuple[list[tuple[str, bytes | Path]], str]:
-    """(relative name, bytes or path) for every image file under ``source``."""
-    if source == "sample":
-        source = str(SAMPLE_ZIP)
-    p = Path(source)
-    if not p.exists():
-        raise DataError(f"calibration data {source!r} does not exist")
-    if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS and f.is_file())
-        return [(str(f.relative_to(p)), f) for f in files], str(p)
-    if zipfile.is_zipfile(p):
-        with zipfile.ZipFile(p) as z:
-            names = sorted(n for n in z.namelist() if Path(n).suffix.lower() in IMAGE_EXTS)
-            return [(n, z.read(n)) for n in names], str(p)
-    raise DataError(f"calibration data {source!r} is not a folder of images, a zip of images or a .npy/.npz array")
-
-
-def _label_of(name: str) -> str | None:
-    parts = Path(name).parts
-    return parts[-2] if len(parts) >= 2 else None
-
-
 def load_images(source: str | os.PathLike, input_size: Sequence[int], limit: int | None = 500,
                 resize: bool = False, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                 split: str = "all", seed: int = 0) -> ImageSet:
@@ -83,30 +50,27 @@ def load_images(source: str | os.PathLike, input_size: Sequence[int], limit: int
 
     ``input_size`` is (C, H, W). ImageFolder trees, archives and CIFAR pickles are read (and cached) by
     :func:`lightnn.data.load_dataset`; ``split`` is its split (``"train"``, ``"val"``: the seeded validation split
-    the trainer reports, ``"all"``). A flat folder of images (no class folders) is read directly, without labels.
-    The ``limit`` images are a seeded random subset, resized only when ``resize=True``.
+    the trainer reports, ``"all"``). A flat folder of images (no class folders) gives no labels. The ``limit``
+    images are a seeded random subset, resized (bilinear, antialiased) only when ``resize=True``. ``mean``/``std``
+    default to ImageNet's, the default of :class:`lightnn.data.BatchLoader`, so an exported model sees inputs
+    scaled like the ones it was trained on.
     """
     c, h, w = (int(s) for s in input_size)
     src = str(source)
     if src.endswith((".npy", ".npz")):
         return _load_array(src, (c, h, w), limit)
-    from ..data import load_dataset
-
     try:
         data = load_dataset(src, split=split)
         x, labels, classes, where = data.images, data.labels.numpy(), list(data.classes), data.source
-    except DataError as e:
-        if "no class folders" not in str(e) and "contains no files" not in str(e):
-            raise DataError(f"calibration data {src!r}: {e}") from None
-        x, labels, classes, where = _flat_folder(src), None, [], src
+    except NoClassFoldersError:
+        # a flat folder of any image sizes can be resized while decoding; the cached datasets are resized below
+        x, labels, classes, where = load_unlabeled(src, (h, w) if resize else None), None, [], src
     if len(x) == 0:
         raise DataError(f"calibration data {where!r} contains no images")
     if x.shape[1] != c:
         raise DataError(f"images in {where!r} have {x.shape[1]} channels but the model takes {c}")
     order = np.random.default_rng(seed).permutation(len(x))[:limit] if limit else np.arange(len(x))
-    import torch
-
-    sub = torch.as_tensor(np.asarray(x[torch.as_tensor(order)] if isinstance(x, torch.Tensor) else x[order]))
+    sub = x[torch.from_numpy(order)]
     if tuple(sub.shape[2:]) != (h, w):
         if not resize:
             raise DataError(f"images in {where!r} are {sub.shape[3]}x{sub.shape[2]} but the model takes {w}x{h}; "
@@ -114,35 +78,13 @@ def load_images(source: str | os.PathLike, input_size: Sequence[int], limit: int
         sub = torch.nn.functional.interpolate(sub.float(), size=(h, w), mode="bilinear", antialias=True,
                                               align_corners=False).clamp_(0, 255)
     if mean is None or std is None:
-        mean, std = default_norm((c, h, w))
-    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)[:, :c]
-    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)[:, :c]
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if len(mean) != c or len(std) != c:
+        raise DataError(f"mean/std have {len(mean)}/{len(std)} values but the model takes {c} channels")
+    m, s = (torch.tensor(v, dtype=torch.float32).view(1, c, 1, 1) for v in (mean, std))
     out = ((sub.float() / 255.0 - m) / s).numpy()
     return ImageSet(np.ascontiguousarray(out), None if labels is None else labels[order].astype(np.int64),
                     classes, where)
-
-
-def _flat_folder(src: str) -> np.ndarray:
-    """uint8 (N, C, H, W) from a folder or zip of same-size images without class folders."""
-    from PIL import Image
-
-    entries, where = _entries(src)
-    if not entries:
-        raise DataError(f"calibration data {where!r} contains no images ({', '.join(sorted(IMAGE_EXTS))})")
-    arrs, first = [], None
-    for name, data in entries:
-        try:
-            with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
-                a = np.asarray(im.convert("RGB"), np.uint8)
-        except Exception as e:
-            raise DataError(f"image {name!r} in {where!r} cannot be decoded: {e}") from None
-        if first is None:
-            first = (a.shape, name)
-        elif a.shape != first[0]:
-            raise DataError(f"images in {where!r} differ in size ({first[1]} is {first[0][1]}x{first[0][0]}, "
-                            f"{name} is {a.shape[1]}x{a.shape[0]})")
-        arrs.append(a)
-    return np.stack(arrs).transpose(0, 3, 1, 2).copy()
 
 
 def _load_array(src: str, size: tuple[int, int, int], limit: int | None) -> ImageSet:

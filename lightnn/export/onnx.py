@@ -247,21 +247,65 @@ class _StaticLRN(nn.Module):
         return x / (div * self.alpha + self.k).pow(self.beta)
 
 
+class _StaticShuffle(nn.Module):
+    """:class:`~lightnn.ops.ChannelShuffle` with its input's (C, H, W) fixed at export: Reshape to the constant
+    shape (-1, g, C/g, H*W), Transpose, Reshape to (-1, C, H, W). The eager module reshapes with the runtime sizes
+    ``x.shape``, which the exporter turns into a Shape -> Gather -> Unsqueeze -> Concat chain per reshape (on
+    ShuffleNet V2 1.0x, 64 Shape, 64 Gather and 128 Unsqueeze nodes for 16 shuffles). The -1 keeps the batch axis
+    dynamic; C, H and W are static in the exported graph anyway. Same permutation: output channel j*g + i <- input
+    channel i*(C/g) + j."""
+
+    def __init__(self, groups: int, shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.groups, (self.c, self.h, self.w) = groups, shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.groups
+        x = x.reshape(-1, g, self.c // g, self.h * self.w).transpose(1, 2)
+        return x.reshape(-1, self.c, self.h, self.w)
+
+
+class _SliceSplit(nn.Module):
+    """:class:`~lightnn.ops.ChannelSplit` as two constant Slice nodes. The eager module's single
+    ``tensor_split`` call exports as SplitToSequence + SequenceAt with a shape chain; slicing gives the same two
+    tensors with static bounds."""
+
+    def __init__(self, split: int) -> None:
+        super().__init__()
+        self.split = split
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x[:, : self.split], x[:, self.split:]
+
+
 def _export_friendly(model: nn.Module, x: torch.Tensor) -> nn.Module:
-    """Swap modules whose torch implementation exports badly for equivalent ones (in the given copy)."""
-    lrns = {name: m for name, m in model.named_modules() if isinstance(m, nn.LocalResponseNorm)}
-    if not lrns:
+    """Swap modules whose torch implementation exports badly for equivalent ones (in the given copy): LRN (see
+    :class:`_StaticLRN`) and ChannelShuffle (see :class:`_StaticShuffle`), both built from the input shape each
+    one sees in a forward pass at the export size, and ChannelSplit (:class:`_SliceSplit`)."""
+    from ..ops.shuffle import ChannelShuffle, ChannelSplit
+
+    for name, mod in list(model.named_modules()):
+        if isinstance(mod, ChannelSplit):  # shape-independent: always swapped
+            parent, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, leaf, _SliceSplit(mod.split))
+    swap = {name: m for name, m in model.named_modules() if isinstance(m, (nn.LocalResponseNorm, ChannelShuffle))}
+    if not swap:
         return model
-    chans: dict[str, int] = {}
-    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: chans.__setitem__(n, inp[0].shape[1]))
-             for n, m in lrns.items()]
+    shapes: dict[str, set[tuple[int, ...]]] = {n: set() for n in swap}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: shapes[n].add(tuple(inp[0].shape[1:])))
+             for n, m in swap.items()]
     with torch.no_grad():
         model(x)
     for h in hooks:
         h.remove()
-    for name, mod in lrns.items():
+    for name, mod in swap.items():
+        if len(shapes[name]) != 1:
+            continue  # unused, or one instance called at several shapes: a fixed shape would be wrong, keep it
+        (shape,) = shapes[name]
+        new = (_StaticLRN(mod, shape[0]) if isinstance(mod, nn.LocalResponseNorm)
+               else _StaticShuffle(mod.groups, shape) if len(shape) == 3 else mod)
         parent, _, leaf = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, leaf, _StaticLRN(mod, chans[name]))
+        setattr(model.get_submodule(parent) if parent else model, leaf, new)
     return model
 
 

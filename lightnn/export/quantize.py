@@ -36,7 +36,8 @@ import numpy as np
 from ..errors import DataError, LightnnError
 from ..utils.io import atomic_write_bytes
 from .calib import ImageSet, load_images
-from .runtime import Latency, OrtSession
+from ..profile.latency import LatencyResult, interleaved
+from .runtime import OrtSession
 
 __all__ = ["quantize_int8", "quantize_naive", "quantize_report", "export_fp16", "cpu_has_vnni", "QuantReport",
            "CALIBRATION_METHODS", "as_image_set", "evaluate_onnx", "op_type_times", "file_size", "runtime_op_types"]
@@ -399,7 +400,7 @@ class QuantReport:
     int8_top1: float | None = None
     top1_agreement: float | None = None
     n_val: int = 0
-    latency: dict[str, dict[str, float]] = field(default_factory=dict)  # "fp32@1" -> Latency.as_dict()
+    latency: dict[str, dict[str, Any]] = field(default_factory=dict)  # "fp32@1" -> LatencyResult.to_dict()
     speedup: dict[str, float] = field(default_factory=dict)  # "1" -> fp32 median / int8 median
     kept_float: list[str] = field(default_factory=list)
     verdict: str = ""
@@ -433,22 +434,13 @@ class QuantReport:
 
 
 def _compare_latency(fp32: str | Path, int8: str | Path, size: Sequence[int], batch: int, threads: int,
-                     runs: int) -> tuple[Latency, Latency]:
+                     runs: int) -> tuple[LatencyResult, LatencyResult]:
     # Interleave the two models in rounds so machine noise hits both alike; the ratio is of the pooled medians.
     a, b = OrtSession(fp32, threads=threads, spinning=False), OrtSession(int8, threads=threads, spinning=False)
-    la, lb = [], []
-    rounds = 3
-    for _ in range(rounds):
-        la.append(a.latency(batch, warmup=2, runs=max(3, runs // rounds), input_size=size))
-        lb.append(b.latency(batch, warmup=2, runs=max(3, runs // rounds), input_size=size))
-    return _pool(la), _pool(lb)
-
-
-def _pool(ls: list[Latency]) -> Latency:
-    med = [l.median_ms for l in ls]
-    return Latency(float(np.median(med)), float(np.median([l.q1_ms for l in ls])),
-                   float(np.median([l.q3_ms for l in ls])), float(min(l.min_ms for l in ls)),
-                   sum(l.runs for l in ls), ls[0].batch, ls[0].threads)
+    x = a.random_input(batch, size)
+    res = interleaved({"onnxruntime": a.bind(x), "onnxruntime-int8": b.bind(x)}, x.shape, threads, rounds=3,
+                      runs=max(3, runs // 3), warmup=2)
+    return res["onnxruntime"], res["onnxruntime-int8"]
 
 
 def quantize_report(
@@ -489,11 +481,11 @@ def quantize_report(
             verdict = (f"int8 was not faster than fp32 for every layer type; kept {', '.join(kept)} in float "
                        f"(mixed model).")
     rep = QuantReport(str(fp32), str(out), method, file_size(fp32), file_size(out), kept_float=kept)
-    rep.latency[f"fp32@{b0}"], rep.latency[f"int8@{b0}"] = f_lat.as_dict(), q_lat.as_dict()
+    rep.latency[f"fp32@{b0}"], rep.latency[f"int8@{b0}"] = f_lat.to_dict(), q_lat.to_dict()
     rep.speedup[str(b0)] = f_lat.median_ms / q_lat.median_ms
     for b in batches[1:]:
         f, q = _compare_latency(fp32, out, size, b, threads, max(6, runs // 3))
-        rep.latency[f"fp32@{b}"], rep.latency[f"int8@{b}"] = f.as_dict(), q.as_dict()
+        rep.latency[f"fp32@{b}"], rep.latency[f"int8@{b}"] = f.to_dict(), q.to_dict()
         rep.speedup[str(b)] = f.median_ms / q.median_ms
     slow = [b for b, s in rep.speedup.items() if s < min_speedup]
     if slow:
@@ -514,7 +506,7 @@ def quantize_report(
 
 
 def _search_mixed(fp32: Path, out: Path, calib: ImageSet, size, batch: int, threads: int, runs: int, method: str,
-                  best: Latency, quant_kwargs: dict) -> tuple[list[str], Latency]:
+                  best: LatencyResult, quant_kwargs: dict) -> tuple[list[str], LatencyResult]:
     """Greedy: keep in float the op types whose int8 kernels take longer than their float ones, while it helps."""
     tf = op_type_times(fp32, size, batch, threads)
     tq = op_type_times(out, size, batch, threads)

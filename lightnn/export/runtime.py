@@ -1,69 +1,24 @@
-"""ONNX Runtime sessions and latency measurement (the deployment runtime, fp32 or int8).
+"""ONNX Runtime sessions (the deployment runtime, fp32 or int8) and the ``"onnxruntime"`` latency backends.
 
-Latency follows one protocol everywhere in lightnn: fixed thread count, warm-up runs that are discarded, then
-``runs`` timed calls of one batch; we report the median and the inter-quartile range (IQR), because on a shared
-machine the mean is dominated by the slowest outliers. Speed claims are ratios of two medians measured in the
-same process, back to back.
+Latency follows one protocol everywhere in lightnn (:mod:`lightnn.profile.latency`): fixed thread count, warm-up runs
+that are discarded, then ``runs`` timed calls of one batch, reported as a
+:class:`~lightnn.profile.LatencyResult` (median and inter-quartile range: on a shared machine the mean is dominated
+by the slowest outliers). Speed claims are ratios of two medians measured in the same process, back to back
+(:func:`lightnn.profile.interleaved`).
 """
 
 from __future__ import annotations
 
 import os
-import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..errors import LightnnError
+from ..profile.latency import LatencyResult, register_latency_backend, time_callable
 
-__all__ = ["OrtSession", "Latency", "time_fn", "interleaved", "measure_ort_latency", "measure_eager_latency",
-           "register_backends"]
-
-
-@dataclass
-class Latency:
-    """Wall-clock milliseconds per call of one batch: median and spread over ``runs`` timed calls."""
-
-    median_ms: float
-    q1_ms: float
-    q3_ms: float
-    min_ms: float
-    runs: int
-    batch: int
-    threads: int
-
-    @property
-    def iqr_ms(self) -> float:
-        return self.q3_ms - self.q1_ms
-
-    @property
-    def per_image_ms(self) -> float:
-        return self.median_ms / self.batch
-
-    def as_dict(self) -> dict[str, float]:
-        d = asdict(self)
-        d["iqr_ms"] = self.iqr_ms
-        return d
-
-    def __str__(self) -> str:
-        return f"{self.median_ms:.2f} ms (IQR {self.iqr_ms:.2f})"
-
-
-def time_fn(fn: Callable[[], Any], warmup: int = 3, runs: int = 20, batch: int = 1, threads: int = 0,
-            min_time_s: float = 0.0) -> Latency:
-    """Time ``fn()``: ``warmup`` discarded calls, then at least ``runs`` timed calls (and ``min_time_s``)."""
-    for _ in range(max(0, warmup)):
-        fn()
-    times = []
-    start = time.perf_counter()
-    while len(times) < max(1, runs) or (time.perf_counter() - start) < min_time_s:
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    q1, med, q3 = np.percentile(times, [25, 50, 75])
-    return Latency(float(med), float(q1), float(q3), float(min(times)), len(times), batch, threads)
+__all__ = ["OrtSession"]
 
 
 class OrtSession:
@@ -124,76 +79,26 @@ class OrtSession:
 
     __call__ = run
 
-    def latency(self, batch: int = 1, warmup: int = 5, runs: int = 30, input_size: Sequence[int] | None = None,
-                min_time_s: float = 0.0) -> Latency:
+    def bind(self, x: Any) -> Callable[[], Any]:
+        """A no-argument call of the session on the fixed batch ``x`` (no conversion per call): what is timed."""
+        feed = {self.input_name: np.ascontiguousarray(x, dtype=np.float32)}
+        names = [self.output_name]
+        return lambda: self.session.run(names, feed)
+
+    def random_input(self, batch: int = 1, input_size: Sequence[int] | None = None) -> np.ndarray:
+        """A seeded random float32 batch of the model's (or the given) (C, H, W) size, checked against the model."""
         size = tuple(input_size or self.input_size or ())
         if len(size) != 3:
             raise LightnnError(f"ONNX model {str(self.path)!r} has no static input size; pass input_size=(C, H, W)")
         if self.fixed_batch is not None and self.fixed_batch != batch:
             raise LightnnError(f"ONNX model {str(self.path)!r} was exported for batch {self.fixed_batch}, not {batch}")
-        x = np.random.default_rng(0).standard_normal((batch, *size), dtype=np.float32)
-        feed = {self.input_name: x}
-        return time_fn(lambda: self.session.run([self.output_name], feed), warmup, runs, batch, self.threads,
-                       min_time_s)
+        return np.random.default_rng(0).standard_normal((batch, *size), dtype=np.float32)
 
-
-def measure_ort_latency(model: Any, input_size: Sequence[int] | None = None, batch: int = 1, threads: int = 1,
-                        warmup: int = 5, runs: int = 30, **kwargs: Any) -> Latency:
-    """Latency of ``model`` in ONNX Runtime: an ``.onnx`` path is timed as is; a module/name/checkpoint is first
-    exported (BN folded) to a temporary file. ``input_size`` is (C, H, W) (or H)."""
-    import tempfile
-
-    if isinstance(model, (str, os.PathLike)) and str(model).endswith(".onnx"):
-        sess = OrtSession(model, threads=threads)
-        size = input_size if input_size is None or not isinstance(input_size, int) else (3, input_size, input_size)
-        if size is not None and len(size) == 4:
-            size = tuple(size)[1:]
-        return sess.latency(batch, warmup, runs, size)
-    from .onnx import export_onnx, model_input_size, resolve_model
-
-    net = resolve_model(model)
-    size = model_input_size(net, input_size)
-    with tempfile.TemporaryDirectory(prefix="lightnn-ort-") as d:
-        path = export_onnx(net, Path(d) / "model.onnx", input_size=size)
-        sess = OrtSession(path, threads=threads)
-        return sess.latency(batch, warmup, runs, size)
-
-
-def measure_eager_latency(model: Any, input_size: Sequence[int], batch: int = 1, threads: int = 1,
-                          warmup: int = 3, runs: int = 20, min_time_s: float = 0.0) -> Latency:
-    """Latency of a PyTorch module in eager mode (eval, ``inference_mode``), with ``threads`` intra-op threads."""
-    import torch
-
-    prev = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads))
-    model = model.eval()
-    x = torch.randn(batch, *input_size)
-    try:
-        with torch.inference_mode():
-            return time_fn(lambda: model(x), warmup, runs, batch, threads, min_time_s)
-    finally:
-        torch.set_num_threads(prev)
-
-
-def interleaved(fns: dict[str, Callable[[], Any]], batch: int = 1, threads: int = 1, rounds: int = 5,
-                runs: int = 10, warmup: int = 3) -> dict[str, Latency]:
-    """Time several callables in alternating rounds (A B C, A B C, ...) so load on a shared machine hits each
-    alike; each result pools the ``rounds * runs`` samples (median and IQR over all of them)."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    samples: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(max(1, rounds)):
-        for k, fn in fns.items():
-            for _ in range(max(1, runs)):
-                t0 = time.perf_counter()
-                fn()
-                samples[k].append((time.perf_counter() - t0) * 1e3)
-    out = {}
-    for k, t in samples.items():
-        q1, med, q3 = np.percentile(t, [25, 50, 75])
-        out[k] = Latency(float(med), float(q1), float(q3), float(min(t)), len(t), batch, threads)
-    return out
+    def latency(self, batch: int = 1, warmup: int = 5, runs: int = 30,
+                input_size: Sequence[int] | None = None) -> LatencyResult:
+        x = self.random_input(batch, input_size)
+        return LatencyResult(backend="onnxruntime", input_size=x.shape, threads=self.threads, channels_last=False,
+                             warmup=warmup, samples_ms=time_callable(self.bind(x), warmup, runs))
 
 
 # --- the "onnxruntime" backends of lightnn.profile.measure_latency -------------------------------------------
@@ -202,15 +107,15 @@ _SESSION_CACHE: dict[str, Any] = {}
 
 
 def _session_for(model: Any, example: Any, threads: int, int8: bool) -> OrtSession:
-    """Export (and for int8 quantize) ``model`` once per (model, weights version, shape, threads)."""
+    """Export (and for int8 quantize) ``model`` once per (model, weight shapes and versions, input shape, threads)."""
     import tempfile
 
     from .onnx import export_onnx
 
-    key = (id(model), tuple(example.shape), threads, int8, tuple(p._version for p in model.parameters()))
+    key = (tuple(example.shape), threads, int8, tuple((tuple(p.shape), p._version) for p in model.parameters()))
     hit = _SESSION_CACHE.get("entry")
-    if hit is not None and hit[0] == key:
-        return hit[1]
+    if hit is not None and hit[0] is model and hit[1] == key:
+        return hit[2]
     with tempfile.TemporaryDirectory(prefix="lightnn-ortb-") as d:
         path = export_onnx(model, Path(d) / "m.onnx", input_size=tuple(example.shape[1:]))
         if int8:
@@ -221,7 +126,7 @@ def _session_for(model: Any, example: Any, threads: int, int8: bool) -> OrtSessi
             path = quantize_int8(path, Path(d) / "m.int8.onnx", calib)
         sess = OrtSession(Path(path).read_bytes(), threads=threads)
     sess.path = f"<{getattr(model, 'lightnn_name', type(model).__name__)}{' int8' if int8 else ''}>"
-    _SESSION_CACHE["entry"] = (key, sess)
+    _SESSION_CACHE["entry"] = (model, key, sess)  # holding the model keeps another one from reusing its id
     return sess
 
 
@@ -229,31 +134,12 @@ def _ort_backend(int8: bool):
     def backend(model: Any, example: Any, *, warmup: int, runs: int, threads: int,
                 channels_last: bool) -> list[float]:
         sess = _session_for(model, example, threads, int8)
-        x = example.detach().cpu().float().contiguous().numpy()
-        feed = {sess.input_name: x}
-        for _ in range(warmup):
-            sess.session.run([sess.output_name], feed)
-        out = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            sess.session.run([sess.output_name], feed)
-            out.append((time.perf_counter() - t0) * 1e3)
-        return out
+        return time_callable(sess.bind(example.detach().cpu().float().numpy()), warmup, runs)
 
     backend.__doc__ = (f"ONNX Runtime {'int8 (static, lightnn recipe)' if int8 else 'fp32'} on CPU: export with BN "
                        "folded, one session per (model, shape, threads), `threads` intra-op threads.")
     return backend
 
 
-def register_backends() -> bool:
-    """Register ``"onnxruntime"`` and ``"onnxruntime-int8"`` with :func:`lightnn.profile.measure_latency`."""
-    try:
-        from ..profile import register_latency_backend
-    except ImportError:
-        return False
-    register_latency_backend("onnxruntime", _ort_backend(False))
-    register_latency_backend("onnxruntime-int8", _ort_backend(True))
-    return True
-
-
-register_backends()
+register_latency_backend("onnxruntime", _ort_backend(False))
+register_latency_backend("onnxruntime-int8", _ort_backend(True))

@@ -9,13 +9,13 @@ import sys
 import types
 
 from .counter import (DATA_MOVEMENT_MODULES, LayerRow, ProfileReport, profile, register_data_movement_module)
-from .latency import (LatencyBackend, LatencyResult, latency_backends, measure_latency, percentile,
+from .latency import (LatencyBackend, LatencyResult, interleaved, latency_backends, measure_latency, percentile,
                       register_latency_backend, time_callable)
 from .ops import register_op
 
 __all__ = ["profile", "ProfileReport", "LayerRow", "register_op", "register_data_movement_module",
            "DATA_MOVEMENT_MODULES", "measure_latency", "LatencyResult", "LatencyBackend", "register_latency_backend",
-           "latency_backends", "percentile", "time_callable"]
+           "latency_backends", "percentile", "time_callable", "interleaved"]
 
 
 class _CallableModule(types.ModuleType):

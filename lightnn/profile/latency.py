@@ -18,6 +18,10 @@ Backend interface (for example ONNX Runtime, added by :mod:`lightnn.export`)::
 own thread pool must apply it too. ``channels_last`` is a hint a backend may ignore. A backend that can time with
 another clock takes an optional ``clock`` keyword (``"wall"`` or ``"thread"``, see :func:`measure_latency`); it is
 passed only when the caller asks for a clock other than ``"wall"``.
+
+The timing core is :func:`time_callable` (one callable) and :func:`interleaved` (several callables in alternating
+rounds, so load on a shared machine hits each alike); every latency in lightnn, eager or ONNX Runtime, is a
+:class:`LatencyResult` built from their samples.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import torch.nn as nn
 from ..errors import LightnnError
 
 __all__ = ["measure_latency", "LatencyResult", "register_latency_backend", "latency_backends", "percentile",
-           "LatencyBackend"]
+           "LatencyBackend", "time_callable", "interleaved"]
 
 
 class LatencyBackend(Protocol):
@@ -129,20 +133,12 @@ CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "thread": t
 def _eager(model: nn.Module, example: torch.Tensor, *, warmup: int, runs: int, threads: int,
            channels_last: bool, clock: str = "wall") -> list[float]:
     """PyTorch eager under ``torch.inference_mode``; each sample times one forward call."""
-    clk = CLOCKS[clock]
     if example.dim() == 4:
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         model = model.to(memory_format=fmt)
         example = example.contiguous(memory_format=fmt)
-    out: list[float] = []
     with torch.inference_mode():
-        for _ in range(warmup):
-            model(example)
-        for _ in range(runs):
-            t0 = clk()
-            model(example)
-            out.append((clk() - t0) * 1000.0)
-    return out
+        return time_callable(lambda: model(example), warmup, runs, clock)
 
 
 register_latency_backend("eager", _eager)
@@ -252,13 +248,34 @@ def measure_latency(model: nn.Module, input_size: Any = (3, 224, 224), batch: in
                          samples_ms=[float(s) for s in samples], clock=clock)
 
 
-def time_callable(fn: Callable[[], Any], warmup: int = 3, runs: int = 10) -> list[float]:
-    """Wall times (ms) of ``runs`` calls of ``fn`` after ``warmup`` untimed ones."""
+def time_callable(fn: Callable[[], Any], warmup: int = 3, runs: int = 10, clock: str = "wall") -> list[float]:
+    """Times (ms, on ``clock``) of ``runs`` calls of ``fn`` after ``warmup`` untimed ones."""
+    clk = CLOCKS[clock]
     for _ in range(warmup):
         fn()
     out = []
     for _ in range(runs):
-        t0 = time.perf_counter()
+        t0 = clk()
         fn()
-        out.append((time.perf_counter() - t0) * 1000.0)
+        out.append((clk() - t0) * 1000.0)
     return out
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], input_size: tuple[int, ...], threads: int, rounds: int = 5,
+                runs: int = 10, warmup: int = 3) -> dict[str, LatencyResult]:
+    """Time several callables in alternating rounds (A B C, A B C, ...) so load on a shared machine hits each
+    alike; each result, named by its key as the backend, pools the ``rounds * runs`` samples.
+
+    ``input_size`` (N, C, H, W) and ``threads`` describe what every callable runs; setting the threads is the
+    caller's job (as for a backend)."""
+    if rounds < 1 or runs < 1 or warmup < 0:
+        raise LightnnError(f"interleaved: rounds and runs must be >= 1 and warmup >= 0, got rounds={rounds}, "
+                           f"runs={runs}, warmup={warmup}")
+    for fn in fns.values():
+        time_callable(fn, warmup, 0)
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            samples[k] += time_callable(fn, 0, runs)
+    return {k: LatencyResult(backend=k, input_size=tuple(input_size), threads=threads, channels_last=False,
+                             warmup=warmup, samples_ms=t) for k, t in samples.items()}

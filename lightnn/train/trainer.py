@@ -80,6 +80,18 @@ def _num_classes(data: Any) -> int | None:
     return n if isinstance(n, int) else None
 
 
+def bf16_is_fast(device: torch.device | str) -> bool:
+    """Whether bf16 autocast speeds training up on ``device``: CUDA GPUs, and CPUs with AMX tiles (oneDNN runs
+    bf16 convolutions and matmuls on them, about 2x fp32 for ResNet-20 on a 2-core Sapphire Rapids slice)."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return True
+    if dev.type == "cpu":
+        probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+        return bool(probe()) if probe is not None else False
+    return False
+
+
 def _autocast(device: torch.device, amp: bool):
     if not amp:
         return contextlib.nullcontext()
@@ -174,7 +186,8 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
         schedule: ``"cosine"``, ``"onecycle"`` or ``"constant"``, stepped every iteration, with ``warmup_epochs``
             of linear warm-up; ``min_lr`` is the cosine floor.
         label_smoothing: epsilon of the smoothed cross-entropy.
-        amp: bf16 autocast (default: on for CUDA). channels_last: default on for CUDA with amp.
+        amp: bf16 autocast (default: on where :func:`bf16_is_fast`: CUDA, and CPUs with AMX).
+            channels_last: default on with amp (the layout oneDNN and cuDNN want for bf16 convolutions).
         teacher: a model or a checkpoint path; the loss becomes ``(1 - kd_weight) * CE + kd_weight * KD`` with
             KD = T^2 KL(softmax(t/T) || softmax(s/T)) at T = ``kd_temperature``.
         aux_weight: weight of the cross-entropy on auxiliary logits.
@@ -198,8 +211,8 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
     hooks = [h for h in (step_hook, mask_hook) if h is not None]
     dev = dist_utils.init_from_env(str(device) if device is not None else None)
     rank, world = dist_utils.rank(), dist_utils.world_size()
-    amp = (dev.type == "cuda") if amp is None else bool(amp)
-    channels_last = (dev.type == "cuda" and amp) if channels_last is None else bool(channels_last)
+    amp = bf16_is_fast(dev) if amp is None else bool(amp)
+    channels_last = amp if channels_last is None else bool(channels_last)
 
     if isinstance(train, ImageData) and (mean is None or std is None):
         mean, std = train.channel_stats()
