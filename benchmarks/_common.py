@@ -99,21 +99,27 @@ def time_ms(fn: Callable[[], Any], runs: int = 10, warmup: int = 2, clock: str =
 
 
 def interleaved(configs: Mapping[str, Callable[[], Any]], repeats: int = 7, runs: int = 5,
-                warmup: int = 2, reduce: str = "median", clock: str = "wall") -> dict[str, list[float]]:
+                warmup: int = 2, reduce: str = "median", clock: str = "wall",
+                order: str = "fixed") -> dict[str, list[float]]:
     """Per configuration, ``repeats`` values, each the median (``reduce="median"``) or the fastest
     (``reduce="min"``, the run least disturbed by other jobs on a shared machine) of a burst of ``runs`` calls,
     in ms (``clock`` as in :func:`time_ms`). The bursts of all configurations alternate (round-robin), so all see
-    the same machine conditions."""
+    the same machine conditions. ``order="alternate"`` reverses the round every other repeat (A B, B A, ...), so
+    neither configuration always runs first or last (caches and the CPU's clock favour a fixed position by a few
+    percent, which matters when two models are within a few percent of each other)."""
     if reduce not in ("median", "min"):
         raise ValueError(f"interleaved: reduce must be 'median' or 'min', got {reduce!r}")
+    if order not in ("fixed", "alternate"):
+        raise ValueError(f"interleaved: order must be 'fixed' or 'alternate', got {order!r}")
     red = statistics.median if reduce == "median" else min
     for fn in configs.values():  # warm every configuration up front (allocator, kernel choice)
         for _ in range(warmup):
             fn()
     out: dict[str, list[float]] = {k: [] for k in configs}
-    for _ in range(repeats):
-        for k, fn in configs.items():
-            out[k].append(red(time_ms(fn, runs=runs, warmup=0, clock=clock)))
+    keys = list(configs)
+    for i in range(repeats):
+        for k in (keys if order == "fixed" or i % 2 == 0 else keys[::-1]):
+            out[k].append(red(time_ms(configs[k], runs=runs, warmup=0, clock=clock)))
     return out
 
 

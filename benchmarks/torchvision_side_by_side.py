@@ -32,7 +32,7 @@ SHARED = ["mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "shufflene
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(SHARED))
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=8, help="an even number: the order flips every repeat")
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
     try:
@@ -58,7 +58,7 @@ def main() -> int:
         with torch.inference_mode():
             diff = (ours(x) - tv(x)).abs().max().item()
             t = interleaved({"torchvision": lambda: tv(x), "lightnn": lambda: ours(x)}, repeats=args.repeats,
-                            runs=args.runs, clock="cpu")
+                            runs=args.runs, clock="cpu", order="alternate")
         r = ratio_stats(t["torchvision"], t["lightnn"])
         rows.append((name, diff, fmt_stat(t["torchvision"]), fmt_stat(t["lightnn"]), r))
         print(f"{name}: max|diff| {diff:.1e}, tv {fmt_stat(t['torchvision'])} ms, ours {fmt_stat(t['lightnn'])} ms, "
@@ -68,7 +68,7 @@ def main() -> int:
              f"{torchvision.__version__}. {machine_line(1)}",
              "Batch 1, 224x224 (inception_v3 299x299), fp32, `torch.inference_mode`, eval mode, 1 thread; both models "
              f"timed interleaved round-robin ({args.repeats} repeats, each the median of {args.runs} runs, CPU time of "
-             "the computing thread). Ratio = torchvision time / lightnn time per repeat, median (IQR); > 1 means "
+             "the computing thread; the order flips every repeat so neither model always runs first). Ratio = torchvision time / lightnn time per repeat, median (IQR); > 1 means "
              "lightnn is faster. max |diff| = largest difference of the logits for the same weights and input.", "",
              "| model | max abs diff | torchvision ms, median (IQR) | lightnn ms, median (IQR) | ratio tv/lightnn, median (IQR) |",
              "|---|---:|---:|---:|---:|"]
