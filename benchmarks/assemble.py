@@ -3,7 +3,7 @@
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["guidelines", "igc_width", "zoo", "torchvision_side_by_side", "training", "training_recipes", "deploy", "deep_compression", "channel_pruning", "run"]
+ORDER = ["guidelines", "igc_width", "zoo", "torchvision_side_by_side", "training", "training_recipes", "deploy", "deep_compression", "channel_pruning", "channel_block", "run"]
 
 
 def main() -> None:
