@@ -53,7 +53,34 @@ def dist_info() -> tuple[int, int]:
     return 0, 1
 
 
-class BatchLoader:
+def normalize_affine(mean: Sequence[float], std: Sequence[float], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) of shape (1, C, 1, 1) with ``(x/255 - mean)/std == x * scale + shift`` for uint8 ``x``."""
+    std_t = torch.tensor(list(std), dtype=torch.float32)
+    scale = (1.0 / (255.0 * std_t)).view(1, -1, 1, 1).to(device)
+    shift = (-torch.tensor(list(mean), dtype=torch.float32) / std_t).view(1, -1, 1, 1).to(device)
+    return scale, shift
+
+
+class _EpochLoader:
+    """What every lightnn loader shares: the dataset's classes and the epoch its next iteration replays."""
+
+    data: object
+    epoch: int
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.num_classes
+
+    @property
+    def classes(self) -> list[str]:
+        return self.data.classes
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose permutation and augmentation the next iteration replays."""
+        self.epoch = int(epoch)
+
+
+class BatchLoader(_EpochLoader):
     """Iterate ``(images, labels)`` batches of an :class:`ImageData`, normalized float on ``device``.
 
     Args:
@@ -97,24 +124,9 @@ class BatchLoader:
         if len(mean) != c or len(std) != c:
             raise DataError(f"mean/std have {len(mean)}/{len(std)} values but the images have {c} channels")
         self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
-        # x_norm = (x/255 - mean)/std = x * scale + shift
-        std_t = torch.tensor(self.std)
-        self._scale = (1.0 / (255.0 * std_t)).view(1, c, 1, 1).to(self.device)
-        self._shift = (-torch.tensor(self.mean) / std_t).view(1, c, 1, 1).to(self.device)
+        self._scale, self._shift = normalize_affine(self.mean, self.std, self.device)
         self._images = data.images.to(self.device)
         self._labels = data.labels.to(self.device)
-
-    @property
-    def num_classes(self) -> int:
-        return self.data.num_classes
-
-    @property
-    def classes(self) -> list[str]:
-        return self.data.classes
-
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose permutation and augmentation the next iteration replays."""
-        self.epoch = int(epoch)
 
     def _indices(self) -> torch.Tensor:
         n = len(self.data)

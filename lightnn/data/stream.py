@@ -25,7 +25,7 @@ import torch
 
 from ..errors import DataError
 from .datasets import IMAGE_EXTENSIONS, SAMPLE_PATH, SPLIT_NAMES, _is_hidden, split_indices, cache_dir
-from .loader import IMAGENET_MEAN, IMAGENET_STD, dist_info
+from .loader import IMAGENET_MEAN, IMAGENET_STD, _EpochLoader, dist_info, normalize_affine
 
 __all__ = ["StreamingImageFolder", "StreamLoader", "stream_image_folder"]
 
@@ -143,7 +143,7 @@ def _collate(batch):
     return torch.stack([b[0] for b in good]), torch.tensor([b[1] for b in good], dtype=torch.long), dropped
 
 
-class StreamLoader:
+class StreamLoader(_EpochLoader):
     """Sharded, seeded DataLoader over a :class:`StreamingImageFolder`, normalizing uint8 batches on ``device``."""
 
     def __init__(self, dataset: StreamingImageFolder, batch_size: int, *, shuffle: bool, workers: int,
@@ -155,20 +155,7 @@ class StreamLoader:
         self.device = torch.device(device)
         self.seed, self.epoch, self.drop_last, self.channels_last = int(seed), 0, drop_last, channels_last
         self.rank, self.world_size = dist_info()
-        std_t = torch.tensor(list(std), dtype=torch.float32)
-        self._scale = (1.0 / (255.0 * std_t)).view(1, -1, 1, 1).to(self.device)
-        self._shift = (-torch.tensor(list(mean), dtype=torch.float32) / std_t).view(1, -1, 1, 1).to(self.device)
-
-    @property
-    def num_classes(self) -> int:
-        return self.data.num_classes
-
-    @property
-    def classes(self) -> list[str]:
-        return self.data.classes
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self._scale, self._shift = normalize_affine(mean, std, self.device)
 
     def _indices(self) -> list[int]:
         n = len(self.data)
