@@ -130,9 +130,16 @@ def ratio_stats(ref_ms: list[float], ms: list[float]) -> dict[str, float]:
     return stats([r / m for r, m in zip(ref_ms, ms)])
 
 
+NOTES = Path(__file__).resolve().parent / "notes"
+
+
 def write_result(topic: str, text: str) -> Path:
-    """Write ``benchmarks/results/<topic>.md`` atomically and return its path."""
+    """Write ``benchmarks/results/<topic>.md`` atomically and return its path. The hand-written analysis in
+    ``benchmarks/notes/<topic>.md``, when there is one, is appended, so re-running a script keeps it."""
     from lightnn.utils.io import atomic_write_text
 
+    notes = NOTES / f"{topic}.md"
+    if notes.exists():
+        text = text.rstrip() + "\n\n" + notes.read_text().strip()
     RESULTS.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(RESULTS / f"{topic}.md", text.rstrip() + "\n")

@@ -1,6 +1,7 @@
-"""Training throughput: lightnn's batch pipeline versus a plain per-image DataLoader + PIL pipeline.
+"""Training: lightnn's batch pipeline versus a plain per-image DataLoader + PIL pipeline, and full CIFAR-10 runs.
 
-Both train the same model (ResNet-20, batch 128, SGD Nesterov) on the same decoded CIFAR-10 images with the same
+Both pipelines train the same model (ResNet-20 and the small LeNet-5, batch 128, SGD Nesterov, each in the
+precision ``lightnn.train.fit`` picks for it on this machine) on the same decoded CIFAR-10 images with the same
 augmentation (4-pixel pad + 32x32 random crop + horizontal flip, normalize):
 
 - reference: torchvision's CIFAR recipe done by hand (torchvision is not a dependency): a ``Dataset`` holding the
@@ -9,11 +10,13 @@ augmentation (4-pixel pad + 32x32 random crop + horizontal flip, normalize):
 - lightnn: :class:`lightnn.data.BatchLoader` (one gather per batch for pad+crop+flip, one fused normalize).
 
 Repeats are interleaved (reference, lightnn, reference, ...) so machine noise hits both; the table gives the median
-and IQR of images/s and the median of the per-pair ratios. ``--data-only`` rows time the pipelines without the model.
-The full CIFAR-10 results (``benchmarks/cifar10_full.py`` on a GPU) are added with ``--from-summary``.
+and IQR of images/s and the median of the per-pair ratios; the first row times the pipelines without a model.
+``--runs DIR ...`` adds the full CIFAR-10 runs made on this machine with ``lightnn train`` (their ``config.yaml``
+and ``metrics.jsonl``), ``--from-summary`` the GPU runs of ``benchmarks/cifar10_full.py``, and the hand-written
+analysis in ``notes/training.md`` is appended.
 
-    python benchmarks/training.py                       # CPU, the shipped sample
-    python benchmarks/training.py --from-summary summary.json   # also the full CIFAR-10 table
+    python benchmarks/training.py                                   # pipeline rows, the shipped sample
+    python benchmarks/training.py --runs runs/r20 runs/snv2 --from-summary summary.json
 """
 
 from __future__ import annotations
@@ -33,11 +36,14 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import write_result  # noqa: E402
 from lightnn import create_model  # noqa: E402
 from lightnn.data import BatchLoader, load_dataset  # noqa: E402
+from lightnn.train import bf16_is_fast, pick_precision  # noqa: E402
 from lightnn.train.trainer import param_groups  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "training.md"
 
 
 class PerImageDataset(torch.utils.data.Dataset):
@@ -70,7 +76,7 @@ def _quartiles(v: list[float]) -> tuple[float, float, float]:
     return float(q[1]), float(q[0]), float(q[2])
 
 
-def measure(name: str, batches, model, opt, device, steps: int, amp: bool) -> float:
+def measure(name: str, batches, model, opt, device, steps: int, amp: bool, channels_last: bool = False) -> float:
     """Images per second over ``steps`` batches (model=None: the data pipeline alone)."""
     it = iter(batches)
     n = 0
@@ -82,6 +88,8 @@ def measure(name: str, batches, model, opt, device, steps: int, amp: bool) -> fl
             it = iter(batches)
             x, y = next(it)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)  # the per-image batches arrive contiguous
         if model is not None:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 loss = torch.nn.functional.cross_entropy(model(x), y)
@@ -94,38 +102,89 @@ def measure(name: str, batches, model, opt, device, steps: int, amp: bool) -> fl
     return n / (time.perf_counter() - t)
 
 
+def _precision(model, loader, device) -> tuple[bool, str]:
+    """bf16 + channels-last or fp32, as :func:`lightnn.train.fit` would pick it on this device."""
+    if device.type == "cuda":
+        return True, "bf16 + channels-last"
+    if not bf16_is_fast(device):
+        return False, "fp32"
+    p = pick_precision(model, next(iter(loader)), device, steps=3)
+    ratio = p["fp32_s"] / p["bf16_cl_s"]
+    return p["amp"], f"{'bf16 + channels-last' if p['amp'] else 'fp32'} (bf16 step {ratio:.2f}x fp32's speed)"
+
+
+def _value(v: str):
+    try:
+        return json.loads(v)
+    except ValueError:
+        return v
+
+
 def run_throughput(args) -> list[dict]:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    amp = device.type == "cuda"
     data = load_dataset(args.data, "train")
     mean, std = data.channel_stats()
     rows = []
-    for with_model in ([False, True] if not args.model_only else [True]):
+    specs = [None] if not args.model_only else []
+    specs += [m for m in args.model.split(",") if m]
+    for spec in specs:
         model = opt = None
-        if with_model:
+        amp, cl, prec = False, False, "-"
+        ln_probe = BatchLoader(data, args.batch_size, augment=True, mean=mean, std=std, device=device)
+        if spec is not None:
             torch.manual_seed(0)
-            model = create_model(args.model, num_classes=data.num_classes).to(device)
+            name, *kvs = spec.split(":")
+            arch = {k: _value(v) for k, v in (kv.split("=", 1) for kv in kvs)}
+            model = create_model(name, num_classes=data.num_classes, in_chans=data.images.shape[1], **arch).to(device)
+            amp, prec = _precision(model, ln_probe, device)
+            cl = amp
+            if cl:
+                model.to(memory_format=torch.channels_last)
             opt = torch.optim.SGD(param_groups(model, 5e-4), lr=0.05, momentum=0.9, nesterov=True)
         ref_loader = torch.utils.data.DataLoader(PerImageDataset(data.images, data.labels, mean, std),
                                                  batch_size=args.batch_size, shuffle=True, drop_last=True,
                                                  num_workers=args.workers, pin_memory=device.type == "cuda",
                                                  persistent_workers=args.workers > 0)
         ln_loader = BatchLoader(data, args.batch_size, shuffle=True, augment=True, mean=mean, std=std,
-                                device=device, drop_last=True)
-        steps = args.steps if with_model else args.steps * 4
-        # warm-up both (workers start, cudnn picks algorithms)
-        measure("ref", ref_loader, model, opt, device, 2, amp)
-        measure("lightnn", ln_loader, model, opt, device, 2, amp)
+                                device=device, drop_last=True, channels_last=cl)
+        steps = args.steps if spec is not None else args.steps * 4
+        # warm-up both (workers start, oneDNN/cudnn pick their kernels)
+        measure("ref", ref_loader, model, opt, device, 2, amp, cl)
+        measure("lightnn", ln_loader, model, opt, device, 2, amp, cl)
         ref, ours = [], []
         for _ in range(args.repeats):
-            ref.append(measure("ref", ref_loader, model, opt, device, steps, amp))
-            ours.append(measure("lightnn", ln_loader, model, opt, device, steps, amp))
+            ref.append(measure("ref", ref_loader, model, opt, device, steps, amp, cl))
+            ours.append(measure("lightnn", ln_loader, model, opt, device, steps, amp, cl))
         ratios = [o / r for o, r in zip(ours, ref)]
-        what = f"train {args.model}" if with_model else "data pipeline only"
-        rows.append({"what": what, "device": str(device), "ref": _quartiles(ref), "lightnn": _quartiles(ours),
-                     "ratio": _quartiles(ratios), "steps": steps, "repeats": args.repeats})
+        what = f"train {spec}" if spec is not None else "data pipeline only"
+        rows.append({"what": what, "device": str(device), "precision": prec, "ref": _quartiles(ref),
+                     "lightnn": _quartiles(ours), "ratio": _quartiles(ratios), "steps": steps,
+                     "repeats": args.repeats})
         print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def width_probe(specs: list[str], batch: int = 128, train_images: int = 45_000, epochs: int = 30) -> str:
+    """Training speed of each ``NAME[:key=value...]`` in fp32 and in bf16 + channels-last (one batch of random
+    32x32 images, median of 3 steps after a warm-up, this process's threads), and the 30-epoch time it implies."""
+    lines = [f"Training step speed per model and width (batch {batch}, {torch.get_num_threads()} threads, median of 3 "
+             f"steps after a warm-up, `lightnn.train.pick_precision`); the estimate is {epochs} epochs x "
+             f"{train_images:,} images at the faster precision, validation excluded.", "",
+             "| model | width | MACs (32x32) | fp32 img/s | bf16 + channels-last img/s | faster | est. 30 epochs |",
+             "|---|---|---|---|---|---|---|"]
+    g = torch.Generator().manual_seed(0)
+    for spec in specs:
+        name, *kvs = spec.split(":")
+        arch = {k: _value(v) for k, v in (kv.split("=", 1) for kv in kvs)}
+        model = create_model(name, num_classes=10, **arch)
+        x, y = torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g)
+        p = pick_precision(model, (x, y), "cpu", steps=3)
+        best = batch / min(p["fp32_s"], p["bf16_cl_s"])
+        lines.append(f"| {name} | {arch.get('width_mult', 1.0)} | {_macs(name, arch)} | {batch / p['fp32_s']:,.0f} | "
+                     f"{batch / p['bf16_cl_s']:,.0f} | {'bf16' if p['amp'] else 'fp32'} | "
+                     f"{epochs * train_images / best / 60:.0f} min |")
+        print(lines[-1], flush=True)
+    return "\n".join(lines)
 
 
 def machine() -> str:
@@ -134,61 +193,90 @@ def machine() -> str:
 
 
 def throughput_table(rows: list[dict], args) -> str:
-    out = [f"Model {args.model}, batch {args.batch_size}, the shipped 5,000-image CIFAR-10 sample (32x32), "
-           f"{args.repeats} interleaved repeats; reference DataLoader with num_workers={args.workers}; "
-           f"{torch.get_num_threads()} torch threads.", "",
-           "| measured | device | per-image DataLoader+PIL img/s (IQR) | lightnn BatchLoader img/s (IQR) | speed-up, median of pairs (IQR) |",
-           "|---|---|---|---|---|"]
+    out = [f"Batch {args.batch_size}, the shipped 5,000-image CIFAR-10 sample (32x32), {args.repeats} interleaved "
+           f"repeats of {args.steps} training steps (x4 for the data-only row); reference DataLoader with "
+           f"num_workers={args.workers}; {torch.get_num_threads()} torch threads; each model trains in the precision "
+           f"`lightnn.train.fit` picks for it here (`pick_precision`), in both pipelines.", "",
+           "| measured | device | precision | per-image DataLoader+PIL img/s (IQR) | lightnn BatchLoader img/s (IQR) | "
+           "speed-up, median of pairs (IQR) |", "|---|---|---|---|---|---|"]
     for r in rows:
         f = lambda q: f"{q[0]:,.0f} ({q[1]:,.0f}-{q[2]:,.0f})"  # noqa: E731
-        out.append(f"| {r['what']} | {r['device']} | {f(r['ref'])} | {f(r['lightnn'])} | "
+        out.append(f"| {r['what']} | {r['device']} | {r.get('precision', '-')} | {f(r['ref'])} | {f(r['lightnn'])} | "
                    f"**{r['ratio'][0]:.2f}x** ({r['ratio'][1]:.2f}-{r['ratio'][2]:.2f}) |")
     return "\n".join(out)
 
 
-def cifar_table(summary: dict) -> str:
-    """The full CIFAR-10 results from benchmarks/cifar10_full.py's summary.json."""
+def _macs(name: str, arch: dict) -> str:
     from lightnn import profile
 
+    return f"{profile(create_model(name, num_classes=10, **arch), (1, 3, 32, 32)).macs / 1e6:.1f} M"
+
+
+def cifar_table(summary: dict) -> str:
+    """The GPU results from benchmarks/cifar10_full.py's summary.json."""
     lines = [f"Trained on {summary['device']} (torch {summary['torch']}, bf16 autocast "
              f"{'on' if summary['amp_bf16'] else 'off'}, channels-last {'on' if summary['channels_last'] else 'off'}), "
              f"{summary['train_images']:,} train / {summary['val_images']:,} validation images (seeded stratified "
              f"split of the 50,000 JPEG training images, seed 0), {summary['date']}. Recipe: "
              + ", ".join(f"{k} {v}" for k, v in summary["recipe"].items()) + ", pad-4 crop + flip.", "",
-             "| model | width | params | MACs (32x32) | epochs | val top-1 % | val top-5 % | GPU train time | "
-             "est. time on this CPU |", "|---|---|---|---|---|---|---|---|---|"]
+             "| model | width | params | MACs (32x32) | epochs | val top-1 % | val top-5 % | GPU train time |",
+             "|---|---|---|---|---|---|---|---|"]
     for spec, m in summary["models"].items():
         if "error" in m:
-            lines.append(f"| {spec} | - | - | - | - | failed: {m['error'][:80]} | | | |")
+            lines.append(f"| {spec} | - | - | - | - | failed: {m['error'][:80]} | | |")
             continue
-        model = create_model(m["model"], num_classes=10, **m["arch"])
-        try:
-            macs = profile(model, (1, 3, 32, 32)).macs
-            macs_s = f"{macs / 1e6:.1f} M"
-        except Exception as e:  # profiler not available yet
-            macs_s = f"n/a ({type(e).__name__})"
         width = m["arch"].get("width_mult", 1.0)
-        cpu = m.get("cpu_images_per_s")
-        est = f"{m['epochs'] * summary['train_images'] / cpu / 3600:.1f} h" if cpu else "-"
-        lines.append(f"| {m['model']} | {width} | {m['params'] / 1e6:.3f} M | {macs_s} | {m['epochs']} | "
-                     f"{m['val_top1']:.2f} | {m['val_top5']:.2f} | {m['train_time_s']:.0f} s | {est} |")
+        lines.append(f"| {m['model']} | {width} | {m['params'] / 1e6:.3f} M | {_macs(m['model'], m['arch'])} | "
+                     f"{m['epochs']} | {m['val_top1']:.2f} | {m['val_top5']:.2f} | {m['train_time_s']:.0f} s |")
     return "\n".join(lines)
 
 
-def cpu_images_per_s(name: str, arch: dict, steps: int = 2, batch: int = 128) -> float:
-    """Training images/s of ``name`` on this machine's CPU (lightnn pipeline; for the time estimates)."""
-    data = load_dataset("sample", "train")
-    model = create_model(name, num_classes=10, **arch)
-    opt = torch.optim.SGD(param_groups(model, 5e-4), lr=0.05, momentum=0.9, nesterov=True)
-    loader = BatchLoader(data, batch, shuffle=True, augment=True, drop_last=True)
-    measure("w", loader, model, opt, torch.device("cpu"), 1, False)
-    return statistics.median(measure("m", loader, model, opt, torch.device("cpu"), steps, False) for _ in range(2))
+def runs_table(run_dirs: list[str]) -> str:
+    """Full CIFAR-10 runs of ``lightnn train`` on this machine: one row per run directory (its ``config.yaml``
+    and ``metrics.jsonl``); the time is the sum of the epochs' wall-clock times (training + validation)."""
+    import yaml
+
+    lines = ["| model | width | params | MACs (32x32) | epochs | batch | lr (warm-up) | precision | val top-1 % "
+             "(best) | val top-5 % | train img/s (median) | wall-clock (sum of epochs) | median epoch x epochs |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    recipes = set()
+    for d in run_dirs:
+        d = Path(d)
+        cfg = yaml.safe_load((d / "config.yaml").read_text())
+        hist = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        if not hist:
+            continue
+        arch = cfg.get("arch") or {}
+        model = create_model(cfg["model"], num_classes=10, **arch)
+        params = sum(p.numel() for p in model.parameters())
+        last = hist[-1]
+        done = f"{last['epoch']}" if last["epoch"] == cfg["epochs"] else f"{last['epoch']} of {cfg['epochs']}"
+        wall = sum(r["epoch_time_s"] for r in hist)
+        prec = "bf16 + channels-last" if cfg.get("amp") else "fp32"
+        probe = cfg.get("precision_probe")
+        if probe:
+            prec += f" (bf16 step {probe['fp32_s'] / probe['bf16_cl_s']:.2f}x fp32's speed)"
+        best = max(r["val_top1"] for r in hist)
+        recipes.add((cfg["momentum"], cfg["nesterov"], cfg["weight_decay"], cfg["schedule"], cfg["label_smoothing"]))
+        lines.append(f"| {cfg['model']} | {arch.get('width_mult', 1.0)} | {params / 1e6:.3f} M | "
+                     f"{_macs(cfg['model'], arch)} | {done} | {cfg['batch_size']} | {cfg['lr']} ({cfg['warmup_epochs']}) | "
+                     f"{prec} | **{last['val_top1']:.2f}** ({best:.2f}) | {last['val_top5']:.2f} | "
+                     f"{statistics.median(r['images_per_s'] for r in hist):,.0f} | {wall / 60:.1f} min | "
+                     f"{statistics.median(r['epoch_time_s'] for r in hist) * len(hist) / 60:.1f} min |")
+    common = "; ".join(f"momentum {m}, Nesterov {n}, weight decay {w} (not on norms/biases), {s} schedule, label "
+                       f"smoothing {ls}" for m, n, w, s, ls in sorted(recipes))
+    return "\n".join([f"Recipe: {common}; pad-4 crop + flip; 45,000 / 5,000 seeded split (seed 0) of the JPEG "
+                      "training images. Precision is what `fit` picked by timing both on the first batch. Wall-clock is the sum of "
+                      "the epochs' times (training + validation, data decoding excluded); the last column shows what "
+                      "an epoch shared with another job costs it.", ""]
+                     + lines)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="sample")
-    ap.add_argument("--model", default="resnet20")
+    ap.add_argument("--model", default="resnet20,lenet5:img_size=32", help="comma-separated models for the training "
+                    "rows, each NAME[:key=value...] (architecture arguments)")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=4, help="training steps per repeat (x4 for data-only rows)")
     ap.add_argument("--repeats", type=int, default=5)
@@ -198,7 +286,12 @@ def main(argv=None) -> int:
     ap.add_argument("--model-only", action="store_true")
     ap.add_argument("--from-summary", default=None, help="summary.json of benchmarks/cifar10_full.py")
     ap.add_argument("--gpu-rows", default=None, help="JSON lines of a GPU throughput run to include")
-    ap.add_argument("--cpu-estimate", action="store_true", help="measure CPU img/s of each summary model")
+    ap.add_argument("--runs", nargs="*", default=[], help="`lightnn train` run directories of full CIFAR-10 runs "
+                    "on this machine (config.yaml + metrics.jsonl)")
+    ap.add_argument("--probe-models", default="resnet20,mobilenet_v2_cifar:width_mult=0.25,"
+                    "mobilenet_v2_cifar:width_mult=0.5,mobilenet_v2_cifar,shufflenet_v2_cifar:width_mult=0.5,"
+                    "shufflenet_v2_cifar,igcv3_cifar:width_mult=0.25,igcv3_cifar:width_mult=0.5",
+                    help="models/widths whose training speed (fp32 and bf16) is tabled; '' to skip")
     ap.add_argument("--json-out", default=None, help="also write the measured rows as JSON lines here")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
@@ -211,23 +304,19 @@ def main(argv=None) -> int:
     md = ["# Training", "", f"Machine: {machine()}.", "",
           "## Pipeline throughput: lightnn batch augmentation vs per-image DataLoader + PIL", "",
           throughput_table(rows, args)]
+    if args.probe_models and torch.device(args.device or "cpu").type == "cpu":
+        md += ["", "## Which widths train in under an hour here", "",
+               width_probe([m for m in args.probe_models.split(",") if m])]
+    if args.runs:
+        md += ["", f"## Full CIFAR-10 on this machine ({platform.processor() or platform.machine()}, "
+               f"{os.cpu_count()} cores)", "", runs_table(args.runs)]
     if args.from_summary:
         summary = json.loads(Path(args.from_summary).read_text())
-        if args.cpu_estimate:
-            for m in summary["models"].values():
-                if "error" not in m:
-                    m["cpu_images_per_s"] = cpu_images_per_s(m["model"], m["arch"])
-        md += ["", "## Full CIFAR-10 (45,000 / 5,000 split)", "", cifar_table(summary)]
-        cpu_rows = [(s, m["cpu_images_per_s"]) for s, m in summary["models"].items() if m.get("cpu_images_per_s")]
-        if cpu_rows:
-            md += ["", "Measured CPU training throughput on this machine (2 shared cores, batch 128, lightnn "
-                   "pipeline; it sets the estimated CPU times above): "
-                   + ", ".join(f"{s} {v:.0f} img/s" for s, v in cpu_rows) + "."]
+        md += ["", "## Full CIFAR-10 on a lent GPU (45,000 / 5,000 split)", "", cifar_table(summary)]
     text = "\n".join(md) + "\n"
     print(text)
     if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text)
+        write_result("training", text)  # appends benchmarks/notes/training.md
     return 0
 
 

@@ -292,3 +292,38 @@ def test_versatile_errors_are_clear():
         SpatialVersatileConv2d(4, 2, 5, padding=1)
     with pytest.raises(LightnnError, match="mode"):
         SpatialVersatileConv2d(4, 2, 3).merge("avg")
+
+
+def test_call_flat_equals_a_normal_call_and_respects_hooks():
+    from lightnn.ops.conv import call_flat
+
+    torch.manual_seed(0)
+    seq = nn.Sequential(ConvBNAct(3, 8, 3), nn.Sequential(ConvBNAct(8, 8, 1, act=None), nn.ReLU()))
+    seq.eval()
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(call_flat(seq, x), seq(x))
+    seen = []
+    h = seq[1][0].register_forward_hook(lambda m, i, o: seen.append(o.shape))  # a hook on an inner ConvBNAct
+    call_flat(seq, x)
+    assert seen == [torch.Size([2, 8, 8, 8])]
+    h.remove()
+    g = nn.modules.module.register_module_forward_hook(lambda m, i, o: seen.append(type(m).__name__))
+    try:
+        seen.clear()
+        call_flat(seq, x)
+        assert seen.count("ConvBNAct") == 2 and seen.count("Sequential") == 2  # global hooks see every container
+    finally:
+        g.remove()
+
+
+def test_blocks_fire_hooks_of_their_units():
+    # InvertedResidual and ShuffleV2Block run their units flat, but a hook put on a unit still fires
+    import lightnn
+
+    for name, unit in (("mobilenet_v2", "features.2.conv_dw"), ("shufflenet_v2_x0_5", "features.stage2.1.branch2.pw1")):
+        m = lightnn.create_model(name, num_classes=10).eval()
+        fired = []
+        m.get_submodule(unit).register_forward_hook(lambda mod, i, o: fired.append(1))
+        with torch.no_grad():
+            m(torch.randn(1, 3, 64, 64))
+        assert fired == [1], name

@@ -31,7 +31,51 @@ def small_model(k: int = 4):
     return create_model("resnet20", num_classes=k)
 
 
-KW = dict(batch_size=16, lr=0.05, progress=False, verbose=False, seed=0)
+KW = dict(batch_size=16, lr=0.05, progress=False, verbose=False, seed=0, amp=False)  # no timing-based precision probe
+
+
+def test_pick_precision_times_both_and_leaves_the_model_alone():
+    from lightnn.train import pick_precision
+
+    torch.manual_seed(0)
+    m = small_model()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    x, y = torch.randn(8, 3, 8, 8), torch.arange(8) % 4
+    r = pick_precision(m, (x, y), "cpu", steps=1)
+    assert r["fp32_s"] > 0 and r["bf16_cl_s"] > 0
+    assert r["amp"] == r["channels_last"] == (r["bf16_cl_s"] < r["fp32_s"])
+    for k, v in m.state_dict().items():  # weights and BN statistics untouched: the probe trained a copy
+        assert torch.equal(v, before[k]), k
+    assert all(p.grad is None for p in m.parameters())
+
+
+def test_fit_probes_precision_once_and_a_resumed_run_keeps_it(tmp_path, monkeypatch):
+    import yaml
+    from lightnn.train import trainer
+
+    calls = []
+
+    def fake_pick(model, batch, device, steps=2):
+        calls.append(1)
+        return {"amp": True, "channels_last": True, "fp32_s": 2.0, "bf16_cl_s": 1.0}
+
+    monkeypatch.setattr(trainer, "bf16_is_fast", lambda dev: True)
+    monkeypatch.setattr(trainer, "pick_precision", fake_pick)
+    kw = {k: v for k, v in KW.items() if k != "amp"}
+    fit(small_model(), tiny_data(32), None, epochs=1, output_dir=tmp_path / "r", **kw)
+    cfg = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert calls == [1] and cfg["amp"] is True and cfg["channels_last"] is True
+    assert cfg["precision_probe"]["bf16_cl_s"] == 1.0
+
+    def must_not_probe(*a, **k):
+        raise AssertionError("a resumed run must keep the precision it started with")
+
+    monkeypatch.setattr(trainer, "pick_precision", must_not_probe)
+    fit(small_model(), tiny_data(32), None, epochs=2, output_dir=tmp_path / "r", resume=True, **kw)
+    cfg = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert cfg["amp"] is True and cfg["channels_last"] is True
+    # forcing a precision skips the probe
+    fit(small_model(), tiny_data(32), None, epochs=1, amp=False, **kw)
 
 
 def test_resume_gives_the_uninterrupted_result(tmp_path):

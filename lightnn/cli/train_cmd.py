@@ -43,7 +43,7 @@ def add_parser(sub):
     p.add_argument("--min-lr", type=float, default=0.0)
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--no-augment", dest="augment", action="store_false", help="no pad+crop+flip")
-    p.add_argument("--amp", dest="amp", action="store_true", default=None, help="bf16 autocast and channels-last (default: on where fast: CUDA, CPUs with AMX)")
+    p.add_argument("--amp", dest="amp", action="store_true", default=None, help="bf16 autocast and channels-last (default: on for CUDA; on AMX CPUs the faster of bf16 and fp32, timed on one batch)")
     p.add_argument("--no-amp", dest="amp", action="store_false")
     p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")

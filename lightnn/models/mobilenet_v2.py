@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from ..errors import LightnnError
 from ..ops import ConvBNAct, SqueezeExcite
-from ..ops.conv import ActLike
+from ..ops.conv import ActLike, call_flat
 from ._base import ClassifierModel, init_weights, make_divisible
 from ._registry import register_model
 
@@ -36,14 +36,18 @@ class InvertedResidual(nn.Module):
             raise LightnnError(f"InvertedResidual: stride must be 1 or 2, got {stride}")
         bn = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
         self.use_res = stride == 1 and in_chs == out_chs
-        self.conv_pw = ConvBNAct(in_chs, exp_chs, 1, act=act, **bn) if exp_chs != in_chs else nn.Identity()
+        # absent pieces are skipped by flags, not nn.Identity modules: each module call costs time in eager mode
+        self.has_pw, self.has_se = exp_chs != in_chs, bool(se_rd_chs)
+        self.conv_pw = ConvBNAct(in_chs, exp_chs, 1, act=act, **bn) if self.has_pw else nn.Identity()
         self.conv_dw = ConvBNAct(exp_chs, exp_chs, kernel_size, stride, groups=exp_chs, act=act, **bn)
-        self.se = SqueezeExcite(exp_chs, se_rd_chs, act="relu", gate=se_gate) if se_rd_chs else nn.Identity()
+        self.se = SqueezeExcite(exp_chs, se_rd_chs, act="relu", gate=se_gate) if self.has_se else nn.Identity()
         self.conv_pwl = ConvBNAct(exp_chs, out_chs, 1, act=None, **bn)
         self.in_chs, self.out_chs, self.stride = in_chs, out_chs, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv_pwl(self.se(self.conv_dw(self.conv_pw(x))))
+        y = call_flat(self.conv_pw, x) if self.has_pw else x
+        y = call_flat(self.conv_dw, y)
+        y = call_flat(self.conv_pwl, self.se(y) if self.has_se else y)
         return x + y if self.use_res else y
 
 

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from ..errors import LightnnError
 from ..ops import ChannelShuffle, ChannelSplit, ConvBNAct
-from ..ops.conv import ActLike
+from ..ops.conv import ActLike, call_flat
 from ._base import ClassifierModel, init_weights
 from ._registry import register_model
 
@@ -52,13 +52,14 @@ class ShuffleV2Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Children from the _modules dict: ``self.<child>`` goes through nn.Module.__getattr__ (~1 us each), a
-        # visible share of a unit's time at batch 1. Still looked up per call, so a replaced child is used.
+        # visible share of a unit's time at batch 1. Still looked up per call, so a replaced child is used. The
+        # branches' containers are run by call_flat (their layers called directly) for the same reason.
         m = self._modules
         if self.stride == 1:
             x1, x2 = m["split"](x)
-            out = torch.cat((x1, m["branch2"](x2)), 1)
+            out = torch.cat((x1, call_flat(m["branch2"], x2)), 1)
         else:
-            out = torch.cat((m["branch1"](x), m["branch2"](x)), 1)
+            out = torch.cat((call_flat(m["branch1"], x), call_flat(m["branch2"], x)), 1)
         return m["shuffle"](out)
 
 

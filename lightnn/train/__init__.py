@@ -14,7 +14,7 @@ Typical use::
 
 from .losses import classification_loss, distillation_loss
 from .schedule import SCHEDULES, lr_lambda
-from .trainer import check_num_classes, evaluate, fit, param_groups
+from .trainer import bf16_is_fast, check_num_classes, evaluate, fit, param_groups, pick_precision
 
-__all__ = ["fit", "evaluate", "param_groups", "check_num_classes", "distillation_loss", "classification_loss",
+__all__ = ["fit", "evaluate", "param_groups", "check_num_classes", "pick_precision", "bf16_is_fast", "distillation_loss", "classification_loss",
            "lr_lambda", "SCHEDULES"]
