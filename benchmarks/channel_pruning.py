@@ -5,6 +5,10 @@ Two stages, because training wants a GPU and latency must be measured on the dep
     # stage 1 (GPU): train baselines, sensitivity analysis, prune to the MACs budget, fine-tune with the unpruned
     # model as distillation teacher, train width-scaled baselines of equal MACs for the same number of epochs
     python benchmarks/channel_pruning.py train --data .devdata/cifar10-train-jpeg.tar.gz --out OUT
+    # optional stage 1b (CPU is enough for resnet20): remove residual blocks first (depth pruning), chosen by
+    # validation top-1 lost per ms of ONNX Runtime batch-32 latency saved, then channel-prune to the same MACs
+    # budget and fine-tune the same way; adds <model>_depth.pt to the run
+    python benchmarks/channel_pruning.py depth --data .devdata/cifar10-train-jpeg.tar.gz --runs-dir OUT --blocks 2
     # stage 2 (this CPU): ONNX Runtime latency of every checkpoint at batch 1 and 32, all in one run; writes
     # benchmarks/results/channel_pruning.md
     python benchmarks/channel_pruning.py measure --runs-dir OUT
@@ -127,6 +131,70 @@ def train_stage(args: argparse.Namespace) -> None:
         atomic_write_json(out / "results.json", results)
 
 
+def depth_stage(args: argparse.Namespace) -> None:
+    """Blocks out, then channels, to the run's MACs budget; fine-tuned like the channel-pruned model."""
+    from lightnn.compress.depth import block_sensitivity, remove_blocks, removable_blocks
+    from lightnn.data import load_dataset
+    from lightnn.export.onnx import export_onnx
+    from lightnn.export.runtime import OrtSession
+    from lightnn.train import evaluate, fit
+
+    runs_dir = Path(args.runs_dir)
+    res = json.loads((runs_dir / "results.json").read_text())
+    name = args.model
+    rec = res["models"][name]
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    if dev == "cpu":
+        torch.set_num_threads(args.threads)
+    train, val = load_dataset(args.data, "train"), load_dataset(args.data, "val")
+    model = load_model(runs_dir / f"{name}_base.pt").eval()
+    norm = getattr(model, "lightnn_normalize", None) or torch.load(
+        runs_dir / f"{name}_base.pt", map_location="cpu", weights_only=True).get("meta", {}).get("normalize")
+    mean, std = (norm["mean"], norm["std"]) if norm else (None, None)
+
+    def acc(m: torch.nn.Module) -> float:
+        return evaluate(m.to(dev), val, batch_size=1000, device=dev, mean=mean, std=std)["top1"]
+
+    def lat32(m: torch.nn.Module, tag: str) -> float:
+        path = export_onnx(m.cpu().eval(), Path(args.tmp) / f"{name}_{tag}.onnx", input_size=(3, 32, 32))
+        return OrtSession(path, threads=1).latency(32, warmup=3, runs=15, input_size=(3, 32, 32)).median_ms
+
+    Path(args.tmp).mkdir(parents=True, exist_ok=True)
+    x = torch.randn(1, 3, 32, 32)
+    t0 = time.time()
+    base_top1 = acc(model)
+    blocks = removable_blocks(model, x)
+    top1 = block_sensitivity(model, blocks, acc)
+    base_ms = lat32(model, "depth_probe_base")
+    ms = block_sensitivity(model, blocks, lambda m: lat32(m, "depth_probe"))
+    # top-1 lost per ms saved, smallest first: the cheapest way to buy latency
+    cost = {b: max(base_top1 - top1[b], 0.0) / max(base_ms - ms[b], 1e-3) for b in blocks}
+    chosen = args.names.split(",") if args.names else sorted(blocks, key=cost.get)[: args.blocks]
+    shallow = remove_blocks(model, chosen, x)
+    m0 = count_macs(model.cpu(), x)
+    scale = m0 / count_macs(shallow, x)
+    target = rec["macs"]["pruned"] / m0 * scale  # the channel-pruned model's MACs, relative to the shallow model
+    print(f"removed {chosen}: top-1 {acc(shallow):.2f}%, channel budget {target:.1%} of the shallow model", flush=True)
+    sens = sensitivity_analysis(shallow.to(dev), x.to(dev), acc, RATIOS, criterion="l1")
+    plan = plan_ratios(shallow.cpu(), x, sens, target_macs=min(target, 0.999))
+    pruned = prune_channels(shallow.cpu(), x, plan["ratios"], criterion="l1")
+    verify = verify_shrink(shallow, pruned, x)
+    noft = acc(pruned)
+    t1 = time.time()
+    ft_ep = args.epochs or rec["ft_epochs"]
+    fit(pruned, train, val, epochs=ft_ep, batch_size=256, lr=0.02, weight_decay=5e-4, device=dev, teacher=model,
+        kd_weight=0.5, progress=False, verbose=True, mean=mean, std=std)
+    rec["depth"] = {"removed": chosen, "block_top1": top1, "block_b32_ms": ms, "base_b32_ms": base_ms,
+                    "plan": plan, "verify_max_diff": verify, "top1_noft": noft, "ft_epochs": ft_ep,
+                    "ft_time_s": time.time() - t1, "select_time_s": t1 - t0, "device": dev}
+    rec["depth_top1"] = acc(pruned)
+    rec["macs"]["depth"] = count_macs(pruned.cpu(), x)
+    print(f"depth + channels: {rec['macs']['depth'] / m0:.1%} MACs, top-1 {noft:.2f}% -> {rec['depth_top1']:.2f}%",
+          flush=True)
+    save_checkpoint(runs_dir / f"{name}_depth.pt", pruned.cpu(), meta={"top1": rec["depth_top1"], "normalize": norm})
+    atomic_write_json(runs_dir / "results.json", res)
+
+
 def _interleaved(paths: dict[str, Path], batch: int, rounds: int, runs: int, threads: int) -> dict[str, list[float]]:
     """Per-image-batch medians of each ONNX model, measured in interleaved rounds so drift hits all alike."""
     from lightnn.export.runtime import OrtSession
@@ -169,14 +237,18 @@ def measure_stage(args: argparse.Namespace) -> None:
     lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     checks: list[str] = []
     for name, rec in res["models"].items():
-        models = {tag: load_model(runs_dir / f"{name}_{tag}.pt") for tag in ("base", "pruned", "width")}
+        tags = ("base", "pruned", "width") + (("depth",) if "depth" in rec else ())
+        models = {tag: load_model(runs_dir / f"{name}_{tag}.pt") for tag in tags}
         paths = {tag: export_onnx(m, tmp / f"{name}_{tag}.onnx", input_size=(3, 32, 32)) for tag, m in models.items()}
         lat = {b: _interleaved(paths, b, args.rounds, args.runs if b == 1 else max(5, args.runs // 3), args.threads)
                for b in (1, 32)}
         pruned_label = f"channel-pruned ({rec['macs']['pruned'] / rec['macs']['base']:.0%} MACs) + KD fine-tune"
-        for tag, label in (("base", "baseline"), ("pruned", pruned_label),
-                           ("width", "uniform " + ", ".join(f"{k}={v}" for k, v in rec["width"].items()
-                                                            if k != "epochs"))):
+        rows = [("base", "baseline"), ("pruned", pruned_label)]
+        if "depth" in rec:
+            rows.append(("depth", f"{len(rec['depth']['removed'])} blocks removed + channel-pruned "
+                                  f"({rec['macs']['depth'] / rec['macs']['base']:.0%} MACs) + KD fine-tune"))
+        rows.append(("width", "uniform " + ", ".join(f"{k}={v}" for k, v in rec["width"].items() if k != "epochs")))
+        for tag, label in rows:
             m = models[tag]
             params = sum(p.numel() for p in m.parameters()) / 1e3
             top1 = rec[f"{tag}_top1"]
@@ -194,6 +266,15 @@ def measure_stage(args: argparse.Namespace) -> None:
                       f"{'met' if drop <= 1 else 'NOT met'}); batch-32 speed-up {sp32:.2f}x (target >= 1.5x: "
                       f"{'met' if sp32 >= 1.5 else 'NOT met'}); vs width scaling: top-1 "
                       f"{rec['pruned_top1'] - rec['width_top1']:+.2f} points, speed-up {sp32:.2f}x vs {sp32_w:.2f}x.")
+        if "depth" in rec:
+            d = rec["depth"]
+            drop_d = rec["base_top1"] - rec["depth_top1"]
+            sp32_d = statistics.median(lat[32]["base"]) / statistics.median(lat[32]["depth"])
+            checks.append(f"- {name} blocks + channels (removed {', '.join(d['removed'])}, chosen by top-1 lost per "
+                          f"ms of batch-32 latency saved; fine-tuned {d['ft_epochs']} epochs on {d['device']}): "
+                          f"accuracy lost {drop_d:.2f} points ({'met' if drop_d <= 1 else 'NOT met'}); batch-32 "
+                          f"speed-up {sp32_d:.2f}x ({'met' if sp32_d >= 1.5 else 'NOT met'}); vs width scaling: top-1 "
+                          f"{rec['depth_top1'] - rec['width_top1']:+.2f} points, speed-up {sp32_d:.2f}x vs {sp32_w:.2f}x.")
     lines.append("")
     lines += checks
     for name, rec in res["models"].items():
@@ -227,6 +308,15 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--epoch-scale", type=float, default=1.0)
     t.add_argument("--models", type=int, default=len(MODELS))
     t.add_argument("--limit", type=int, default=0, help="use only this many train/val images (smoke runs)")
+    d = sub.add_parser("depth")
+    d.add_argument("--data", required=True)
+    d.add_argument("--runs-dir", required=True)
+    d.add_argument("--model", default="resnet20")
+    d.add_argument("--blocks", type=int, default=2, help="how many residual blocks to remove")
+    d.add_argument("--names", default=None, help="comma-separated block names to remove instead of choosing")
+    d.add_argument("--epochs", type=int, default=0, help="fine-tune epochs (default: the run's)")
+    d.add_argument("--threads", type=int, default=2)
+    d.add_argument("--tmp", default="/tmp/lightnn-channel-bench")
     m = sub.add_parser("measure")
     m.add_argument("--runs-dir", required=True)
     m.add_argument("--tmp", default="/tmp/lightnn-channel-bench")
@@ -235,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument("--runs", type=int, default=30)
     m.add_argument("--note", action="append", default=[], help="a line added under the table (what this run did)")
     args = ap.parse_args(argv)
-    train_stage(args) if args.stage == "train" else measure_stage(args)
+    {"train": train_stage, "depth": depth_stage, "measure": measure_stage}[args.stage](args)
 
 
 if __name__ == "__main__":

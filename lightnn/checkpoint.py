@@ -46,7 +46,7 @@ def _load_transform_providers() -> None:
     # Modules that register transforms; imported lazily so loading a plain checkpoint stays cheap.
     import importlib
 
-    for mod in ("lightnn.compress.channel", "lightnn.compress.lowrank", "lightnn.export.qat"):
+    for mod in ("lightnn.compress.channel", "lightnn.compress.depth", "lightnn.compress.lowrank", "lightnn.export.qat"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:

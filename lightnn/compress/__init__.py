@@ -5,6 +5,7 @@ into a ``.lnz`` file) and, from sibling modules, structured channel pruning and 
 """
 
 from .channel import ChannelGroup, build_dependency_graph, prune_channels, verify_shrink  # structured pruning
+from .depth import block_sensitivity, remove_blocks, removable_blocks  # depth pruning
 from .deep import DeepConfig, deep_compress, evaluate, finetune, report_markdown, size_breakdown
 from .fileformat import load, read_lnz, save_lnz
 from .huffman import canonical_codes, code_lengths
@@ -13,6 +14,8 @@ from .share import SharedWeight, centroid_parameters, finalize_sharing, kmeans_1
 
 __all__ = [
     "load", "save_lnz", "read_lnz",
+    "ChannelGroup", "build_dependency_graph", "prune_channels", "verify_shrink",
+    "removable_blocks", "block_sensitivity", "remove_blocks",
     "DeepConfig", "deep_compress", "evaluate", "finetune", "report_markdown", "size_breakdown",
     "MagnitudePruner", "magnitude_masks", "apply_masks", "agp_sparsity", "layer_density", "prunable_layers",
     "share_weights", "finalize_sharing", "centroid_parameters", "kmeans_1d", "SharedWeight",

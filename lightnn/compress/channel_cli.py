@@ -5,6 +5,7 @@
     lightnn compress r20.pt --method channels --target-macs 0.5 --data sample --output out/
     lightnn compress r20.pt --method channels --target-latency 0.6 --data sample --output out/
     lightnn compress r20.pt --method channels --ratio 0.3 --output out/          # uniform, no data needed
+    lightnn compress r20.pt --method channels --remove-blocks 2 --target-macs 0.5 --data sample --output out/
     lightnn compress r20.pt --sensitivity --data sample --output out/
     lightnn compress r20.pt --method lowrank --energy 0.9 --output out/
 """
@@ -31,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--target-latency", type=float, default=None,
                    help="keep this fraction of the ONNX Runtime batch-1 latency (planned like --target-macs)")
     g.add_argument("--ratio", type=float, default=None, help="prune this fraction of every group (no plan)")
+    g.add_argument("--remove-blocks", type=int, default=0,
+                   help="first remove this many identity-shortcut residual blocks, those whose removal alone costs "
+                        "the least validation accuracy (needs --data); --target-macs stays relative to the input model")
     g.add_argument("--criterion", default="l1", choices=["l1", "l2", "bn_scale", "taylor", "random"],
                    help="channel importance (default l1)")
     g.add_argument("--round-to", default="8", help="kept channel counts are multiples of this (default 8); 'auto': this CPU's convolution channel block (16 with AVX-512, else 8)")
@@ -106,8 +110,13 @@ def run(args: argparse.Namespace) -> int:
     targets = [a for a in ("target_macs", "target_latency", "ratio") if getattr(args, a) is not None]
     if not args.sensitivity and len(targets) != 1:
         raise LightnnError("--method channels needs exactly one of --target-macs, --target-latency, --ratio")
+    if args.remove_blocks < 0:
+        raise LightnnError(f"--remove-blocks must be >= 0, got {args.remove_blocks}")
+    if args.remove_blocks and (args.sensitivity or targets == ["target_latency"]):
+        raise LightnnError("--remove-blocks combines with --target-macs or --ratio (not --sensitivity or "
+                           "--target-latency)")
     needs_data = args.sensitivity or (targets and targets[0] != "ratio") or args.finetune_epochs > 0 \
-        or args.criterion == "taylor"
+        or args.criterion == "taylor" or args.remove_blocks > 0
     if needs_data and args.data is None:
         raise LightnnError("--data is required for --sensitivity, --target-macs/--target-latency, fine-tuning "
                            "and the taylor criterion")
@@ -124,6 +133,22 @@ def run(args: argparse.Namespace) -> int:
     def acc(m) -> float:
         return evaluate(m.to(device), sub, batch_size=max(256, args.batch_size), device=device,
                         mean=norm["mean"], std=norm["std"])["top1"]
+
+    original, macs_scale = model, 1.0
+    if args.remove_blocks:
+        from .depth import block_sensitivity, remove_blocks, removable_blocks
+
+        blocks = removable_blocks(model, x)
+        if args.remove_blocks > len(blocks):
+            raise LightnnError(f"--remove-blocks {args.remove_blocks}: the model has only {len(blocks)} removable "
+                               f"residual blocks ({blocks})")
+        log(f"accuracy with each of {len(blocks)} removable blocks removed alone ...")
+        bsens = block_sensitivity(model, blocks, acc)
+        chosen = sorted(blocks, key=lambda b: -bsens[b])[: args.remove_blocks]
+        model = remove_blocks(model, chosen, x).cpu()
+        macs_scale = count_macs(original.cpu(), x) / count_macs(model, x)
+        report["blocks"] = {"removed": chosen, "top1_removed_alone": bsens}
+        log("removed " + ", ".join(f"{b} ({bsens[b]:.2f}%)" for b in chosen))
 
     # ops the analysis cannot map freeze the channels they touch; the rest of the graph is pruned
     graph = build_dependency_graph(model, x, on_unsupported="exclude", exclude=args.exclude)
@@ -164,7 +189,11 @@ def run(args: argparse.Namespace) -> int:
         if backend:
             report["latency_backend"] = backend
             log(f"latency budget measured with {backend}")
-        plan = plan_ratios(model, x, sens, target_macs=args.target_macs, target_latency=args.target_latency,
+        target_macs = None if args.target_macs is None else args.target_macs * macs_scale
+        if target_macs is not None and target_macs >= 1.0:
+            raise LightnnError(f"removing {args.remove_blocks} blocks already leaves {1 / macs_scale:.1%} of the MACs, "
+                               f"at or below --target-macs {args.target_macs}: remove fewer blocks or use --ratio")
+        plan = plan_ratios(model, x, sens, target_macs=target_macs, target_latency=args.target_latency,
                            latency_fn=lat_fn, criterion=args.criterion, round_to=args.round_to, graph=graph,
                            iters=20 if lat_fn is None else 8)
         report["plan"] = plan
@@ -172,16 +201,17 @@ def run(args: argparse.Namespace) -> int:
     pruned = prune_channels(model, x, ratio, criterion=args.criterion, scope=scope, round_to=args.round_to,
                             data=data_iter, graph=graph)
     report["verify_max_diff"] = verify_shrink(model, pruned, x)
-    report["macs"] = {"before": count_macs(model, x), "after": count_macs(pruned, x)}
-    report["params"] = {"before": sum(p.numel() for p in model.parameters()),
+    report["macs"] = {"before": count_macs(original, x), "after": count_macs(pruned, x)}
+    report["params"] = {"before": sum(p.numel() for p in original.parameters()),
                         "after": sum(p.numel() for p in pruned.parameters())}
     if va is not None:
-        report["top1"] = {"before": acc(model), "pruned": acc(pruned)}
+        report["top1"] = {"before": acc(original), **({"blocks_removed": acc(model)} if args.remove_blocks else {}),
+                          "pruned": acc(pruned)}
     if args.finetune_epochs > 0:
         from ..train import fit
 
         res = fit(pruned, tr, va, epochs=max(1, round(args.finetune_epochs)), lr=args.lr, batch_size=args.batch_size,
-                  device=device, teacher=model if args.distill else None, mean=norm["mean"], std=norm["std"],
+                  device=device, teacher=original if args.distill else None, mean=norm["mean"], std=norm["std"],
                   progress=not args.json, verbose=not args.json)
         report["top1"]["finetuned"] = acc(pruned)
         report["finetune"] = {"epochs": len(res["history"]), "distill": args.distill}
