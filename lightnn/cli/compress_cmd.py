@@ -42,6 +42,8 @@ def add_parser(sub):
          "--config recipe.yaml --output r20.lnz",
          "lightnn compress runs/r20/model.pt --method prune --sparsity 0.8 --data sample --output r20_pruned.pt",
          "lightnn compress r20_pruned.pt --method share --conv-bits 6 --share-epochs 0 --output r20.lnz",
+         "lightnn compress runs/r20/model.pt --method channels --remove-blocks 2 --target-macs 0.5 --data sample "
+         "--output runs/r20-pruned",
          "lightnn eval r20.lnz --data sample"])
     p.add_argument("checkpoint", help="a lightnn checkpoint (.pt) or a .lnz file")
     p.add_argument("--method", default="deep", choices=UNSTRUCTURED + STRUCTURED,
