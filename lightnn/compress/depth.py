@@ -135,11 +135,8 @@ def block_sensitivity(model: nn.Module, blocks: Sequence[str], score: Callable[[
 
 
 def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
-    *path, attr = name.split(".")
-    parent = model
-    for p in path:
-        parent = getattr(parent, p)
-    return parent, attr
+    path, _, attr = name.rpartition(".")
+    return model.get_submodule(path), attr
 
 
 def _apply(model: nn.Module, removed: Sequence[str]) -> nn.Module:
