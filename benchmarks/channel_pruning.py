@@ -34,6 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _common import interleaved  # noqa: E402
 from lightnn import create_model  # noqa: E402
 from lightnn.checkpoint import load_model, save_checkpoint  # noqa: E402
 from lightnn.compress.channel import prune_channels, verify_shrink  # noqa: E402
@@ -182,10 +183,11 @@ def depth_stage(args: argparse.Namespace) -> None:
     noft = acc(pruned)
     t1 = time.time()
     ft_ep = args.epochs or rec["ft_epochs"]
-    fit(pruned, train, val, epochs=ft_ep, batch_size=256, lr=0.02, weight_decay=5e-4, device=dev, teacher=model,
-        kd_weight=0.5, progress=False, verbose=True, mean=mean, std=std)
+    fit(pruned, train, val, epochs=ft_ep, batch_size=256, lr=args.lr, weight_decay=5e-4, device=dev, teacher=model,
+        kd_weight=args.kd_weight, progress=False, verbose=True, mean=mean, std=std)
     rec["depth"] = {"removed": chosen, "block_top1": top1, "block_b32_ms": ms, "base_b32_ms": base_ms,
                     "plan": plan, "verify_max_diff": verify, "top1_noft": noft, "ft_epochs": ft_ep,
+                    "ft_lr": args.lr, "kd_weight": args.kd_weight,
                     "ft_time_s": time.time() - t1, "select_time_s": t1 - t0, "device": dev}
     rec["depth_top1"] = acc(pruned)
     rec["macs"]["depth"] = count_macs(pruned.cpu(), x)
@@ -196,15 +198,14 @@ def depth_stage(args: argparse.Namespace) -> None:
 
 
 def _interleaved(paths: dict[str, Path], batch: int, rounds: int, runs: int, threads: int) -> dict[str, list[float]]:
-    """Per-image-batch medians of each ONNX model, measured in interleaved rounds so drift hits all alike."""
+    """Per-round burst medians (ms) of each ONNX model at ``batch``, rounds interleaved so drift hits all alike."""
     from lightnn.export.runtime import OrtSession
 
-    sess = {k: OrtSession(p, threads=threads) for k, p in paths.items()}
-    out: dict[str, list[float]] = {k: [] for k in paths}
-    for _ in range(rounds):
-        for k, s in sess.items():
-            out[k].append(s.latency(batch, warmup=3, runs=runs, input_size=(3, 32, 32)).median_ms)
-    return out
+    calls = {}
+    for k, p in paths.items():
+        sess = OrtSession(p, threads=threads)
+        calls[k] = sess.bind(sess.random_input(batch, (3, 32, 32)))
+    return interleaved(calls, repeats=rounds, runs=runs, warmup=3)
 
 
 def _iqr(v: list[float]) -> float:
@@ -315,6 +316,8 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--blocks", type=int, default=2, help="how many residual blocks to remove")
     d.add_argument("--names", default=None, help="comma-separated block names to remove instead of choosing")
     d.add_argument("--epochs", type=int, default=0, help="fine-tune epochs (default: the run's)")
+    d.add_argument("--lr", type=float, default=0.02, help="fine-tune peak learning rate (cosine schedule)")
+    d.add_argument("--kd-weight", type=float, default=0.5, help="weight of distillation from the unpruned model")
     d.add_argument("--threads", type=int, default=2)
     d.add_argument("--tmp", default="/tmp/lightnn-channel-bench")
     m = sub.add_parser("measure")

@@ -9,7 +9,8 @@ import torch.nn as nn
 
 import lightnn
 from lightnn.checkpoint import load_model, save_checkpoint
-from lightnn.compress import block_sensitivity, prune_channels, removable_blocks, remove_blocks, verify_shrink
+from lightnn.compress import (block_sensitivity, prune_channels, rank_blocks, removable_blocks, remove_blocks,
+                              verify_shrink)
 from lightnn.compress.sensitivity import count_macs
 from lightnn.errors import LightnnError
 
@@ -111,6 +112,38 @@ def test_blocks_then_channels_round_trip_through_a_checkpoint(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(back(X), pruned.eval()(X), rtol=0, atol=0)
     assert isinstance(back.get_submodule("features.1.2"), nn.Identity)
+
+
+def test_rank_blocks_by_accuracy_or_by_accuracy_per_ms_saved():
+    top1 = {"a": 80.0, "b": 85.0, "c": 84.0, "d": 86.0}  # removed alone; the full model has 86.5
+    assert rank_blocks(top1) == ["d", "b", "c", "a"]
+    ms = {"a": 10.0, "b": 19.0, "c": 16.0, "d": 20.0}  # the full model takes 20 ms
+    # lost per ms saved: a 6.5/10 = 0.65, b 1.5/1 = 1.5, c 2.5/4 = 0.625; d saves nothing and goes last
+    assert rank_blocks(top1, baseline=86.5, latency_removed=ms, baseline_latency=20.0) == ["c", "a", "b", "d"]
+    with pytest.raises(LightnnError, match="no latency measured for block"):
+        rank_blocks(top1, baseline=86.5, latency_removed={"a": 1.0}, baseline_latency=20.0)
+    with pytest.raises(LightnnError, match="needs the full model's score and latency"):
+        rank_blocks(top1, latency_removed=ms)
+
+
+@pytest.mark.slow
+def test_cli_blocks_ranked_by_latency_under_a_latency_budget(tmp_path, capsys):
+    import json
+
+    from lightnn.cli import main
+
+    ck = save_checkpoint(tmp_path / "r20.pt", _net("resnet20"))
+    out = tmp_path / "lat"
+    assert main(["compress", str(ck), "--method", "channels", "--remove-blocks", "1", "--rank-blocks", "latency",
+                 "--latency-batch", "4", "--target-latency", "0.8", "--data", "sample", "--eval-limit", "32",
+                 "--ratios", "0.5", "--output", str(out), "--json", "--device", "cpu"]) == 0
+    rep = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    blocks = rep["blocks"]
+    assert blocks["rank"] == "latency" and blocks["latency_batch"] == 4 and len(blocks["ms_removed_alone"]) == 7
+    order = rank_blocks(blocks["top1_removed_alone"], baseline=rep["top1"]["before"],
+                        latency_removed=blocks["ms_removed_alone"], baseline_latency=blocks["ms"])
+    assert blocks["removed"] == order[:1]
+    assert [t["kind"] for t in load_model(out / "model.pt").lightnn_transforms] == ["blocks", "channels"]
 
 
 @pytest.mark.slow

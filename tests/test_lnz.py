@@ -182,6 +182,8 @@ def test_cli_compress_writes_lnz_and_report(tmp_path, capsys):
     from lightnn.cli import main
 
     model = lightnn.create_model("lenet5", num_classes=10, in_chans=3, img_size=16)
+    with torch.no_grad():
+        model.pre_logits[1].bias.normal_()  # zero-initialized biases would already be exact in float16
     ckpt = tmp_path / "m.pt"
     save_checkpoint(ckpt, model)
     out = tmp_path / "m.lnz"
@@ -190,6 +192,13 @@ def test_cli_compress_writes_lnz_and_report(tmp_path, capsys):
     again = load(out)
     w = again.pre_logits[1].weight
     assert (w != 0).float().mean() == pytest.approx(0.1, abs=0.02) and torch.unique(w[w != 0]).numel() <= 15
+    half = tmp_path / "h.lnz"
+    assert main(["compress", str(ckpt), "--sparsity", "0.9", "--fc-bits", "4", "--other-dtype", "float16",
+                 "--output", str(half)]) == 0
+    dtypes = {r["key"]: r["dtype"] for r in read_lnz(half)[0]["records"]}
+    assert dtypes["pre_logits.1.bias"] == "float16" and dtypes["pre_logits.1.weight"] == "float32"
+    assert {r["key"]: r["dtype"] for r in read_lnz(out)[0]["records"]}["pre_logits.1.bias"] == "float32"
+    assert half.stat().st_size < out.stat().st_size - 2 * model.pre_logits[1].bias.numel() + 64
     rc = main(["compress", str(ckpt), "--method", "prune", "--sparsity", "0.5", "--output", str(tmp_path / "p.pt")])
     assert rc == 0 and lightnn.checkpoint.load_model(tmp_path / "p.pt").pre_logits[1].weight.eq(0).float().mean() > 0.45
     assert main(["compress", str(ckpt), "--method", "share", "--output", str(tmp_path / "bad.txt")]) == 2
@@ -259,3 +268,69 @@ def test_distillation_settings_are_checked(kw, msg):
     model = lightnn.create_model("lenet5", num_classes=10, in_chans=3, img_size=16)
     with pytest.raises(LightnnError, match=msg):
         finetune(model, _tiny_batches(), 1, lr=0.1, **kw)
+
+
+def test_float32_values_exact_in_half_are_stored_in_16_bits():
+    exact = torch.randn(64).half().float()  # every value a float16 value
+    enc = encode_tensor("bn.weight", exact)
+    assert enc.kind == "raw" and enc.dtype == "float16" and enc.stats["raw_bits"] == 64 * 16
+    out = decode_tensor(*_segs(enc))
+    assert out.dtype == torch.float32 and torch.equal(out.view(torch.int32), exact.view(torch.int32))
+    inexact = exact.clone()
+    inexact[3] += 1e-4  # one value off the float16 grid keeps the whole tensor in float32
+    enc = encode_tensor("bn.weight", inexact)
+    assert enc.dtype == "float32" and enc.stats["raw_bits"] == 64 * 32
+    huge = torch.full((4,), 1e6)  # beyond float16's range: float32
+    assert encode_tensor("bn.running_var", huge).dtype == "float32"
+
+
+def test_round_others_to_half_leaves_weights_and_out_of_range_values_alone():
+    from lightnn.compress import round_others_to_half
+
+    torch.manual_seed(0)
+    model = lightnn.create_model("resnet20", num_classes=10)
+    model.features[0].bn.running_var.fill_(1e6)  # cannot be float16
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    info = round_others_to_half(model)
+    assert info["kept"] == ["features.0.bn.running_var"] and info["rounded"] > 0
+    for k, v in model.state_dict().items():
+        if k.endswith(".weight") and v.ndim > 1 or k in info["kept"] or v.dtype != torch.float32:
+            assert torch.equal(v, before[k]), k  # conv/linear weights and the out-of-range tensor untouched
+        else:
+            assert torch.equal(v, before[k].half().float()), k
+
+
+def test_pipeline_with_float16_others_shrinks_the_file_and_decodes_exactly(tmp_path):
+    data = _tiny_batches()
+    sizes = {}
+    for dtype in ("float32", "float16"):
+        torch.manual_seed(0)
+        model = lightnn.create_model("resnet20", num_classes=10)
+        cfg = DeepConfig(sparsity={"conv": 0.5, "fc": 0.5}, prune_epochs=1, share_epochs=1, mask_updates=2, amp=False,
+                         other_dtype=dtype)
+        out = tmp_path / f"{dtype}.lnz"
+        model, report = deep_compress(model, cfg, train=data, val=data, output=out, log=None)
+        sizes[dtype] = out.stat().st_size
+        again = load(out)
+        for k, v in model.state_dict().items():
+            w = again.state_dict()[k]
+            assert w.dtype == v.dtype and torch.equal(v, w), k
+        header, _ = read_lnz(out)
+        kinds = {r["key"]: r["dtype"] for r in header["records"]}
+        if dtype == "float16":
+            assert report["float16_others"]["rounded"] > 0
+            assert kinds["features.0.bn.weight"] == "float16" and kinds["classifier.bias"] == "float16"
+        else:
+            assert "float16_others" not in report and kinds["features.0.bn.weight"] == "float32"
+    # resnet20: 1,360 batch-norm channels x 4 values + 10 biases, 2 bytes saved each
+    saved = sizes["float32"] - sizes["float16"]
+    bn_values = sum(v.numel() for k, v in model.state_dict().items() if v.dtype == torch.float32
+                    and not (k.endswith(".weight") and v.ndim > 1))
+    assert abs(saved - 2 * bn_values) < 200  # headers differ by a few bytes of JSON
+
+
+def test_other_dtype_is_checked():
+    from lightnn.errors import LightnnError
+
+    with pytest.raises(LightnnError, match="other_dtype must be"):
+        DeepConfig(other_dtype="int8")

@@ -17,7 +17,7 @@ STRUCTURED = ("channels", "lowrank")
 _CFG_FLAGS = {
     "sparsity": "sparsity", "scope": "scope", "schedule": "schedule", "prune_epochs": "prune_epochs",
     "prune_lr": "prune_lr", "share_epochs": "share_epochs", "share_lr": "share_lr", "kmeans_init": "kmeans_init",
-    "share_train": "share_train",
+    "share_train": "share_train", "other_dtype": "other_dtype",
 }
 _CLI_KEYS = {"data", "output", "val_fraction", "split_seed", "batch_size", "device", "conv_bits", "fc_bits",
              "conv_index_bits", "fc_index_bits", "method"}
@@ -63,6 +63,9 @@ def add_parser(sub):
     g.add_argument("--share-lr", type=float, default=None)
     g.add_argument("--share-train", choices=["centroids", "all"], default=None)
     g.add_argument("--kmeans-init", choices=["linear", "density", "random"], default=None)
+    g.add_argument("--other-dtype", choices=["float32", "float16"], default=None,
+                   help="storage of batch norm and biases; float16 rounds them after the last retraining (exact "
+                        "in the file, halves their bytes)")
     g.add_argument("--conv-bits", type=int, default=None, help="weight-sharing bits for conv layers (paper: 8)")
     g.add_argument("--fc-bits", type=int, default=None, help="weight-sharing bits for fc layers (paper: 5)")
     g.add_argument("--conv-index-bits", type=int, default=None, help="relative-index bits, conv (paper: 8)")

@@ -5,8 +5,8 @@ into a ``.lnz`` file) and, from sibling modules, structured channel pruning and 
 """
 
 from .channel import ChannelGroup, build_dependency_graph, prune_channels, verify_shrink  # structured pruning
-from .depth import block_sensitivity, remove_blocks, removable_blocks  # depth pruning
-from .deep import DeepConfig, deep_compress, evaluate, finetune, report_markdown, size_breakdown
+from .depth import block_sensitivity, rank_blocks, remove_blocks, removable_blocks  # depth pruning
+from .deep import DeepConfig, deep_compress, evaluate, finetune, report_markdown, round_others_to_half, size_breakdown
 from .fileformat import load, read_lnz, save_lnz
 from .huffman import canonical_codes, code_lengths
 from .prune import MagnitudePruner, agp_sparsity, apply_masks, layer_density, magnitude_masks, prunable_layers
@@ -15,8 +15,8 @@ from .share import SharedWeight, centroid_parameters, finalize_sharing, kmeans_1
 __all__ = [
     "load", "save_lnz", "read_lnz",
     "ChannelGroup", "build_dependency_graph", "prune_channels", "verify_shrink",
-    "removable_blocks", "block_sensitivity", "remove_blocks",
-    "DeepConfig", "deep_compress", "evaluate", "finetune", "report_markdown", "size_breakdown",
+    "removable_blocks", "block_sensitivity", "rank_blocks", "remove_blocks",
+    "DeepConfig", "deep_compress", "evaluate", "finetune", "report_markdown", "size_breakdown", "round_others_to_half",
     "MagnitudePruner", "magnitude_masks", "apply_masks", "agp_sparsity", "layer_density", "prunable_layers",
     "share_weights", "finalize_sharing", "centroid_parameters", "kmeans_1d", "SharedWeight",
     "code_lengths", "canonical_codes",

@@ -35,6 +35,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--remove-blocks", type=int, default=0,
                    help="first remove this many identity-shortcut residual blocks, those whose removal alone costs "
                         "the least validation accuracy (needs --data); --target-macs stays relative to the input model")
+    g.add_argument("--rank-blocks", default="accuracy", choices=["accuracy", "latency"],
+                   help="choose the blocks by accuracy lost (default), or by accuracy lost per ms of deployment "
+                        "latency saved (measured at --latency-batch)")
+    g.add_argument("--latency-batch", type=int, default=1,
+                   help="batch size of the latency measurements (--target-latency, --rank-blocks latency)")
     g.add_argument("--criterion", default="l1", choices=["l1", "l2", "bn_scale", "taylor", "random"],
                    help="channel importance (default l1)")
     g.add_argument("--round-to", default="8", help="kept channel counts are multiples of this (default 8); 'auto': this CPU's convolution channel block (16 with AVX-512, else 8)")
@@ -59,14 +64,17 @@ def _data(args: argparse.Namespace, norm: dict | None, device: str) -> tuple[Any
     return tr, va, norm
 
 
-def _latency_fn(size: tuple[int, ...]):
-    """Batch-1 latency (ms) on the deployment backend: ONNX Runtime when importable, else eager PyTorch."""
+def _latency_fn(size: tuple[int, ...], batch: int = 1):
+    """Latency (ms, median) at ``batch`` on the deployment backend: ONNX Runtime when importable, else eager."""
     import importlib.util
 
     from ..profile.latency import measure_latency
 
+    if batch < 1:
+        raise LightnnError(f"--latency-batch must be >= 1, got {batch}")
     backend = "onnxruntime" if importlib.util.find_spec("onnxruntime") else "eager"
-    return (lambda m: measure_latency(m.cpu(), size, batch=1, threads=1, runs=20, backend=backend).median_ms), backend
+    return (lambda m: measure_latency(m.cpu(), size, batch=batch, threads=1, runs=20, backend=backend).median_ms,
+            backend)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,9 +120,9 @@ def run(args: argparse.Namespace) -> int:
         raise LightnnError("--method channels needs exactly one of --target-macs, --target-latency, --ratio")
     if args.remove_blocks < 0:
         raise LightnnError(f"--remove-blocks must be >= 0, got {args.remove_blocks}")
-    if args.remove_blocks and (args.sensitivity or targets == ["target_latency"]):
-        raise LightnnError("--remove-blocks combines with --target-macs or --ratio (not --sensitivity or "
-                           "--target-latency)")
+    if args.remove_blocks and args.sensitivity:
+        raise LightnnError("--remove-blocks combines with --target-macs, --target-latency or --ratio (not "
+                           "--sensitivity)")
     needs_data = args.sensitivity or (targets and targets[0] != "ratio") or args.finetune_epochs > 0 \
         or args.criterion == "taylor" or args.remove_blocks > 0
     if needs_data and args.data is None:
@@ -134,9 +142,9 @@ def run(args: argparse.Namespace) -> int:
         return evaluate(m.to(device), sub, batch_size=max(256, args.batch_size), device=device,
                         mean=norm["mean"], std=norm["std"])["top1"]
 
-    original, macs_scale = model, 1.0
+    original, macs_scale, latency_scale = model, 1.0, 1.0
     if args.remove_blocks:
-        from .depth import block_sensitivity, remove_blocks, removable_blocks
+        from .depth import block_sensitivity, rank_blocks, remove_blocks, removable_blocks
 
         blocks = removable_blocks(model, x)
         if args.remove_blocks > len(blocks):
@@ -144,10 +152,26 @@ def run(args: argparse.Namespace) -> int:
                                f"residual blocks ({blocks})")
         log(f"accuracy with each of {len(blocks)} removable blocks removed alone ...")
         bsens = block_sensitivity(model, blocks, acc)
-        chosen = sorted(blocks, key=lambda b: -bsens[b])[: args.remove_blocks]
+        report["blocks"] = {"top1_removed_alone": bsens, "rank": args.rank_blocks}
+        if args.rank_blocks == "latency":
+            lat, backend = _latency_fn(size, args.latency_batch)
+            log(f"{backend} latency at batch {args.latency_batch} with each block removed alone ...")
+            base_ms = lat(model)
+            ms = block_sensitivity(model, blocks, lat)
+            order = rank_blocks(bsens, baseline=acc(model), latency_removed=ms, baseline_latency=base_ms)
+            report["blocks"].update(ms_removed_alone=ms, ms=base_ms, latency_backend=backend,
+                                    latency_batch=args.latency_batch)
+            model = model.to(device)
+        else:
+            order = rank_blocks(bsens)
+        chosen = order[: args.remove_blocks]
         model = remove_blocks(model, chosen, x).cpu()
         macs_scale = count_macs(original.cpu(), x) / count_macs(model, x)
-        report["blocks"] = {"removed": chosen, "top1_removed_alone": bsens}
+        if args.target_latency is not None:  # the budget stays relative to the input model
+            lat, _ = _latency_fn(size, args.latency_batch)
+            latency_scale = lat(original) / lat(model)
+            model, original = model.to(device), original.to(device)
+        report["blocks"]["removed"] = chosen
         log("removed " + ", ".join(f"{b} ({bsens[b]:.2f}%)" for b in chosen))
 
     # ops the analysis cannot map freeze the channels they touch; the rest of the graph is pruned
@@ -185,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
         ratio: Any = args.ratio
         scope = args.scope or "layer"
     else:
-        lat_fn, backend = _latency_fn(size) if args.target_latency is not None else (None, None)
+        lat_fn, backend = _latency_fn(size, args.latency_batch) if args.target_latency is not None else (None, None)
         if backend:
             report["latency_backend"] = backend
             log(f"latency budget measured with {backend}")
@@ -193,7 +217,12 @@ def run(args: argparse.Namespace) -> int:
         if target_macs is not None and target_macs >= 1.0:
             raise LightnnError(f"removing {args.remove_blocks} blocks already leaves {1 / macs_scale:.1%} of the MACs, "
                                f"at or below --target-macs {args.target_macs}: remove fewer blocks or use --ratio")
-        plan = plan_ratios(model, x, sens, target_macs=target_macs, target_latency=args.target_latency,
+        target_latency = None if args.target_latency is None else args.target_latency * latency_scale
+        if target_latency is not None and target_latency >= 1.0:
+            raise LightnnError(f"removing {args.remove_blocks} blocks already leaves {1 / latency_scale:.1%} of the "
+                               f"latency, at or below --target-latency {args.target_latency}: remove fewer blocks or "
+                               "use --ratio")
+        plan = plan_ratios(model, x, sens, target_macs=target_macs, target_latency=target_latency,
                            latency_fn=lat_fn, criterion=args.criterion, round_to=args.round_to, graph=graph,
                            iters=20 if lat_fn is None else 8)
         report["plan"] = plan

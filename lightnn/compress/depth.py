@@ -9,7 +9,8 @@ of a non-negative input, as after a previous block's ReLU).
 
 :func:`removable_blocks` finds such blocks by tracing each submodule with torch.fx (any user model built from
 standard layers, not only the zoo); :func:`block_sensitivity` scores each block by what removing it alone costs
-(any metric, usually validation accuracy); :func:`remove_blocks` replaces the chosen blocks by ``nn.Identity`` and
+(any metric, usually validation accuracy, or a latency); :func:`rank_blocks` orders them by score lost, or by
+score lost per millisecond saved; :func:`remove_blocks` replaces the chosen blocks by ``nn.Identity`` and
 records the plain-data transform ``{"kind": "blocks", "removed": [...]}`` on ``model.lightnn_transforms``, so
 :func:`lightnn.checkpoint.load_model` rebuilds the shallower model from its file. Channel pruning
 (:func:`lightnn.compress.channel.prune_channels`) can follow on the result; the transforms replay in order.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.fx as fx
@@ -132,6 +133,34 @@ def block_sensitivity(model: nn.Module, blocks: Sequence[str], score: Callable[[
         finally:
             setattr(parent, attr, kept)
     return out
+
+
+def rank_blocks(score_removed: Mapping[str, float], *, baseline: float | None = None,
+                latency_removed: Mapping[str, float] | None = None,
+                baseline_latency: float | None = None) -> list[str]:
+    """Blocks in the order to remove them, cheapest first.
+
+    ``score_removed`` is a higher-is-better score (validation accuracy) with each block removed alone
+    (:func:`block_sensitivity`). Without latencies, blocks whose removal keeps the most score come first. With
+    ``latency_removed`` (ms with each block removed alone, e.g. ``block_sensitivity`` over a latency measurement)
+    and ``baseline_latency`` (ms of the full model), blocks are ordered by score lost per ms saved, the cheapest way
+    to buy speed; a block that saves no measurable time goes after every block that does.
+    """
+    if latency_removed is None:
+        return sorted(score_removed, key=lambda b: -score_removed[b])
+    if baseline is None or baseline_latency is None:
+        raise LightnnError("ranking blocks by latency needs the full model's score and latency (baseline, "
+                           "baseline_latency)")
+    missing = sorted(set(score_removed) - set(latency_removed))
+    if missing:
+        raise LightnnError(f"no latency measured for block(s) {missing}")
+
+    def cost(b: str) -> tuple[int, float]:
+        saved = baseline_latency - latency_removed[b]
+        lost = max(baseline - score_removed[b], 0.0)
+        return (0, lost / saved) if saved > 0 else (1, lost)
+
+    return sorted(score_removed, key=cost)
 
 
 def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:

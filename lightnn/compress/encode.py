@@ -121,8 +121,22 @@ def _dtype_name(t: torch.Tensor) -> str:
     return str(t.dtype).replace("torch.", "")
 
 
+def _exact_in_half(t: torch.Tensor) -> bool:
+    """True when every value of the float32 tensor ``t`` survives a round trip through float16 unchanged."""
+    if t.dtype != torch.float32 or t.numel() == 0:
+        return False
+    h = t.half()
+    return bool(torch.isfinite(h).all() == torch.isfinite(t).all()) and torch.equal(h.float(), t)
+
+
 def encode_raw(key: str, t: torch.Tensor) -> EncodedTensor:
+    """Dense little-endian bytes. A float32 tensor whose values are all exact in float16 (for instance batch norm
+    rounded by ``DeepConfig(other_dtype="float16")``) is stored in 16 bits with ``"as": "float32"``: lossless."""
     t = t.detach().cpu().contiguous()
+    if _exact_in_half(t):
+        data = t.half().numpy().astype("<f2").tobytes()
+        return EncodedTensor(key, "raw", list(t.shape), "float16", fields={"as": "float32"}, segments={"data": data},
+                             stats={"numel": t.numel(), "raw_bits": len(data) * 8, "stored_as": "float16"})
     name = _dtype_name(t)
     if name == "bfloat16":
         data = t.view(torch.int16).numpy().astype("<i2").tobytes()
@@ -220,7 +234,13 @@ def decode_tensor(rec: dict, segs: dict[str, bytes]) -> torch.Tensor:
         arr = np.frombuffer(data, dtype=np.dtype(_NP_DTYPES[dtype]).newbyteorder("<"))
         if arr.size != numel:
             raise ValueError(f"holds {arr.size} values, shape {shape} needs {numel}")
-        return torch.from_numpy(arr.astype(_NP_DTYPES[dtype]).copy()).reshape(shape)
+        out = torch.from_numpy(arr.astype(_NP_DTYPES[dtype]).copy()).reshape(shape)
+        target = rec.get("as")
+        if target is not None:  # stored narrower than the model's tensor (exact values): widen back
+            if target not in _NP_DTYPES or _NP_DTYPES[target] is None:
+                raise ValueError(f"unknown target dtype {target!r}")
+            out = out.to(getattr(torch, target))
+        return out
     gaps = huffman.decode(_stream_from("gaps", rec["gaps"], segs))
     pos = absolute_positions(gaps)
     if len(pos) and pos[-1] >= numel:
