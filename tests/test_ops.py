@@ -316,6 +316,30 @@ def test_call_flat_equals_a_normal_call_and_respects_hooks():
         g.remove()
 
 
+def test_call_flat_respects_backward_hooks_of_a_container():
+    from lightnn.ops.conv import call_flat
+
+    torch.manual_seed(0)
+    seq = nn.Sequential(ConvBNAct(3, 8, 3), ConvBNAct(8, 4, 1, act=None))
+    grads = []
+    seq[1].register_full_backward_hook(lambda m, gi, go: grads.append(go[0].shape))  # on an inner container
+    call_flat(seq, torch.randn(2, 3, 8, 8, requires_grad=True)).sum().backward()
+    assert grads == [torch.Size([2, 4, 8, 8])]
+
+
+def test_classifier_features_run_flat_but_fire_stage_hooks():
+    import lightnn
+
+    m = lightnn.create_model("mnasnet0_5", num_classes=10).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref, stage_out = m(x), m.features[:4](x).shape
+        seen = []
+        h = m.features[3].register_forward_hook(lambda mod, i, o: seen.append(o.shape))  # a whole stage
+        assert torch.equal(m(x), ref) and seen == [stage_out]
+        h.remove()
+
+
 def test_blocks_fire_hooks_of_their_units():
     # InvertedResidual and ShuffleV2Block run their units flat, but a hook put on a unit still fires
     import lightnn

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..ops.conv import call_flat
+
 
 class ClassifierModel(nn.Module):
     """Base for zoo models with a ``features`` trunk and a pool -> dropout -> linear head.
@@ -37,7 +39,8 @@ class ClassifierModel(nn.Module):
         self.classifier = nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
+        # nested nn.Sequential containers (stages, ConvBNAct) run without their own module call unless hooked
+        return call_flat(self.features, x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = torch.flatten(self.global_pool(x), 1)

@@ -45,9 +45,10 @@ class InvertedResidual(nn.Module):
         self.in_chs, self.out_chs, self.stride = in_chs, out_chs, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = call_flat(self.conv_pw, x) if self.has_pw else x
-        y = call_flat(self.conv_dw, y)
-        y = call_flat(self.conv_pwl, self.se(y) if self.has_se else y)
+        mods = self._modules  # a dict lookup instead of nn.Module.__getattr__ per child: eager batch-1 overhead
+        y = call_flat(mods["conv_pw"], x) if self.has_pw else x
+        y = call_flat(mods["conv_dw"], y)
+        y = call_flat(mods["conv_pwl"], mods["se"](y) if self.has_se else y)
         return x + y if self.use_res else y
 
 

@@ -42,7 +42,8 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + self.downsample(x))
+        out += self.downsample(x)  # in place, as torchvision: no new activation-sized tensor per block
+        return self.relu(out)
 
 
 class Bottleneck(nn.Module):
@@ -66,7 +67,8 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + self.downsample(x))
+        out += self.downsample(x)
+        return self.relu(out)
 
 
 # Paper Table 1

@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
+from torch.nn.modules import module as _module_globals
 
 from ..errors import LightnnError
 from .activations import get_act
@@ -73,21 +74,25 @@ def pointwise_conv(in_chs: int, out_chs: int, groups: int = 1, bias: bool = Fals
 def call_flat(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``module(x)``, but a plain ``nn.Sequential`` (``ConvBNAct`` included) is run by calling its layers directly,
     recursively: one Python module call less per container, which is a visible share of a small network's time
-    at batch 1 in eager mode. A container with hooks of its own (or while global module hooks are set) is called
-    normally so every hook fires; leaves are always called normally.
+    at batch 1 in eager mode. A container with hooks of its own (forward or backward, or while global module hooks
+    are set) is called normally so every hook fires; leaves are always called normally.
     """
-    if (type(module).forward is nn.Sequential.forward and not module._forward_hooks
-            and not module._forward_pre_hooks and not _global_hooks()):
-        for m in module._modules.values():
-            x = call_flat(m, x)
-        return x
-    return module(x)
+    if type(module).forward is not _SEQUENTIAL_FORWARD or _has_hooks(module):
+        return module(x)
+    for m in module._modules.values():
+        x = call_flat(m, x) if type(m).forward is _SEQUENTIAL_FORWARD else m(x)
+    return x
 
 
-def _global_hooks() -> bool:
-    from torch.nn.modules import module as _m
+_SEQUENTIAL_FORWARD = nn.Sequential.forward
 
-    return bool(_m._global_forward_hooks or _m._global_forward_pre_hooks)
+
+def _has_hooks(module: nn.Module) -> bool:
+    """What ``nn.Module.__call__`` checks before taking its fast path: the module's hooks and the global ones."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or module._backward_pre_hooks or _module_globals._global_forward_hooks
+                or _module_globals._global_forward_pre_hooks or _module_globals._global_backward_hooks
+                or _module_globals._global_backward_pre_hooks)
 
 
 class ConvBNAct(nn.Sequential):
