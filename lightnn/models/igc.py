@@ -12,9 +12,11 @@
   about twice the blocks per stage (t, c, n, s table below) and IGCV3 inverted residuals (G1 = G2 = 2).
 
 Counts (tested in tests/test_igc.py): IGCV3-D 1.0 has 3.49 M params and 313 M MACs at 224 (paper 3.5 M, 318 M).
-The widths 0.7 / 1.4 give 175 M / 590 M MACs against the 210 M / 610 M that ShuffleNet V2 quotes: the official
-code scales the expansion input twice for width != 1 (``in_c = round(c * multiplier)`` after ``c`` was already
-scaled), which we do not copy. IGC-L100M2 has 8.64 M params (README 8.61 M, MACs 1.26 G vs 1.3 G); the README's
+The widths 0.7 / 1.4 give 175 M / 590 M MACs against the 210 M / 610 M that ShuffleNet V2 quotes. The official
+code scales the declared input of each stage's first block twice for width != 1 (``in_c = round(c * multiplier)``
+after ``c`` was already scaled), so that block's expansion is sized from the wrong width; we do not copy that. With
+it the network would have 168 M MACs at 0.7 and 621 M at 1.4 (checked by building it), so the quoted 210 M cannot
+come from the official code either. IGC-L100M2 has 8.64 M params (README 8.61 M, MACs 1.26 G vs 1.3 G); the README's
 11.205 M / 11.329 M for IGC-L4M32 / L16M16 equal our 11.20 M / 11.44 M without the 1000-way classifier (with it
 12.23 M / 13.49 M; MACs 1.78 G / 1.98 G vs 1.9 G / 2.2 G), so those two rows seem to leave the FC out.
 The IGCV3 CIFAR README's 2.4 M for IGCV3-D 1.0 compares with 2.22 M here (10 classes).
