@@ -197,6 +197,53 @@ def depth_stage(args: argparse.Namespace) -> None:
     atomic_write_json(runs_dir / "results.json", res)
 
 
+def adopt_stage(args: argparse.Namespace) -> None:
+    """Add a model pruned by ``lightnn compress --method channels`` and fine-tuned elsewhere (e.g. on this CPU).
+
+    Every checkpoint is evaluated again here on the same 5k validation split with the baseline's normalization, so
+    the row's accuracies come from one evaluation function whichever machine trained the model.
+    """
+    from lightnn.data import load_dataset
+    from lightnn.train import evaluate
+
+    torch.set_num_threads(args.threads)
+    runs_dir = Path(args.runs_dir)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    res_path = runs_dir / "results.json"
+    res = json.loads(res_path.read_text()) if res_path.exists() else {
+        "device": platform.processor() or platform.machine(), "torch": torch.__version__, "models": {}}
+    report = json.loads((Path(args.compress_dir) / "report.json").read_text())
+    if report.get("method") != "channels":
+        raise SystemExit(f"{args.compress_dir}/report.json: method is {report.get('method')!r}, expected 'channels'")
+    val = load_dataset(args.data, "val")
+    ckpts = {"base": Path(args.base), "pruned": Path(args.pruned), "width": Path(args.width)}
+    models = {tag: load_model(p).eval() for tag, p in ckpts.items()}
+    norm = torch.load(ckpts["base"], map_location="cpu", weights_only=True).get("meta", {}).get("normalize")
+    mean, std = (norm["mean"], norm["std"]) if norm else (None, None)
+    x = torch.randn(1, 3, 32, 32)
+    top1 = {tag: evaluate(m, val, batch_size=500, device="cpu", mean=mean, std=std)["top1"]
+            for tag, m in models.items()}
+    noft_path = Path(args.compress_dir) / "model.pt"  # the pruned model before fine-tuning, on the same 5k images
+    noft = evaluate(load_model(noft_path).eval(), val, batch_size=500, device="cpu", mean=mean,
+                    std=std)["top1"] if noft_path.exists() else report["top1"]["pruned"]
+    macs = {tag: count_macs(m, x) for tag, m in models.items()}
+    wkey, width = args.width_arg.split("=")
+    base_meta = torch.load(ckpts["base"], map_location="cpu", weights_only=True).get("meta", {})
+    rec = {"base_epochs": int(base_meta.get("epoch", 0)), "ft_epochs": args.ft_epochs, "base_from": ckpts["base"].name,
+           "base_top1": top1["base"], "pruned_top1": top1["pruned"], "width_top1": top1["width"],
+           "pruned_top1_noft": noft, "plan": report["plan"], "sens": report["sensitivity"],
+           "verify_max_diff": report["verify_max_diff"], "macs": macs,
+           "width": {wkey: float(width), "epochs": args.width_epochs}, "device": args.device,
+           "adopted_from": {tag: str(p) for tag, p in ckpts.items()}}
+    for tag, m in models.items():
+        save_checkpoint(runs_dir / f"{args.model}_{tag}.pt", m, meta={"top1": top1[tag], "normalize": norm})
+    res["models"][args.model] = rec
+    atomic_write_json(res_path, res)
+    print(f"{args.model}: base {top1['base']:.2f}%, pruned {top1['pruned']:.2f}% "
+          f"({macs['pruned'] / macs['base']:.1%} MACs), width {args.width_arg} {top1['width']:.2f}% "
+          f"({macs['width'] / macs['base']:.1%} MACs)", flush=True)
+
+
 def _interleaved(paths: dict[str, Path], batch: int, rounds: int, runs: int, threads: int) -> dict[str, list[float]]:
     """Per-round burst medians (ms) of each ONNX model at ``batch``, rounds interleaved so drift hits all alike."""
     from lightnn.export.runtime import OrtSession
@@ -222,9 +269,10 @@ def measure_stage(args: argparse.Namespace) -> None:
     tmp = Path(args.tmp)
     tmp.mkdir(parents=True, exist_ok=True)
     lines = ["# Structured channel pruning on CIFAR-10 vs uniform width scaling at equal MACs", ""]
-    lines.append(f"Training on {res['device']} (torch {res['torch']}); latency on this CPU: "
-                 f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-                 f"ONNX Runtime (BN folded, {args.threads} thread), {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.")
+    lines.append(f"Training on {res['device']} (torch {res['torch']}) unless a model's notes say otherwise; latency on "
+                 f"this CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                 f"torch {torch.__version__}, ONNX Runtime (BN folded, {args.threads} thread), "
+                 f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.")
     lines.append("Data: the CIFAR-10 JPEG training set split 45,000 train / 5,000 val (seed 0); top-1 on the 5k val.")
     lines.append("Pruning: L1 filter importance, per-group ratios planned from the sensitivity analysis for 50% of "
                  "the MACs (channel counts multiples of 8), fine-tuned with the unpruned model as distillation "
@@ -281,8 +329,10 @@ def measure_stage(args: argparse.Namespace) -> None:
     for name, rec in res["models"].items():
         lines.append(f"- {name}: baseline {rec['base_epochs']} epochs"
                      f"{' (' + rec['base_from'] + ')' if rec.get('base_from') else ''}, fine-tune {rec['ft_epochs']} "
-                     f"epochs; pruned without fine-tuning {rec['pruned_top1_noft']:.2f}%; shrunk vs masked max |diff| "
-                     f"{rec['verify_max_diff']:.1e}; plan tolerance {rec['plan']['tolerance']:.2f} points, "
+                     f"epochs{' on ' + rec['device'] if rec.get('device') else ''}, width baseline "
+                     f"{rec['width']['epochs']} epochs; pruned without fine-tuning {rec['pruned_top1_noft']:.2f}%; "
+                     f"shrunk vs masked max |diff| {rec['verify_max_diff']:.1e}; plan tolerance "
+                     f"{rec['plan']['tolerance']:.2f} points, "
                      f"{len(rec['plan']['ratios'])} groups pruned, MACs kept {rec['plan']['cost']:.1%}.")
     for note in args.note:
         lines.append(f"- {note}")
@@ -320,6 +370,19 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--kd-weight", type=float, default=0.5, help="weight of distillation from the unpruned model")
     d.add_argument("--threads", type=int, default=2)
     d.add_argument("--tmp", default="/tmp/lightnn-channel-bench")
+    a = sub.add_parser("adopt", help="add a model pruned with `lightnn compress --method channels` to a run")
+    a.add_argument("--data", required=True)
+    a.add_argument("--runs-dir", required=True)
+    a.add_argument("--model", required=True)
+    a.add_argument("--compress-dir", required=True, help="the `lightnn compress --output` folder (report.json)")
+    a.add_argument("--base", required=True, help="the unpruned checkpoint")
+    a.add_argument("--pruned", required=True, help="the pruned checkpoint after fine-tuning")
+    a.add_argument("--width", required=True, help="the uniformly width-scaled checkpoint trained from scratch")
+    a.add_argument("--width-arg", required=True, help="its width argument, e.g. width_mult=0.65")
+    a.add_argument("--ft-epochs", type=int, required=True)
+    a.add_argument("--width-epochs", type=int, required=True)
+    a.add_argument("--device", default="cpu", help="where the fine-tuning and width training ran")
+    a.add_argument("--threads", type=int, default=2)
     m = sub.add_parser("measure")
     m.add_argument("--runs-dir", required=True)
     m.add_argument("--tmp", default="/tmp/lightnn-channel-bench")
@@ -328,7 +391,7 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument("--runs", type=int, default=30)
     m.add_argument("--note", action="append", default=[], help="a line added under the table (what this run did)")
     args = ap.parse_args(argv)
-    {"train": train_stage, "depth": depth_stage, "measure": measure_stage}[args.stage](args)
+    {"train": train_stage, "depth": depth_stage, "adopt": adopt_stage, "measure": measure_stage}[args.stage](args)
 
 
 if __name__ == "__main__":

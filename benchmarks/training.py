@@ -164,14 +164,45 @@ def run_throughput(args) -> list[dict]:
     return rows
 
 
-def width_probe(specs: list[str], batch: int = 128, train_images: int = 45_000, epochs: int = 30) -> str:
+def _compiled_step_s(model, x, y, amp: bool, steps: int = 3) -> tuple[float, float]:
+    """(median seconds per training step, seconds of the first step = compilation) of ``torch.compile(model)``."""
+    import copy
+
+    from lightnn.train.losses import classification_loss
+
+    net = copy.deepcopy(model).train()
+    if amp:
+        net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
+    cnet = torch.compile(net)
+    ts = []
+    for _ in range(steps + 2):
+        t = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            loss, _ = classification_loss(cnet(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts[2:]), ts[0]
+
+
+def width_probe(specs: list[str], batch: int = 128, train_images: int = 45_000, epochs: int = 30,
+                compiled: bool = False) -> str:
     """Training speed of each ``NAME[:key=value...]`` in fp32 and in bf16 + channels-last (one batch of random
-    32x32 images, median of 3 steps after a warm-up, this process's threads), and the 30-epoch time it implies."""
+    32x32 images, median of 3 steps after a warm-up, this process's threads), and the 30-epoch time it implies;
+    with ``compiled`` also through ``torch.compile`` (``fit(compile=True)``) at both precisions."""
+    head = "| model | width | MACs (32x32) | fp32 img/s | bf16 + channels-last img/s | faster | est. 30 epochs |"
+    rule = "|---|---|---|---|---|---|---|"
+    if compiled:
+        head += " compiled fp32 img/s | compiled bf16 + channels-last img/s | compile s | est. 30 epochs compiled |"
+        rule += "---|---|---|---|"
     lines = [f"Training step speed per model and width (batch {batch}, {torch.get_num_threads()} threads, median of 3 "
              f"steps after a warm-up, `lightnn.train.pick_precision`); the estimate is {epochs} epochs x "
-             f"{train_images:,} images at the faster precision, validation excluded.", "",
-             "| model | width | MACs (32x32) | fp32 img/s | bf16 + channels-last img/s | faster | est. 30 epochs |",
-             "|---|---|---|---|---|---|---|"]
+             f"{train_images:,} images at the faster precision, validation excluded"
+             + ("; compiled: `torch.compile` (TorchInductor) as `lightnn train --compile` runs it, median of 3 steps "
+                "after two, the compilation time is the first step's" if compiled else "") + ".", "", head, rule]
     g = torch.Generator().manual_seed(0)
     for spec in specs:
         name, *kvs = spec.split(":")
@@ -180,9 +211,16 @@ def width_probe(specs: list[str], batch: int = 128, train_images: int = 45_000, 
         x, y = torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g)
         p = pick_precision(model, (x, y), "cpu", steps=3)
         best = batch / min(p["fp32_s"], p["bf16_cl_s"])
-        lines.append(f"| {name} | {arch.get('width_mult', 1.0)} | {_macs(name, arch)} | {batch / p['fp32_s']:,.0f} | "
-                     f"{batch / p['bf16_cl_s']:,.0f} | {'bf16' if p['amp'] else 'fp32'} | "
-                     f"{epochs * train_images / best / 60:.0f} min |")
+        row = (f"| {name} | {arch.get('width_mult', 1.0)} | {_macs(name, arch)} | {batch / p['fp32_s']:,.0f} | "
+               f"{batch / p['bf16_cl_s']:,.0f} | {'bf16' if p['amp'] else 'fp32'} | "
+               f"{epochs * train_images / best / 60:.0f} min |")
+        if compiled:
+            c32, t32 = _compiled_step_s(model, x, y, False)
+            c16, t16 = _compiled_step_s(model, x, y, True)
+            cbest = batch / min(c32, c16)
+            row += (f" {batch / c32:,.0f} | {batch / c16:,.0f} | {max(t32, t16):.0f} | "
+                    f"{epochs * train_images / cbest / 60:.0f} min |")
+        lines.append(row)
         print(lines[-1], flush=True)
     return "\n".join(lines)
 
@@ -292,10 +330,26 @@ def main(argv=None) -> int:
                     "mobilenet_v2_cifar:width_mult=0.5,mobilenet_v2_cifar,shufflenet_v2_cifar:width_mult=0.5,"
                     "shufflenet_v2_cifar,igcv3_cifar:width_mult=0.25,igcv3_cifar:width_mult=0.5",
                     help="models/widths whose training speed (fp32 and bf16) is tabled; '' to skip")
+    ap.add_argument("--probe-compile", action="store_true",
+                    help="add torch.compile columns to the width table (each model compiles twice: minutes)")
+    ap.add_argument("--probe-only", action="store_true",
+                    help="only the width table (with --probe-compile: results/training_compile.md)")
     ap.add_argument("--json-out", default=None, help="also write the measured rows as JSON lines here")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.probe_only:
+        topic = "training_compile" if args.probe_compile else "training_widths"
+        title = ("Training through torch.compile: which widths train in under an hour here" if args.probe_compile
+                 else "Which widths train in under an hour here")
+        text = "\n".join([f"## {title}", "", f"`python benchmarks/training.py --probe-only"
+                          f"{' --probe-compile' if args.probe_compile else ''} --probe-models ...`; machine: "
+                          f"{machine()}.", "", width_probe([m for m in args.probe_models.split(",") if m],
+                                                          compiled=args.probe_compile)]) + "\n"
+        print(text)
+        if not args.no_write:
+            write_result(topic, text)
+        return 0
     rows = run_throughput(args)
     if args.json_out:
         Path(args.json_out).write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -306,7 +360,7 @@ def main(argv=None) -> int:
           throughput_table(rows, args)]
     if args.probe_models and torch.device(args.device or "cpu").type == "cpu":
         md += ["", "## Which widths train in under an hour here", "",
-               width_probe([m for m in args.probe_models.split(",") if m])]
+               width_probe([m for m in args.probe_models.split(",") if m], compiled=args.probe_compile)]
     if args.runs:
         md += ["", f"## Full CIFAR-10 on this machine ({platform.processor() or platform.machine()}, "
                f"{os.cpu_count()} cores)", "", runs_table(args.runs)]

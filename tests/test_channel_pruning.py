@@ -383,17 +383,28 @@ def test_cli_lowrank_dispatch(r20_ckpt, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_finetune_with_distillation(r20_ckpt, tmp_path, capsys):
+def test_cli_finetune_with_distillation(r20_ckpt, tmp_path, capsys, monkeypatch):
     import json
 
+    import lightnn.train
     from lightnn.cli import main
 
+    seen = {}
+    real_fit = lightnn.train.fit
+
+    def spy(*a, **kw):
+        seen.update(kw)
+        return real_fit(*a, **kw)
+
+    monkeypatch.setattr(lightnn.train, "fit", spy)
     out = tmp_path / "ft"
     assert main(["compress", str(r20_ckpt), "--method", "channels", "--ratio", "0.5", "--data", "sample",
-                 "--finetune-epochs", "1", "--distill", "--eval-limit", "256", "--output", str(out), "--json",
-                 "--device", "cpu"]) == 0
+                 "--finetune-epochs", "1", "--distill", "--lr", "0.02", "--weight-decay", "4e-5", "--kd-weight",
+                 "0.3", "--eval-limit", "256", "--output", str(out), "--json", "--device", "cpu"]) == 0
     rep = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert rep["finetune"] == {"epochs": 1, "distill": True} and "finetuned" in rep["top1"]
+    assert rep["finetune"] == {"epochs": 1, "distill": True, "lr": 0.02, "weight_decay": 4e-5, "kd_weight": 0.3}
+    assert "finetuned" in rep["top1"]
+    assert seen["weight_decay"] == 4e-5 and seen["kd_weight"] == 0.3 and seen["teacher"] is not None
     assert load_model(out / "model.pt").lightnn_transforms[-1]["kind"] == "channels"
 
 

@@ -90,6 +90,21 @@ def test_unknown_argument_is_clear():
         lightnn.create_model(name, not_an_arg=3)
 
 
+def test_fixed_width_name_rejects_width_argument():
+    with pytest.raises(LightnnError, match="'igcv3_100' fixes 'width_mult'"):
+        lightnn.create_model("igcv3_100", width_mult=0.5)
+
+
+@pytest.mark.parametrize("arg", ["width_mult", "groups"])
+def test_width_arguments_build_or_fail_clearly(arg):
+    # every registered name either takes the argument or says clearly that it does not (never a bare TypeError)
+    for name in ALL:
+        try:
+            lightnn.create_model(name, num_classes=10, **{arg: 2 if arg == "groups" else 0.5})
+        except LightnnError:
+            pass
+
+
 def test_list_models_wildcard():
     assert lightnn.list_models("zzz*") == []
     assert set(lightnn.list_models("*")) == set(ALL)

@@ -3,6 +3,7 @@ weight-decay groups, evaluate against a hand count, and the train/eval CLI."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -234,6 +235,16 @@ def test_cli_train_then_eval(tmp_path, capsys, monkeypatch):
     assert main(["train", "resnet20", "--data", str(zpath), "--epochs", "1", "--output", str(tmp_path / "x"),
                  "--arch", "no_such_arg=3"]) == 2
     assert "no_such_arg" in capsys.readouterr().err
+    # --compile reaches fit (torch.compile stubbed: the real one is the slow oracle test above)
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: compiled.append(type(m).__name__) or m)
+    assert main(["train", "resnet20", "--data", str(zpath), "--epochs", "1", "--output", str(tmp_path / "cc"),
+                 "--compile", "--no-amp", "--json"]) == 0
+    assert compiled == ["ResNetCifar"]
+    assert "compile: default" in (tmp_path / "cc" / "config.yaml").read_text()
+    assert main(["train", "resnet20", "--data", str(zpath), "--epochs", "1", "--output", str(tmp_path / "cd"),
+                 "--compile", "fastest"]) == 2
+    assert "compile mode 'fastest' is not one of" in capsys.readouterr().err
 
 
 def test_bf16_is_fast_follows_the_hardware(monkeypatch):
@@ -247,3 +258,47 @@ def test_bf16_is_fast_follows_the_hardware(monkeypatch):
     assert not bf16_is_fast("cpu")
     assert bf16_is_fast("cuda")
     assert not bf16_is_fast("meta")
+
+
+def _lenet_tiny(k: int = 4) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8, k))
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tmp_path):
+    # oracle: the same seeded run through torch.compile (TorchInductor) ends at the eager run's weights and losses
+    tr, va = tiny_data(32), tiny_data(16, seed=1)
+    torch.manual_seed(0)
+    a = small_model()
+    b = copy.deepcopy(a)
+    ra = fit(a, tr, va, epochs=2, **KW)
+    rb = fit(b, tr, va, epochs=2, compile=True, output_dir=tmp_path / "c", **KW)
+    for (k, va_), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.allclose(va_.float(), vb.float(), rtol=1e-4, atol=1e-5), k
+    for x, y in zip(ra["history"], rb["history"]):
+        assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-4)
+        assert x["val_top1"] == y["val_top1"]
+    ck = torch.load(tmp_path / "c" / "model.pt", map_location="cpu", weights_only=True)
+    state = ck.get("state_dict") or ck.get("weights") or {}
+    assert state and not any("_orig_mod" in k for k in state)  # saved as the plain model, not the compiled wrapper
+    assert "compile: true" in (tmp_path / "c" / "config.yaml").read_text()
+
+
+def test_compile_failure_is_a_clear_error(monkeypatch):
+    from torch._dynamo.exc import TorchDynamoException
+
+    from lightnn.errors import LightnnError
+
+    class Broken(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            raise TorchDynamoException("backend='inductor' raised: no C compiler found")
+
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: Broken(m))
+    with pytest.raises(LightnnError, match="torch.compile could not compile Sequential.*train without compile"):
+        fit(_lenet_tiny(), tiny_data(32), None, epochs=1, compile=True, **KW)

@@ -47,6 +47,9 @@ def add_parser(sub):
     p.add_argument("--no-amp", dest="amp", action="store_false")
     p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                   help="train through torch.compile (TorchInductor; the first step compiles, tens of seconds); "
+                        "MODE: default, reduce-overhead (CUDA graphs), max-autotune")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--seed", type=int, default=0, help="shuffling, augmentation and dropout seed")
     p.add_argument("--val-fraction", type=float, default=0.1, help="validation share carved from train")
@@ -124,7 +127,8 @@ def run(args) -> int:
                  momentum=cfg["momentum"], nesterov=cfg["nesterov"], weight_decay=cfg["weight_decay"],
                  schedule=cfg["schedule"], warmup_epochs=cfg["warmup_epochs"], min_lr=cfg["min_lr"],
                  label_smoothing=cfg["label_smoothing"], augment=cfg["augment"], amp=cfg.get("amp"),
-                 channels_last=cfg.get("channels_last"), device=device, seed=cfg["seed"],
+                 channels_last=cfg.get("channels_last"), compile=cfg.get("compile") or False, device=device,
+                 seed=cfg["seed"],
                  teacher=cfg.get("teacher"), kd_temperature=cfg["kd_temperature"], kd_weight=cfg["kd_weight"],
                  aux_weight=cfg["aux_weight"], output_dir=output, resume=cfg["resume"], config=resolved,
                  progress=cfg["progress"] and not cfg["json"], verbose=not cfg["json"], mean=mean, std=std)

@@ -47,7 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--exclude", action="append", default=[], help="layer path (wildcards) to leave unpruned")
     g.add_argument("--finetune-epochs", type=float, default=0.0, help="fine-tune after pruning (needs --data)")
     g.add_argument("--lr", type=float, default=0.01, help="fine-tuning learning rate")
+    g.add_argument("--weight-decay", type=float, default=5e-4, help="fine-tuning weight decay (not on norms/biases)")
     g.add_argument("--distill", action="store_true", help="fine-tune with the unpruned model as teacher")
+    g.add_argument("--kd-weight", type=float, default=0.5, help="with --distill: weight of the distillation loss")
     g.add_argument("--rank", type=int, default=None, help="low-rank: one rank for every layer")
     g.add_argument("--energy", type=float, default=None, help="low-rank: keep this fraction of singular-value energy")
     g.add_argument("--eval-limit", type=int, default=2000, help="validation images used by the sensitivity analysis")
@@ -240,10 +242,12 @@ def run(args: argparse.Namespace) -> int:
         from ..train import fit
 
         res = fit(pruned, tr, va, epochs=max(1, round(args.finetune_epochs)), lr=args.lr, batch_size=args.batch_size,
-                  device=device, teacher=original if args.distill else None, mean=norm["mean"], std=norm["std"],
-                  progress=not args.json, verbose=not args.json)
+                  weight_decay=args.weight_decay, device=device, teacher=original if args.distill else None,
+                  kd_weight=args.kd_weight, mean=norm["mean"], std=norm["std"], progress=not args.json,
+                  verbose=not args.json)
         report["top1"]["finetuned"] = acc(pruned)
-        report["finetune"] = {"epochs": len(res["history"]), "distill": args.distill}
+        report["finetune"] = {"epochs": len(res["history"]), "distill": args.distill, "lr": args.lr,
+                              "weight_decay": args.weight_decay, "kd_weight": args.kd_weight if args.distill else None}
     pruned.cpu()
     pruned.lightnn_normalize = norm
     out.mkdir(parents=True, exist_ok=True)

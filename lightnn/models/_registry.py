@@ -117,7 +117,12 @@ def create_model(
     try:
         model = info.fn(num_classes=num_classes, in_chans=in_chans, **arch_kwargs)
     except TypeError as e:  # a builder forwarding **kwargs met an argument nobody takes
-        if "unexpected keyword argument" not in str(e):
+        msg = str(e)
+        if "got multiple values for" in msg:  # e.g. width_mult given to a name that fixes its width
+            arg = msg.rsplit("argument", 1)[-1].strip(" '\"")
+            raise LightnnError(f"model {name!r} fixes {arg!r} itself, so it cannot be given; pick the name with the "
+                               f"{arg} you want, or a family builder that takes it") from None
+        if "unexpected keyword argument" not in msg:
             raise
         raise LightnnError(f"model {name!r} does not take argument(s) {sorted(arch_kwargs)}: {e}") from None
     if "default_input_size" not in vars(model):  # a class-level default must not hide the registered size

@@ -206,7 +206,7 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
         lr: float = 0.1, momentum: float = 0.9, nesterov: bool = True, weight_decay: float = 5e-4,
         schedule: str = "cosine", warmup_epochs: float = 0.0, min_lr: float = 0.0, label_smoothing: float = 0.0,
         augment: bool = True, amp: bool | None = None, channels_last: bool | None = None,
-        device: str | torch.device | None = None, seed: int = 0,
+        compile: bool | str = False, device: str | torch.device | None = None, seed: int = 0,
         teacher: nn.Module | str | os.PathLike | None = None, kd_temperature: float = 4.0, kd_weight: float = 0.5,
         aux_weight: float = 0.4, extra_loss: Callable[[nn.Module, Any, torch.Tensor], torch.Tensor] | None = None,
         step_hook: Callable[[nn.Module], None] | None = None, mask_hook: Callable[[nn.Module], None] | None = None,
@@ -229,6 +229,11 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
         amp: bf16 autocast. Default: on for CUDA; on a CPU with AMX (:func:`bf16_is_fast`) and a single process,
             :func:`pick_precision` times one batch both ways and takes the faster (it depends on the model);
             otherwise off. channels_last: default on with amp (the layout oneDNN and cuDNN want for bf16).
+        compile: run the training forward and backward (and the teacher's forward) through ``torch.compile``
+            (TorchInductor; needs a C compiler on CPU). True for its default mode, or a mode name
+            (``"reduce-overhead"``: CUDA graphs, for launch-bound small models on a GPU; ``"max-autotune"``). The
+            first step pays the compilation (tens of seconds); memory-bound small-input models gain most.
+            Evaluation stays eager. The precision probe times eager steps.
         teacher: a model or a checkpoint path; the loss becomes ``(1 - kd_weight) * CE + kd_weight * KD`` with
             KD = T^2 KL(softmax(t/T) || softmax(s/T)) at T = ``kd_temperature``.
         aux_weight: weight of the cross-entropy on auxiliary logits.
@@ -249,6 +254,8 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
         raise LightnnError(f"epochs must be >= 1, got {epochs}")
     if not 0.0 <= kd_weight <= 1.0:
         raise LightnnError(f"kd_weight must be in [0, 1], got {kd_weight}")
+    if isinstance(compile, str) and compile not in _COMPILE_MODES:
+        raise LightnnError(f"compile mode {compile!r} is not one of {sorted(_COMPILE_MODES)}")
     hooks = [h for h in (step_hook, mask_hook) if h is not None]
     dev = dist_utils.init_from_env(str(device) if device is not None else None)
     rank, world = dist_utils.rank(), dist_utils.world_size()
@@ -317,7 +324,9 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
     resolved = {**(config or {}), "epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
                 "nesterov": nesterov, "weight_decay": weight_decay, "schedule": schedule,
                 "warmup_epochs": warmup_epochs, "min_lr": min_lr, "label_smoothing": label_smoothing,
-                "augment": augment, "amp": amp, "channels_last": channels_last, "seed": seed,
+                "augment": augment, "amp": amp, "channels_last": channels_last,
+                "compile": compile if isinstance(compile, str) else bool(compile),
+                "seed": seed,
                 "kd_temperature": kd_temperature if teacher is not None else None,
                 "kd_weight": kd_weight if teacher is not None else None, "aux_weight": aux_weight,
                 "world_size": world, "device": str(dev), "normalize": {"mean": mean, "std": std},
@@ -333,6 +342,11 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
     net = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    teach = teacher
+    if compile:
+        kw = {"mode": compile} if isinstance(compile, str) and compile != "default" else {}
+        net = torch.compile(net, **kw)
+        teach = torch.compile(teacher, **kw) if teacher is not None else None
 
     if out is not None and rank == 0:
         _write_config(out / "config.yaml", resolved)
@@ -353,20 +367,29 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
             it = bar
         for step, (x, y) in enumerate(it):
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            with _autocast(dev, amp):
-                outputs = net(x)
-                loss, logits = classification_loss(outputs, y, label_smoothing=label_smoothing,
-                                                   aux_weight=aux_weight)
-                if teacher is not None:
-                    with torch.no_grad():
-                        t_logits, _ = split_outputs(teacher(x))
-                    loss = (1.0 - kd_weight) * loss + kd_weight * distillation_loss(logits, t_logits, kd_temperature)
-                if extra_loss is not None:
-                    loss = loss + extra_loss(model, outputs, y)
-            if step == 0 and epoch == start_epoch and k is not None and logits.shape[1] != k:
-                raise DataError(f"model outputs {logits.shape[1]} classes but data {_data_name(train)!r} has {k}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            first = step == 0 and epoch == start_epoch
+            try:
+                with _autocast(dev, amp):
+                    outputs = net(x)
+                    loss, logits = classification_loss(outputs, y, label_smoothing=label_smoothing,
+                                                       aux_weight=aux_weight)
+                    if teach is not None:
+                        with torch.no_grad():
+                            t_logits, _ = split_outputs(teach(x))
+                        loss = (1.0 - kd_weight) * loss + kd_weight * distillation_loss(logits, t_logits,
+                                                                                        kd_temperature)
+                    if extra_loss is not None:
+                        loss = loss + extra_loss(model, outputs, y)
+                if first and k is not None and logits.shape[1] != k:
+                    raise DataError(f"model outputs {logits.shape[1]} classes but data {_data_name(train)!r} has {k}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+            except RuntimeError as e:
+                if compile and first and _is_compile_error(e):
+                    raise LightnnError(f"torch.compile could not compile {type(model).__name__} for training "
+                                       f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                                       f"train without compile") from e
+                raise
             if grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             opt.step()
@@ -420,6 +443,18 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
 
 
 # ----------------------------------------------------------------------------------------------------------------
+
+
+_COMPILE_MODES = {"default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"}
+
+
+def _is_compile_error(e: BaseException) -> bool:
+    """True for errors raised by TorchDynamo / TorchInductor (a backend or compiler failure, an unsupported op)."""
+    try:
+        from torch._dynamo.exc import TorchDynamoException
+    except ImportError:  # pragma: no cover - very old torch
+        return False
+    return isinstance(e, TorchDynamoException)
 
 
 def _resume_path(resume: bool | str | os.PathLike, out: Path | None) -> Path | None:
