@@ -333,22 +333,18 @@ def main(argv=None) -> int:
     ap.add_argument("--probe-compile", action="store_true",
                     help="add torch.compile columns to the width table (each model compiles twice: minutes)")
     ap.add_argument("--probe-only", action="store_true",
-                    help="only the width table (with --probe-compile: results/training_compile.md)")
+                    help="only the width table with its torch.compile columns (results/training_compile.md)")
     ap.add_argument("--json-out", default=None, help="also write the measured rows as JSON lines here")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.probe_only:
-        topic = "training_compile" if args.probe_compile else "training_widths"
-        title = ("Training through torch.compile: which widths train in under an hour here" if args.probe_compile
-                 else "Which widths train in under an hour here")
-        text = "\n".join([f"## {title}", "", f"`python benchmarks/training.py --probe-only"
-                          f"{' --probe-compile' if args.probe_compile else ''} --probe-models ...`; machine: "
-                          f"{machine()}.", "", width_probe([m for m in args.probe_models.split(",") if m],
-                                                          compiled=args.probe_compile)]) + "\n"
+    if args.probe_only:  # the compiled width table alone; the eager one is part of the "training" section
+        text = "\n".join(["## Training through torch.compile: which widths train in under an hour here", "",
+                          f"`python benchmarks/training.py --probe-only --probe-models ...`; machine: {machine()}.",
+                          "", width_probe([m for m in args.probe_models.split(",") if m], compiled=True)]) + "\n"
         print(text)
         if not args.no_write:
-            write_result(topic, text)
+            write_result("training_compile", text)
         return 0
     rows = run_throughput(args)
     if args.json_out:
