@@ -277,7 +277,7 @@ def measure_stage(args: argparse.Namespace) -> None:
     lines.append("Pruning: L1 filter importance, per-group ratios planned from the sensitivity analysis for 50% of "
                  "the MACs (channel counts multiples of 8), fine-tuned with the unpruned model as distillation "
                  "teacher (KD weight 0.5, T 4). Width baseline: the registry's width argument giving the closest "
-                 "MACs, trained from scratch for baseline + fine-tune epochs. Latency: median of per-round medians "
+                 "MACs, trained from scratch (epochs in each model's line below). Latency: median of per-round medians "
                  f"over {args.rounds} interleaved rounds x {args.runs} runs (IQR over rounds); speed-up = "
                  "baseline median / model median, same run.")
     lines.append("")

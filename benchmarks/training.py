@@ -164,30 +164,6 @@ def run_throughput(args) -> list[dict]:
     return rows
 
 
-def _compiled_step_s(model, x, y, amp: bool, steps: int = 3) -> tuple[float, float]:
-    """(median seconds per training step, seconds of the first step = compilation) of ``torch.compile(model)``."""
-    import copy
-
-    from lightnn.train.losses import classification_loss
-
-    net = copy.deepcopy(model).train()
-    if amp:
-        net.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
-    cnet = torch.compile(net)
-    ts = []
-    for _ in range(steps + 2):
-        t = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            loss, _ = classification_loss(cnet(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts[2:]), ts[0]
-
-
 def width_probe(specs: list[str], batch: int = 128, train_images: int = 45_000, epochs: int = 30,
                 compiled: bool = False) -> str:
     """Training speed of each ``NAME[:key=value...]`` in fp32 and in bf16 + channels-last (one batch of random
@@ -202,12 +178,13 @@ def width_probe(specs: list[str], batch: int = 128, train_images: int = 45_000, 
              f"steps after a warm-up, `lightnn.train.pick_precision`); the estimate is {epochs} epochs x "
              f"{train_images:,} images at the faster precision, validation excluded"
              + ("; compiled: `torch.compile` (TorchInductor) as `lightnn train --compile` runs it, median of 3 steps "
-                "after two, the compilation time is the first step's" if compiled else "") + ".", "", head, rule]
+                "after two (`pick_precision(compile=True)`, which `fit(compile=True)` uses to choose the precision), the "
+                "compilation time is the first step's" if compiled else "") + ".", "", head, rule]
     g = torch.Generator().manual_seed(0)
     for spec in specs:
         name, *kvs = spec.split(":")
         arch = {k: _value(v) for k, v in (kv.split("=", 1) for kv in kvs)}
-        model = create_model(name, num_classes=10, **arch)
+        model = create_model(name, num_classes=10, in_chans=3, **arch)  # CIFAR images, also for LeNet-5 (1 channel)
         x, y = torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g)
         p = pick_precision(model, (x, y), "cpu", steps=3)
         best = batch / min(p["fp32_s"], p["bf16_cl_s"])
@@ -215,10 +192,9 @@ def width_probe(specs: list[str], batch: int = 128, train_images: int = 45_000, 
                f"{batch / p['bf16_cl_s']:,.0f} | {'bf16' if p['amp'] else 'fp32'} | "
                f"{epochs * train_images / best / 60:.0f} min |")
         if compiled:
-            c32, t32 = _compiled_step_s(model, x, y, False)
-            c16, t16 = _compiled_step_s(model, x, y, True)
-            cbest = batch / min(c32, c16)
-            row += (f" {batch / c32:,.0f} | {batch / c16:,.0f} | {max(t32, t16):.0f} | "
+            c = pick_precision(model, (x, y), "cpu", steps=3, compile=True)
+            cbest = batch / min(c["fp32_s"], c["bf16_cl_s"])
+            row += (f" {batch / c['fp32_s']:,.0f} | {batch / c['bf16_cl_s']:,.0f} | {c['compile_s']:.0f} | "
                     f"{epochs * train_images / cbest / 60:.0f} min |")
         lines.append(row)
         print(lines[-1], flush=True)
@@ -247,7 +223,7 @@ def throughput_table(rows: list[dict], args) -> str:
 def _macs(name: str, arch: dict) -> str:
     from lightnn import profile
 
-    return f"{profile(create_model(name, num_classes=10, **arch), (1, 3, 32, 32)).macs / 1e6:.1f} M"
+    return f"{profile(create_model(name, num_classes=10, in_chans=3, **arch), (1, 3, 32, 32)).macs / 1e6:.1f} M"
 
 
 def cifar_table(summary: dict) -> str:

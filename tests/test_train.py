@@ -56,7 +56,7 @@ def test_fit_probes_precision_once_and_a_resumed_run_keeps_it(tmp_path, monkeypa
 
     calls = []
 
-    def fake_pick(model, batch, device, steps=2):
+    def fake_pick(model, batch, device, steps=2, compile=False):
         calls.append(1)
         return {"amp": True, "channels_last": True, "fp32_s": 2.0, "bf16_cl_s": 1.0}
 
@@ -242,9 +242,13 @@ def test_cli_train_then_eval(tmp_path, capsys, monkeypatch):
                  "--compile", "--no-amp", "--json"]) == 0
     assert compiled == ["ResNetCifar"]
     assert "compile: default" in (tmp_path / "cc" / "config.yaml").read_text()
-    assert main(["train", "resnet20", "--data", str(zpath), "--epochs", "1", "--output", str(tmp_path / "cd"),
-                 "--compile", "fastest"]) == 2
-    assert "compile mode 'fastest' is not one of" in capsys.readouterr().err
+    # a bad mode is refused while parsing, before the (here missing) data is looked at
+    with pytest.raises(SystemExit) as exit_:  # argparse's usage error: exit status 2
+        main(["train", "resnet20", "--data", str(tmp_path / "no_such_data"), "--epochs", "1", "--output",
+              str(tmp_path / "cd"), "--compile", "fastest"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "compile mode 'fastest' is not one of" in err and "no_such_data" not in err
 
 
 def test_bf16_is_fast_follows_the_hardware(monkeypatch):
@@ -286,6 +290,67 @@ def test_compiled_training_matches_eager(tmp_path):
     assert "compile: true" in (tmp_path / "c" / "config.yaml").read_text()
 
 
+def test_compiled_precision_probe_times_compiled_copies(monkeypatch):
+    # with compile, both precisions are timed through torch.compile (the compiled winner can differ from the eager
+    # one), each copy compiled once, with a second warm-up step before the timed ones; the model is left alone
+    from lightnn.errors import LightnnError
+    from lightnn.train import pick_precision
+
+    compiled, calls = [], []
+
+    class Counting(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            calls.append(x.is_contiguous(memory_format=torch.channels_last))
+            return self.m(x)
+
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: compiled.append(kw) or Counting(m))
+    m = _lenet_tiny()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    x, y = torch.randn(8, 3, 8, 8), torch.arange(8) % 4
+    r = pick_precision(m, (x, y), "cpu", steps=1, compile="max-autotune")
+    assert compiled == [{"mode": "max-autotune"}] * 2
+    assert calls == [False] * 3 + [True] * 3  # fp32 then bf16 + channels-last: 2 warm-up steps + 1 timed each
+    assert r["compile"] == "max-autotune" and r["compile_s"] > 0 and r["fp32_s"] > 0 and r["bf16_cl_s"] > 0
+    assert r["amp"] == (r["bf16_cl_s"] < r["fp32_s"])
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert "compile_s" not in pick_precision(m, (x, y), "cpu", steps=1)  # eager: no compilation to report
+    with pytest.raises(LightnnError, match="compile mode 'fastest' is not one of"):
+        pick_precision(m, (x, y), "cpu", compile="fastest")
+
+
+def test_fit_with_compile_probes_compiled_precision(tmp_path, monkeypatch):
+    import yaml
+    from lightnn.train import trainer
+
+    seen = []
+
+    def fake_pick(model, batch, device, steps=2, compile=False):
+        seen.append(compile)
+        return {"amp": False, "channels_last": False, "fp32_s": 1.0, "bf16_cl_s": 2.0, "compile": compile,
+                "compile_s": 3.0}
+
+    monkeypatch.setattr(trainer, "bf16_is_fast", lambda dev: True)
+    monkeypatch.setattr(trainer, "pick_precision", fake_pick)
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: m)
+    kw = {k: v for k, v in KW.items() if k != "amp"}
+    fit(small_model(), tiny_data(32), None, epochs=1, compile=True, output_dir=tmp_path / "r", **kw)
+    cfg = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert seen == [True] and cfg["amp"] is False and cfg["precision_probe"]["compile_s"] == 3.0
+
+
+@pytest.mark.slow
+def test_compiled_precision_probe_runs_inductor():
+    from lightnn.train import pick_precision
+
+    r = pick_precision(_lenet_tiny(), (torch.randn(8, 3, 8, 8), torch.arange(8) % 4), "cpu", steps=1, compile=True)
+    assert r["compile"] is True and r["compile_s"] >= r["fp32_s"] > 0 and r["bf16_cl_s"] > 0
+
+
 def test_compile_failure_is_a_clear_error(monkeypatch):
     from torch._dynamo.exc import TorchDynamoException
 
@@ -302,3 +367,6 @@ def test_compile_failure_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda m, **kw: Broken(m))
     with pytest.raises(LightnnError, match="torch.compile could not compile Sequential.*train without compile"):
         fit(_lenet_tiny(), tiny_data(32), None, epochs=1, compile=True, **KW)
+    from lightnn.train import pick_precision  # the compiled precision probe fails the same way, before training
+    with pytest.raises(LightnnError, match="torch.compile could not compile Sequential"):
+        pick_precision(_lenet_tiny(), (torch.randn(8, 3, 8, 8), torch.arange(8) % 4), "cpu", compile=True)

@@ -9,6 +9,15 @@ from ..errors import LightnnError
 from ._common import add_command, load_yaml, merge_config
 
 
+def _compile_mode(text: str) -> str:
+    """``--compile MODE``: checked while the arguments are parsed, before any data is read."""
+    from ..train.trainer import _COMPILE_MODES
+
+    if text not in _COMPILE_MODES:
+        raise argparse.ArgumentTypeError(f"compile mode {text!r} is not one of {sorted(_COMPILE_MODES)}")
+    return text
+
+
 def _kv(text: str) -> tuple[str, object]:
     import yaml
 
@@ -47,9 +56,10 @@ def add_parser(sub):
     p.add_argument("--no-amp", dest="amp", action="store_false")
     p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
-    p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+    p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE", type=_compile_mode,
                    help="train through torch.compile (TorchInductor; the first step compiles, tens of seconds); "
-                        "MODE: default, reduce-overhead (CUDA graphs), max-autotune")
+                        "MODE: default, reduce-overhead (CUDA graphs), max-autotune, max-autotune-no-cudagraphs; on an AMX CPU the "
+                        "precision is chosen by timing compiled steps")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--seed", type=int, default=0, help="shuffling, augmentation and dropout seed")
     p.add_argument("--val-fraction", type=float, default=0.1, help="validation share carved from train")

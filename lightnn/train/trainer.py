@@ -93,43 +93,74 @@ def bf16_is_fast(device: torch.device | str) -> bool:
 
 
 def pick_precision(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], device: torch.device | str,
-                   steps: int = 2) -> dict[str, Any]:
+                   steps: int = 2, compile: bool | str = False) -> dict[str, Any]:
     """Time a few training steps of a copy of ``model`` on ``batch`` in fp32 (contiguous) and in bf16 autocast +
-    channels-last, and return the faster: ``{"amp", "channels_last", "fp32_s", "bf16_cl_s"}`` (median seconds per
-    step after one warm-up step each).
+    channels-last, and return the faster: ``{"amp", "channels_last", "fp32_s", "bf16_cl_s", "compile"}`` (median
+    seconds per step after the warm-up steps).
 
     Which one wins depends on the model as much as on the machine: on an AMX CPU bf16 + channels-last trains
     ResNet-20 2.1x faster than fp32, but ShuffleNet V2 and IGCV3 (channel shuffles, grouped 1x1 convolutions)
     1.2-1.8x slower. The copy is trained with plain SGD, so ``model`` (weights, BN statistics) is untouched.
+
+    ``compile`` (True or a mode name, as in :func:`fit`) times the copies through ``torch.compile`` instead, because
+    the compiled winner can differ from the eager one (IGCV3-CIFAR 0.25 on this machine: fp32 eager, bf16 compiled).
+    Each precision then pays one compilation (its first step, reported as ``compile_s``: the larger of the two) and
+    one more warm-up step before the timed ones.
     """
     import copy
     import statistics
 
+    if isinstance(compile, str) and compile not in _COMPILE_MODES:
+        raise LightnnError(f"compile mode {compile!r} is not one of {sorted(_COMPILE_MODES)}")
     dev = torch.device(device)
     x, y = batch
     x, y = x.to(dev), y.to(dev)
+    warmup = 2 if compile else 1
     times: dict[bool, float] = {}
+    first_step: list[float] = []
     for amp in (False, True):
         net = copy.deepcopy(getattr(model, "module", model)).to(dev).train()
         xi = x.contiguous(memory_format=torch.channels_last) if amp else x.contiguous()
         if amp:
             net.to(memory_format=torch.channels_last)
         opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=1e-3)
+        run = _compiled(net, compile) if compile else net
         ts = []
-        for _ in range(steps + 1):
+        for i in range(steps + warmup):
             t = time.perf_counter()
-            with _autocast(dev, amp):
-                loss, _ = classification_loss(net(xi), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            try:
+                with _autocast(dev, amp):
+                    loss, _ = classification_loss(run(xi), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+            except RuntimeError as e:
+                if compile and i == 0 and _is_compile_error(e):
+                    raise LightnnError(_compile_failure(model, e)) from e
+                raise
             opt.step()
             if dev.type == "cuda":
                 torch.cuda.synchronize(dev)
             ts.append(time.perf_counter() - t)
-        times[amp] = statistics.median(ts[1:])
-        del net, opt
+        times[amp] = statistics.median(ts[warmup:])
+        first_step.append(ts[0])
+        del net, opt, run
     amp = times[True] < times[False]
-    return {"amp": amp, "channels_last": amp, "fp32_s": times[False], "bf16_cl_s": times[True]}
+    out = {"amp": amp, "channels_last": amp, "fp32_s": times[False], "bf16_cl_s": times[True],
+           "compile": compile if isinstance(compile, str) else bool(compile)}
+    if compile:
+        out["compile_s"] = max(first_step)
+    return out
+
+
+def _compiled(module: nn.Module, compile: bool | str) -> nn.Module:
+    """``torch.compile(module)`` in the mode ``compile`` names (True or "default": the default mode)."""
+    kw = {"mode": compile} if isinstance(compile, str) and compile != "default" else {}
+    return torch.compile(module, **kw)
+
+
+def _compile_failure(model: nn.Module, e: BaseException) -> str:
+    return (f"torch.compile could not compile {type(model).__name__} for training "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); train without compile")
 
 
 def _autocast(device: torch.device, amp: bool):
@@ -233,7 +264,8 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
             (TorchInductor; needs a C compiler on CPU). True for its default mode, or a mode name
             (``"reduce-overhead"``: CUDA graphs, for launch-bound small models on a GPU; ``"max-autotune"``). The
             first step pays the compilation (tens of seconds); memory-bound small-input models gain most.
-            Evaluation stays eager. The precision probe times eager steps.
+            Evaluation stays eager. The precision probe (``amp`` and ``channels_last`` left to None) then times
+            compiled steps, which costs two more compilations before training starts.
         teacher: a model or a checkpoint path; the loss becomes ``(1 - kd_weight) * CE + kd_weight * KD`` with
             KD = T^2 KL(softmax(t/T) || softmax(s/T)) at T = ``kd_temperature``.
         aux_weight: weight of the cross-entropy on auxiliary logits.
@@ -285,10 +317,11 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
     if probe_precision and isinstance(train, ImageData) and len(train) >= batch_size:
         # AMX CPU, nothing forced: bf16 + channels-last is not faster for every model, so time both on one batch
         first = next(iter(BatchLoader(train, batch_size, augment=augment, mean=mean, std=std, device=dev)))
-        precision = pick_precision(model, first, dev)
+        precision = pick_precision(model, first, dev, compile=compile)
         amp = channels_last = precision["amp"]
         if verbose:
-            print(f"precision: {'bf16 + channels-last' if amp else 'fp32'} (one training step takes "
+            how = "compiled " if compile else ""
+            print(f"precision: {'bf16 + channels-last' if amp else 'fp32'} (one {how}training step takes "
                   f"{precision['fp32_s'] * 1e3:.0f} ms in fp32, {precision['bf16_cl_s'] * 1e3:.0f} ms in bf16 + "
                   f"channels-last)", flush=True)
     train_loader = _loader(train, batch_size=batch_size // world, train=True, device=dev, seed=seed, mean=mean, std=std,
@@ -344,9 +377,8 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     teach = teacher
     if compile:
-        kw = {"mode": compile} if isinstance(compile, str) and compile != "default" else {}
-        net = torch.compile(net, **kw)
-        teach = torch.compile(teacher, **kw) if teacher is not None else None
+        net = _compiled(net, compile)
+        teach = _compiled(teacher, compile) if teacher is not None else None
 
     if out is not None and rank == 0:
         _write_config(out / "config.yaml", resolved)
@@ -386,9 +418,7 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
                 loss.backward()
             except RuntimeError as e:
                 if compile and first and _is_compile_error(e):
-                    raise LightnnError(f"torch.compile could not compile {type(model).__name__} for training "
-                                       f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                                       f"train without compile") from e
+                    raise LightnnError(_compile_failure(model, e)) from e
                 raise
             if grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), grad_clip)

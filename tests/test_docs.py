@@ -1,0 +1,204 @@
+"""The published tables agree with their sources: BENCHMARKS.md is exactly the assembled benchmark results, the
+channel-pruning table's derived columns and verdicts follow from its measured columns, and every MACs / params
+figure of a model that can be rebuilt from the registry alone is recomputed here."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightnn import create_model
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _assemble():
+    spec = importlib.util.spec_from_file_location("lightnn_bench_assemble", ROOT / "benchmarks" / "assemble.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _table(text: str, first_col: str) -> list[dict[str, str]]:
+    """The first markdown table whose header's first cell is ``first_col``, as dicts keyed by the header cells."""
+    lines = text.splitlines()
+    start = next(i for i, ln in enumerate(lines)
+                 if ln.startswith("|") and ln.strip("|").split("|")[0].strip() == first_col)
+    head = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = []
+    for ln in lines[start + 2:]:
+        if not ln.startswith("|"):
+            break
+        rows.append(dict(zip(head, (c.strip() for c in ln.strip("|").split("|")))))
+    return rows
+
+
+def _num(cell: str) -> float:
+    return float(re.match(r"[-+]?[\d,]*\.?\d+", cell.replace("*", "")).group(0).replace(",", ""))
+
+
+def test_benchmarks_md_is_the_assembled_results():
+    if not RESULTS.is_dir():
+        pytest.skip("benchmarks/results is not in this checkout")
+    text, n = _assemble().render(RESULTS)
+    assert n >= 10
+    assert (ROOT / "BENCHMARKS.md").read_text() == text, \
+        "BENCHMARKS.md differs from benchmarks/results/*.md: run `python benchmarks/assemble.py`"
+
+
+def test_assemble_orders_known_sections_first(tmp_path):
+    (tmp_path / "zzz_new.md").write_text("# New\n")
+    (tmp_path / "zoo.md").write_text("# Zoo\n")
+    (tmp_path / "guidelines.md").write_text("# Guidelines\n")
+    text, n = _assemble().render(tmp_path)
+    assert n == 3 and text.index("# Guidelines") < text.index("# Zoo") < text.index("# New")
+
+
+@pytest.fixture(scope="module")
+def pruning_table() -> tuple[str, list[dict[str, str]]]:
+    path = RESULTS / "channel_pruning.md"
+    if not path.exists():
+        pytest.skip("benchmarks/results/channel_pruning.md is not in this checkout")
+    text = path.read_text()
+    return text, _table(text, "model")
+
+
+def test_channel_pruning_derived_columns_follow_from_the_measured_ones(pruning_table):
+    _, rows = pruning_table
+    base = {r["model"]: r for r in rows if r["variant"] == "baseline"}
+    assert set(base) == {r["model"] for r in rows}, "every model has a baseline row"
+    for r in rows:
+        b = base[r["model"]]
+        delta = _num(r["top-1 (%)"]) - _num(b["top-1 (%)"])
+        assert _num(r["Δ top-1"]) == pytest.approx(delta, abs=0.006), r
+        for bs in ("b1", "b32"):
+            ms, ms0 = _num(r[f"{bs} ms (IQR)"]), _num(b[f"{bs} ms (IQR)"])
+            # speed-up = baseline median / model median, both printed to 3 decimals, the ratio to 2
+            assert _num(r[f"{bs} speed-up"]) == pytest.approx(ms0 / ms, abs=0.006), (r, bs)
+
+
+def test_channel_pruning_verdicts_follow_from_the_table(pruning_table):
+    text, rows = pruning_table
+    by = {(r["model"], r["variant"].split(" (")[0].split(" +")[0]): r for r in rows}
+    for m in {r["model"] for r in rows}:
+        line = next(ln for ln in text.splitlines() if ln.startswith(f"- {m} targets:"))
+        pruned = by[(m, "channel-pruned")]
+        width = next(r for r in rows if r["model"] == m and r["variant"].startswith("uniform"))
+        lost = -_num(pruned["Δ top-1"])
+        speed = _num(pruned["b32 speed-up"])
+        assert f"accuracy lost {lost:.2f} points (target <= 1: {'met' if lost <= 1 else 'NOT met'})" in line
+        assert f"batch-32 speed-up {speed:.2f}x (target >= 1.5x: {'met' if speed >= 1.5 else 'NOT met'})" in line
+        gap = _num(pruned["top-1 (%)"]) - _num(width["top-1 (%)"])
+        assert f"vs width scaling: top-1 {gap:+.2f} points" in line
+        assert f"speed-up {speed:.2f}x vs {_num(width['b32 speed-up']):.2f}x" in line
+
+
+def test_channel_pruning_registry_rows_have_the_quoted_size(pruning_table):
+    # baselines and the uniform width baselines are plain registry models: recompute their MACs and params
+    from lightnn.compress.sensitivity import count_macs
+
+    _, rows = pruning_table
+    x = torch.randn(1, 3, 32, 32)
+    checked = 0
+    for r in rows:
+        if r["variant"] == "baseline":
+            kw = {}
+        elif r["variant"].startswith("uniform "):
+            k, v = r["variant"].split()[1].split("=")
+            kw = {k: float(v) if "." in v else int(v)}
+        else:
+            continue  # pruned models need their checkpoints
+        m = create_model(r["model"], num_classes=10, **kw).eval()
+        assert _num(r["MACs (M)"]) == pytest.approx(count_macs(m, x) / 1e6, abs=0.051), r
+        assert _num(r["params (k)"]) == pytest.approx(sum(p.numel() for p in m.parameters()) / 1e3, abs=0.51), r
+        checked += 1
+    assert checked >= 4
+
+
+def test_zoo_table_sizes_are_what_the_profiler_counts():
+    # every model of the zoo table (BENCHMARKS.md "Model zoo"): params, MACs, memory traffic and peak activations
+    # as lightnn.profile counts them today, and MACs per ms = MACs / the quoted median latency
+    import lightnn
+    from lightnn.profile import profile
+
+    path = RESULTS / "zoo.md"
+    if not path.exists():
+        pytest.skip("benchmarks/results/zoo.md is not in this checkout")
+    rows = _table(path.read_text(), "model")
+    assert len(rows) >= 30
+    torch.manual_seed(0)
+    for r in rows:
+        name = r["model"]
+        size = tuple(int(v) for v in r["input"].split("x"))
+        rep = profile(lightnn.create_model(name).eval(), (1, 3, *size))
+        assert r["params (M)"] == f"{rep.params / 1e6:.2f}", name
+        assert r["MACs (M)"] == f"{rep.macs / 1e6:.1f}", name
+        assert r["memory traffic (MB)"] == f"{rep.memory_bytes / 1e6:.1f}", name
+        assert r["peak activations (MB)"] == f"{rep.peak_activation_bytes / 1e6:.1f}", name
+        ms = _num(r["batch 1: ms, median (IQR)"])
+        # the ratio was taken before the latency was rounded to 2 decimals
+        assert _num(r["batch 1: MACs per ms (M)"]) == pytest.approx(rep.macs / 1e6 / ms, rel=0.01, abs=0.051), name
+
+
+def test_igc_width_table_sizes_are_the_blocks():
+    # BENCHMARKS.md "IGCV1: width at equal parameters": every row's parameters and MACs from the block itself, and
+    # the width stays within the regular conv's 9 C^2 parameter budget
+    from lightnn import profile
+    from lightnn.ops.conv import conv2d
+    from lightnn.ops.igc import IGCV1Block
+
+    path = RESULTS / "igc_width.md"
+    if not path.exists():
+        pytest.skip("benchmarks/results/igc_width.md is not in this checkout")
+    rows = [r for r in _table(path.read_text(), "regular C") if r["IGC block"].startswith("L")]
+    assert len(rows) >= 10
+    for r in rows:
+        C = int(r["regular C"])
+        L, M = map(int, re.match(r"L(\d+)M(\d+)", r["IGC block"]).groups())
+        block = IGCV1Block(L * M, L * M, L, M, 3, norm=False, act=None)
+        p_reg, p_igc = (int(v.replace(",", "")) for v in r["params (regular -> IGC)"].split("->"))
+        assert p_reg == 9 * C * C == sum(q.numel() for q in conv2d(C, C, 3).parameters())
+        assert p_igc == sum(q.numel() for q in block.parameters()) <= p_reg, r
+        assert int(r["width G = L M"]) == L * M and r["G / C"] == f"{L * M / C:.2f}"
+        macs_reg, macs_igc = (float(v) for v in r["MACs per image (M), regular -> IGC"].split("->"))
+        assert macs_reg == pytest.approx(profile(conv2d(C, C, 3), (1, C, 32, 32)).macs / 1e6, abs=0.051)
+        assert macs_igc == pytest.approx(profile(block, (1, L * M, 32, 32)).macs / 1e6, abs=0.051)
+
+
+@pytest.mark.parametrize("name", ["training.md", "training_compile.md"])
+def test_training_width_estimates_follow_from_the_speeds(name):
+    # "est. 30 epochs" = 30 x 45,000 images at the faster precision's images/s (the speeds are printed rounded)
+    path = RESULTS / name
+    if not path.exists():
+        pytest.skip(f"benchmarks/results/{name} is not in this checkout")
+    rows = _table(path.read_text(), "model")
+    assert rows
+    for r in rows:
+        fast = max(_num(r["fp32 img/s"]), _num(r["bf16 + channels-last img/s"]))
+        assert r["faster"] == ("bf16" if _num(r["bf16 + channels-last img/s"]) > _num(r["fp32 img/s"]) else "fp32")
+        assert _num(r["est. 30 epochs"]) == pytest.approx(30 * 45_000 / fast / 60, abs=1.0), r
+        if "compiled fp32 img/s" in r:
+            cfast = max(_num(r["compiled fp32 img/s"]), _num(r["compiled bf16 + channels-last img/s"]))
+            assert _num(r["est. 30 epochs compiled"]) == pytest.approx(30 * 45_000 / cfast / 60, abs=1.0), r
+
+
+def test_deploy_table_sizes_and_ratios_are_consistent():
+    # BENCHMARKS.md "Deployment": every model's size ratio follows from the sizes on disk, and the ORT fp32 row of each
+    # (model, batch, threads) is the 1.00 reference the other rows of the same run are divided by
+    path = RESULTS / "deploy.md"
+    if not path.exists():
+        pytest.skip("benchmarks/results/deploy.md is not in this checkout")
+    rows = _table(path.read_text(), "model")
+    fp32 = {(r["model"], r["batch"], r["threads"]): r for r in rows if r["backend"] == "ort fp32"}
+    assert fp32
+    for r in rows:
+        ref = fp32[(r["model"], r["batch"], r["threads"])]
+        assert _num(ref["speed-up vs ORT fp32, median (IQR)"]) == 1.0
+        if r["size on disk (MB)"] != "-":
+            ratio = _num(ref["size on disk (MB)"]) / _num(r["size on disk (MB)"])
+            assert _num(r["size vs fp32"].split("/")[1]) == pytest.approx(ratio, abs=0.02), r
