@@ -11,10 +11,12 @@ from ._common import add_command, load_yaml, merge_config
 
 def _compile_mode(text: str) -> str:
     """``--compile MODE``: checked while the arguments are parsed, before any data is read."""
-    from ..train.trainer import _COMPILE_MODES
+    from ..train.trainer import check_compile_mode
 
-    if text not in _COMPILE_MODES:
-        raise argparse.ArgumentTypeError(f"compile mode {text!r} is not one of {sorted(_COMPILE_MODES)}")
+    try:
+        check_compile_mode(text)
+    except LightnnError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return text
 
 

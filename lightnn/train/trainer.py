@@ -110,8 +110,7 @@ def pick_precision(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], d
     import copy
     import statistics
 
-    if isinstance(compile, str) and compile not in _COMPILE_MODES:
-        raise LightnnError(f"compile mode {compile!r} is not one of {sorted(_COMPILE_MODES)}")
+    check_compile_mode(compile)
     dev = torch.device(device)
     x, y = batch
     x, y = x.to(dev), y.to(dev)
@@ -286,8 +285,7 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
         raise LightnnError(f"epochs must be >= 1, got {epochs}")
     if not 0.0 <= kd_weight <= 1.0:
         raise LightnnError(f"kd_weight must be in [0, 1], got {kd_weight}")
-    if isinstance(compile, str) and compile not in _COMPILE_MODES:
-        raise LightnnError(f"compile mode {compile!r} is not one of {sorted(_COMPILE_MODES)}")
+    check_compile_mode(compile)
     hooks = [h for h in (step_hook, mask_hook) if h is not None]
     dev = dist_utils.init_from_env(str(device) if device is not None else None)
     rank, world = dist_utils.rank(), dist_utils.world_size()
@@ -476,6 +474,12 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
 
 
 _COMPILE_MODES = {"default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"}
+
+
+def check_compile_mode(compile: bool | str) -> None:
+    """Raise LightnnError unless ``compile`` is a bool or one of torch.compile's mode names."""
+    if isinstance(compile, str) and compile not in _COMPILE_MODES:
+        raise LightnnError(f"compile mode {compile!r} is not one of {sorted(_COMPILE_MODES)}")
 
 
 def _is_compile_error(e: BaseException) -> bool:
