@@ -400,11 +400,14 @@ def test_cli_finetune_with_distillation(r20_ckpt, tmp_path, capsys, monkeypatch)
     out = tmp_path / "ft"
     assert main(["compress", str(r20_ckpt), "--method", "channels", "--ratio", "0.5", "--data", "sample",
                  "--finetune-epochs", "1", "--distill", "--lr", "0.02", "--weight-decay", "4e-5", "--kd-weight",
-                 "0.3", "--eval-limit", "256", "--output", str(out), "--json", "--device", "cpu"]) == 0
+                 "0.3", "--label-smoothing", "0.1", "--eval-limit", "256", "--output", str(out), "--json",
+                 "--device", "cpu"]) == 0
     rep = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert rep["finetune"] == {"epochs": 1, "distill": True, "lr": 0.02, "weight_decay": 4e-5, "kd_weight": 0.3}
+    assert rep["finetune"] == {"epochs": 1, "distill": True, "lr": 0.02, "weight_decay": 4e-5, "label_smoothing": 0.1,
+                               "kd_weight": 0.3}
     assert "finetuned" in rep["top1"]
     assert seen["weight_decay"] == 4e-5 and seen["kd_weight"] == 0.3 and seen["teacher"] is not None
+    assert seen["label_smoothing"] == 0.1
     assert load_model(out / "model.pt").lightnn_transforms[-1]["kind"] == "channels"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -56,7 +57,7 @@ def test_fit_probes_precision_once_and_a_resumed_run_keeps_it(tmp_path, monkeypa
 
     calls = []
 
-    def fake_pick(model, batch, device, steps=2, compile=False):
+    def fake_pick(model, batch, device, steps=2, compile=False, candidates=None):
         calls.append(1)
         return {"amp": True, "channels_last": True, "fp32_s": 2.0, "bf16_cl_s": 1.0}
 
@@ -119,6 +120,14 @@ def test_class_count_mismatch_is_a_data_error():
         fit(create_model("resnet20", num_classes=10), tiny_data(), epochs=1, **KW)
     with pytest.raises(DataError, match="10 output classes"):
         evaluate(create_model("resnet20", num_classes=10), tiny_data())
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0])
+def test_label_smoothing_out_of_range_is_named(bad):
+    from lightnn.errors import LightnnError
+
+    with pytest.raises(LightnnError, match=rf"label_smoothing must be in \[0, 1\), got {bad}"):
+        fit(create_model("resnet20", num_classes=4), tiny_data(), epochs=1, label_smoothing=bad, **KW)
 
 
 def test_evaluate_matches_hand_count():
@@ -329,7 +338,7 @@ def test_fit_with_compile_probes_compiled_precision(tmp_path, monkeypatch):
 
     seen = []
 
-    def fake_pick(model, batch, device, steps=2, compile=False):
+    def fake_pick(model, batch, device, steps=2, compile=False, candidates=None):
         seen.append(compile)
         return {"amp": False, "channels_last": False, "fp32_s": 1.0, "bf16_cl_s": 2.0, "compile": compile,
                 "compile_s": 3.0}
@@ -343,12 +352,90 @@ def test_fit_with_compile_probes_compiled_precision(tmp_path, monkeypatch):
     assert seen == [True] and cfg["amp"] is False and cfg["precision_probe"]["compile_s"] == 3.0
 
 
+class _Sleepy(nn.Module):
+    """A tiny net whose eager step sleeps ``eager_s``; the stub compiler below runs it ``compiled_s`` instead."""
+
+    def __init__(self, eager_s: float, compiled_s: float):
+        super().__init__()
+        self.net, self.eager_s, self.compiled_s, self.compiled = _lenet_tiny(), eager_s, compiled_s, False
+
+    def forward(self, x):
+        time.sleep(self.compiled_s if self.compiled else self.eager_s)
+        return self.net(x)
+
+
+def _stub_compile(m, **kw):
+    m.compiled = True  # the probe compiles deep copies, so the caller's model stays eager
+    return m
+
+
+@pytest.mark.parametrize("eager_s, compiled_s, want", [(0.03, 0.0, True), (0.0, 0.03, False)])
+def test_auto_compile_probe_keeps_the_faster_way(monkeypatch, eager_s, compiled_s, want):
+    from lightnn.train import pick_precision
+
+    monkeypatch.setattr(torch, "compile", _stub_compile)
+    m = _Sleepy(eager_s, compiled_s)
+    batch = (torch.randn(8, 3, 8, 8), torch.arange(8) % 4)
+    r = pick_precision(m, batch, "cpu", steps=1, compile="auto")
+    assert r["compile"] is want and not m.compiled
+    assert set(r["eager"]) >= {"fp32_s", "bf16_cl_s", "step_s"} and r["compiled"]["compile"] is True
+    chosen = r["compiled"] if want else r["eager"]
+    assert r["step_s"] == chosen["step_s"] == min(chosen["fp32_s"], chosen["bf16_cl_s"])
+    assert (r["amp"], r["channels_last"]) == (chosen["amp"], chosen["channels_last"])
+    # one forced candidate: only it is timed, eager and compiled
+    r1 = pick_precision(m, batch, "cpu", steps=1, compile="auto", candidates=[(True, False)])
+    assert r1["bf16_cl_s"] is None and r1["fp32_s"] is None and (r1["amp"], r1["channels_last"]) == (True, False)
+
+
+def test_fit_auto_compile_follows_the_probe_and_a_resume_keeps_it(tmp_path, monkeypatch):
+    import yaml
+    from lightnn.train import trainer
+
+    seen, compiled = [], []
+
+    def fake_pick(model, batch, device, steps=2, compile=False, candidates=None):
+        seen.append((compile, tuple(candidates)))
+        rec = {"amp": False, "channels_last": False, "step_s": 1.0, "fp32_s": 1.0, "bf16_cl_s": None}
+        return {**rec, "compile": False, "eager": {**rec, "compile": False},
+                "compiled": {**rec, "step_s": 1.5, "fp32_s": 1.5, "compile": True}, "compile_s": 9.0}
+
+    monkeypatch.setattr(trainer, "pick_precision", fake_pick)
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: compiled.append(1) or m)
+    fit(small_model(), tiny_data(32), None, epochs=1, compile="auto", output_dir=tmp_path / "r", **KW)
+    cfg = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    # amp forced off by KW: only (fp32, contiguous) is timed; compiled was slower, so training ran eager
+    assert seen == [("auto", ((False, False),))] and compiled == []
+    assert cfg["compile"] is False and cfg["precision_probe"]["compiled"]["step_s"] == 1.5
+
+    def must_not_probe(*a, **k):
+        raise AssertionError("a resumed run keeps the compile choice it started with")
+
+    monkeypatch.setattr(trainer, "pick_precision", must_not_probe)
+    fit(small_model(), tiny_data(32), None, epochs=2, compile="auto", output_dir=tmp_path / "r", resume=True, **KW)
+    assert compiled == []
+
+
+def test_fit_auto_compile_without_a_timeable_batch_trains_eager(monkeypatch, capsys):
+    from lightnn.train import trainer
+
+    monkeypatch.setattr(trainer, "pick_precision", lambda *a, **k: pytest.fail("nothing to time"))
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: pytest.fail("must train eager"))
+    data = tiny_data(32)
+    batches = [(data.images[i:i + 16].float() / 255, data.labels[i:i + 16]) for i in (0, 16)]
+    fit(_lenet_tiny(), batches, None, epochs=1, compile="auto", **{**KW, "verbose": True})
+    assert "compile auto: no training step could be timed here" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_compiled_precision_probe_runs_inductor():
     from lightnn.train import pick_precision
 
-    r = pick_precision(_lenet_tiny(), (torch.randn(8, 3, 8, 8), torch.arange(8) % 4), "cpu", steps=1, compile=True)
+    batch = (torch.randn(8, 3, 8, 8), torch.arange(8) % 4)
+    r = pick_precision(_lenet_tiny(), batch, "cpu", steps=1, compile=True)
     assert r["compile"] is True and r["compile_s"] >= r["fp32_s"] > 0 and r["bf16_cl_s"] > 0
+    a = pick_precision(_lenet_tiny(), batch, "cpu", steps=1, compile="auto")
+    assert a["compile"] in (True, False) and a["compiled"]["step_s"] > 0 and a["eager"]["step_s"] > 0
+    assert a["compile"] == (a["compiled"]["step_s"] < 0.97 * a["eager"]["step_s"])
 
 
 def test_compile_failure_is_a_clear_error(monkeypatch):

@@ -60,8 +60,9 @@ def add_parser(sub):
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE", type=_compile_mode,
                    help="train through torch.compile (TorchInductor; the first step compiles, tens of seconds); "
-                        "MODE: default, reduce-overhead (CUDA graphs), max-autotune, max-autotune-no-cudagraphs; on an AMX CPU the "
-                        "precision is chosen by timing compiled steps")
+                        "MODE: default, reduce-overhead (CUDA graphs), max-autotune, max-autotune-no-cudagraphs, or "
+                        "auto (time eager and compiled steps, keep the faster); on an AMX CPU the precision is chosen "
+                        "by timing compiled steps")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--seed", type=int, default=0, help="shuffling, augmentation and dropout seed")
     p.add_argument("--val-fraction", type=float, default=0.1, help="validation share carved from train")
