@@ -11,12 +11,13 @@ augmentation (4-pixel pad + 32x32 random crop + horizontal flip, normalize):
 
 Repeats are interleaved (reference, lightnn, reference, ...) so machine noise hits both; the table gives the median
 and IQR of images/s and the median of the per-pair ratios; the first row times the pipelines without a model.
-``--runs DIR ...`` adds the full CIFAR-10 runs made on this machine with ``lightnn train`` (their ``config.yaml``
-and ``metrics.jsonl``), ``--from-summary`` the GPU runs of ``benchmarks/cifar10_full.py``, and the hand-written
-analysis in ``notes/training.md`` is appended.
+``--from-summary`` adds the GPU runs of ``benchmarks/cifar10_full.py``, and the hand-written analysis in
+``notes/training.md`` is appended. ``--runs DIR ...`` writes the full CIFAR-10 runs made on this machine with
+``lightnn train`` (their ``config.yaml`` and ``metrics.jsonl``) as a section of their own, ``training_runs``
+(``--runs-only``: just that, in seconds).
 
-    python benchmarks/training.py                                   # pipeline rows, the shipped sample
-    python benchmarks/training.py --runs runs/r20 runs/snv2 --from-summary summary.json
+    python benchmarks/training.py --steps 8 --from-summary summary.json   # pipeline + width rows, the shipped sample
+    python benchmarks/training.py --runs-only --runs runs/r20 runs/snv2 runs/mbv2
 """
 
 from __future__ import annotations
@@ -270,6 +271,10 @@ def runs_table(run_dirs: list[str]) -> str:
         probe = cfg.get("precision_probe")
         if probe:
             prec += f" (bf16 step {probe['fp32_s'] / probe['bf16_cl_s']:.2f}x fp32's speed)"
+        if cfg.get("compile"):  # `--compile auto` records both timings; `--compile` alone does not
+            eager, compiled = (probe or {}).get("eager"), (probe or {}).get("compiled")
+            prec += ", torch.compile" + (f" (step {eager['step_s'] / compiled['step_s']:.2f}x eager's speed)"
+                                         if eager and compiled else "")
         best = max(r["val_top1"] for r in hist)
         recipes.add((cfg["momentum"], cfg["nesterov"], cfg["weight_decay"], cfg["schedule"], cfg["label_smoothing"]))
         lines.append(f"| {cfg['model']} | {arch.get('width_mult', 1.0)} | {params / 1e6:.3f} M | "
@@ -280,8 +285,9 @@ def runs_table(run_dirs: list[str]) -> str:
     common = "; ".join(f"momentum {m}, Nesterov {n}, weight decay {w} (not on norms/biases), {s} schedule, label "
                        f"smoothing {ls}" for m, n, w, s, ls in sorted(recipes))
     return "\n".join([f"Recipe: {common}; pad-4 crop + flip; 45,000 / 5,000 seeded split (seed 0) of the JPEG "
-                      "training images. Precision is what `fit` picked by timing both on the first batch. Wall-clock is the sum of "
-                      "the epochs' times (training + validation, data decoding excluded); the last column shows what "
+                      "training images. Precision is what `fit` picked by timing both on the first batch (with "
+                      "`--compile auto`, also compiled against eager). Wall-clock is the sum of the epochs' times "
+                      "(training + validation; data decoding and compilation excluded); the last column shows what "
                       "an epoch shared with another job costs it.", ""]
                      + lines)
 
@@ -304,8 +310,10 @@ def main(argv=None) -> int:
                     "on this machine (config.yaml + metrics.jsonl)")
     ap.add_argument("--probe-models", default="resnet20,mobilenet_v2_cifar:width_mult=0.25,"
                     "mobilenet_v2_cifar:width_mult=0.5,mobilenet_v2_cifar,shufflenet_v2_cifar:width_mult=0.5,"
-                    "shufflenet_v2_cifar,igcv3_cifar:width_mult=0.25,igcv3_cifar:width_mult=0.5",
+                    "shufflenet_v2_cifar,igcv3_cifar:width_mult=0.125,igcv3_cifar:width_mult=0.25,"
+                    "igcv3_cifar:width_mult=0.5",
                     help="models/widths whose training speed (fp32 and bf16) is tabled; '' to skip")
+    ap.add_argument("--runs-only", action="store_true", help="only the table of --runs (results/training_runs.md)")
     ap.add_argument("--probe-compile", action="store_true",
                     help="add torch.compile columns to the width table (each model compiles twice: minutes)")
     ap.add_argument("--probe-only", action="store_true",
@@ -314,6 +322,15 @@ def main(argv=None) -> int:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.runs:  # a section of its own (results/training_runs.md): a finished run adds its row in seconds
+        text = "\n".join([f"## Full CIFAR-10 on this machine ({platform.processor() or platform.machine()}, "
+                          f"{os.cpu_count()} cores)", "", f"`python benchmarks/training.py --runs-only --runs DIR ...`; "
+                          f"machine: {machine()}.", "", runs_table(args.runs)]) + "\n"
+        print(text)
+        if not args.no_write:
+            write_result("training_runs", text)  # appends benchmarks/notes/training_runs.md
+        if args.runs_only:
+            return 0
     if args.probe_only:  # the compiled width table alone; the eager one is part of the "training" section
         text = "\n".join(["## Training through torch.compile: which widths train in under an hour here", "",
                           f"`python benchmarks/training.py --probe-only --probe-models ...`; machine: {machine()}.",
@@ -333,9 +350,6 @@ def main(argv=None) -> int:
     if args.probe_models and torch.device(args.device or "cpu").type == "cpu":
         md += ["", "## Which widths train in under an hour here", "",
                width_probe([m for m in args.probe_models.split(",") if m], compiled=args.probe_compile)]
-    if args.runs:
-        md += ["", f"## Full CIFAR-10 on this machine ({platform.processor() or platform.machine()}, "
-               f"{os.cpu_count()} cores)", "", runs_table(args.runs)]
     if args.from_summary:
         summary = json.loads(Path(args.from_summary).read_text())
         md += ["", "## Full CIFAR-10 on a lent GPU (45,000 / 5,000 split)", "", cifar_table(summary)]

@@ -251,6 +251,13 @@ def test_cli_train_then_eval(tmp_path, capsys, monkeypatch):
                  "--compile", "--no-amp", "--json"]) == 0
     assert compiled == ["ResNetCifar"]
     assert "compile: default" in (tmp_path / "cc" / "config.yaml").read_text()
+    # --compile auto: resolved by timing eager and (stub-)compiled steps; config.yaml records the choice and timings
+    import yaml
+
+    assert main(["train", "resnet20", "--data", str(zpath), "--epochs", "1", "--output", str(tmp_path / "ca"),
+                 "--compile", "auto", "--no-amp", "--batch-size", "8", "--json"]) == 0
+    cfg = yaml.safe_load((tmp_path / "ca" / "config.yaml").read_text())
+    assert cfg["compile"] in (True, False) and set(cfg["precision_probe"]) >= {"eager", "compiled"}
     # a bad mode is refused while parsing, before the (here missing) data is looked at
     with pytest.raises(SystemExit) as exit_:  # argparse's usage error: exit status 2
         main(["train", "resnet20", "--data", str(tmp_path / "no_such_data"), "--epochs", "1", "--output",
@@ -352,16 +359,34 @@ def test_fit_with_compile_probes_compiled_precision(tmp_path, monkeypatch):
     assert seen == [True] and cfg["amp"] is False and cfg["precision_probe"]["compile_s"] == 3.0
 
 
-class _Sleepy(nn.Module):
-    """A tiny net whose eager step sleeps ``eager_s``; the stub compiler below runs it ``compiled_s`` instead."""
+class _VirtualClock:
+    """Stands in for the ``time`` module in the trainer: ``perf_counter`` only moves when a step "costs" time,
+    so the probe's decisions in these tests do not depend on how loaded the machine is."""
 
-    def __init__(self, eager_s: float, compiled_s: float):
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+class _Costly(nn.Module):
+    """A tiny net whose eager step costs ``eager_s`` on the virtual clock; the stub compiler makes it ``compiled_s``."""
+
+    def __init__(self, clock: _VirtualClock, eager_s: float, compiled_s: float):
         super().__init__()
         self.net, self.eager_s, self.compiled_s, self.compiled = _lenet_tiny(), eager_s, compiled_s, False
+        self.clock = clock
 
     def forward(self, x):
-        time.sleep(self.compiled_s if self.compiled else self.eager_s)
+        self.clock.now += self.compiled_s if self.compiled else self.eager_s
         return self.net(x)
+
+    def __deepcopy__(self, memo):  # the probe trains deep copies: share the clock, copy the rest
+        new = _Costly(self.clock, self.eager_s, self.compiled_s)
+        new.net = copy.deepcopy(self.net, memo)
+        new.compiled = self.compiled
+        return new
 
 
 def _stub_compile(m, **kw):
@@ -369,16 +394,20 @@ def _stub_compile(m, **kw):
     return m
 
 
-@pytest.mark.parametrize("eager_s, compiled_s, want", [(0.03, 0.0, True), (0.0, 0.03, False)])
+@pytest.mark.parametrize("eager_s, compiled_s, want", [(0.03, 0.01, True), (0.01, 0.03, False),
+                                                       (0.0300, 0.0295, False)])  # < 3% faster: stay eager
 def test_auto_compile_probe_keeps_the_faster_way(monkeypatch, eager_s, compiled_s, want):
-    from lightnn.train import pick_precision
+    from lightnn.train import pick_precision, trainer
 
+    clock = _VirtualClock()
+    monkeypatch.setattr(trainer, "time", clock)
     monkeypatch.setattr(torch, "compile", _stub_compile)
-    m = _Sleepy(eager_s, compiled_s)
+    m = _Costly(clock, eager_s, compiled_s)
     batch = (torch.randn(8, 3, 8, 8), torch.arange(8) % 4)
     r = pick_precision(m, batch, "cpu", steps=1, compile="auto")
     assert r["compile"] is want and not m.compiled
-    assert set(r["eager"]) >= {"fp32_s", "bf16_cl_s", "step_s"} and r["compiled"]["compile"] is True
+    assert r["eager"]["step_s"] == pytest.approx(eager_s) and r["compiled"]["step_s"] == pytest.approx(compiled_s)
+    assert r["compiled"]["compile"] is True and r["eager"]["compile"] is False
     chosen = r["compiled"] if want else r["eager"]
     assert r["step_s"] == chosen["step_s"] == min(chosen["fp32_s"], chosen["bf16_cl_s"])
     assert (r["amp"], r["channels_last"]) == (chosen["amp"], chosen["channels_last"])

@@ -311,7 +311,8 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
             compiled steps, which costs two more compilations before training starts. ``"auto"`` times eager and
             compiled (default mode) steps on the first batch (each precision the probe would try, or the forced
             one) and compiles only when that is more than 3% faster; the choice and the timings are stored as
-            ``precision_probe`` in ``config.yaml``, and a resumed run keeps it. Under DDP ``"auto"`` trains eager.
+            ``precision_probe`` in ``config.yaml``, and a resumed run keeps it. Under DDP, or with fewer images
+            than one batch, ``"auto"`` trains eager.
         teacher: a model or a checkpoint path; the loss becomes ``(1 - kd_weight) * CE + kd_weight * KD`` with
             KD = T^2 KL(softmax(t/T) || softmax(s/T)) at T = ``kd_temperature``.
         aux_weight: weight of the cross-entropy on auxiliary logits.
@@ -378,8 +379,8 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
     elif auto:
         compile = False
         if verbose:
-            print("compile auto: no training step could be timed here (DDP, or data that is not an ImageData), "
-                  "so training runs eager", flush=True)
+            print("compile auto: no training step could be timed here (DDP, data that is not an ImageData, or "
+                  "fewer images than one batch), so training runs eager", flush=True)
     train_loader = _loader(train, batch_size=batch_size // world, train=True, device=dev, seed=seed, mean=mean, std=std,
                            channels_last=channels_last, augment=augment)
     val_loader = _loader(val, batch_size=max(batch_size, 256), train=False, device=dev, seed=seed, mean=mean,
