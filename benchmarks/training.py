@@ -257,6 +257,9 @@ def runs_table(run_dirs: list[str]) -> str:
     recipes = set()
     for d in run_dirs:
         d = Path(d)
+        missing = [f for f in ("config.yaml", "metrics.jsonl") if not (d / f).is_file()]
+        if missing:
+            raise SystemExit(f"--runs {d}: not a `lightnn train` output directory (missing {', '.join(missing)})")
         cfg = yaml.safe_load((d / "config.yaml").read_text())
         hist = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()]
         if not hist:
@@ -322,6 +325,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.runs_only and not args.runs:
+        ap.error("--runs-only needs --runs DIR ...")
     if args.runs:  # a section of its own (results/training_runs.md): a finished run adds its row in seconds
         text = "\n".join([f"## Full CIFAR-10 on this machine ({platform.processor() or platform.machine()}, "
                           f"{os.cpu_count()} cores)", "", f"`python benchmarks/training.py --runs-only --runs DIR ...`; "
