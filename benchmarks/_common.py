@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
-__all__ = ["machine_info", "machine_line", "today", "quantile", "stats", "fmt_stat", "time_ms", "interleaved",
+__all__ = ["machine_info", "machine_line", "cpu_name", "today", "quantile", "stats", "fmt_stat", "time_ms", "interleaved",
            "ratio_stats", "write_result", "RESULTS", "ROOT"]
 
 
@@ -47,6 +47,17 @@ def machine_line(threads: int | None = None) -> str:
     return (f"Machine: {m['processor']} ({m['machine']}), {m['cpu_count']} CPUs, {m['platform']}, "
             f"Python {m['python']}, "
             f"torch {m['torch']}, {t} intra-op thread(s){load}; {today()}.")
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), or the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def today() -> str:

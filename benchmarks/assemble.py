@@ -3,7 +3,7 @@
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["guidelines", "igc_width", "zoo", "torchvision_side_by_side", "training", "training_runs", "training_recipes", "training_compile",
+ORDER = ["guidelines", "igc_width", "zoo", "torchvision_side_by_side", "training", "training_runs", "training_levers", "training_recipes", "training_compile",
          "deploy", "deep_compression", "channel_pruning", "channel_block", "run"]
 
 

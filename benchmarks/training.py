@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import write_result  # noqa: E402
+from _common import RESULTS, cpu_name, write_result  # noqa: E402
 from lightnn import create_model  # noqa: E402
 from lightnn.data import BatchLoader, load_dataset  # noqa: E402
 from lightnn.train import bf16_is_fast, pick_precision  # noqa: E402
@@ -246,24 +246,61 @@ def cifar_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def runs_table(run_dirs: list[str]) -> str:
-    """Full CIFAR-10 runs of ``lightnn train`` on this machine: one row per run directory (its ``config.yaml``
-    and ``metrics.jsonl``); the time is the sum of the epochs' wall-clock times (training + validation)."""
+RECORDS = Path(__file__).resolve().parent / "runs"
+KEPT_CPU = "Intel Xeon with AMX"  # the CPU of the rows measured before the table had a CPU column
+
+
+def load_run(path: str | Path) -> tuple[dict, list[dict]]:
+    """(resolved config, per-epoch records) of a ``lightnn train`` run directory (``config.yaml`` +
+    ``metrics.jsonl``) or of a run record written by :func:`save_record` (``benchmarks/runs/<name>.json``)."""
     import yaml
 
+    d = Path(path)
+    if d.is_file() and d.suffix == ".json":
+        rec = json.loads(d.read_text())
+        if "config" not in rec or "epochs" not in rec:
+            raise SystemExit(f"--runs {d}: not a run record (it needs 'config' and 'epochs')")
+        return rec["config"], rec["epochs"]
+    missing = [f for f in ("config.yaml", "metrics.jsonl") if not (d / f).is_file()]
+    if missing:
+        raise SystemExit(f"--runs {d}: not a `lightnn train` output directory (missing {', '.join(missing)})")
+    cfg = yaml.safe_load((d / "config.yaml").read_text())
+    hist = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return cfg, hist
+
+
+def save_record(run_dir: str | Path, records: Path = RECORDS) -> Path:
+    """Write ``records/<run name>.json``: the run's config (without the class list) and every epoch's metrics, a
+    few KB that rebuild its table row after the run directory (checkpoints included) is gone. Other keys of an
+    existing record of that name (``benchmarks/training_levers.py``'s scores) are kept."""
+    from lightnn.utils.io import atomic_write_text
+
+    cfg, hist = load_run(run_dir)
+    rec = {"name": Path(run_dir).name, "cpu": cpu_name(), "config": {k: v for k, v in cfg.items() if k != "classes"},
+           "epochs": hist}
+    path = records / f"{rec['name']}.json"
+    if path.is_file():  # a record benchmarks/training_levers.py wrote keeps its scores
+        rec = {**json.loads(path.read_text()), **rec}
+    records.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(path, json.dumps(rec, indent=1) + "\n")
+
+
+
+def runs_table(run_dirs: list[str], keep: str | None = None) -> str:
+    """Full CIFAR-10 runs of ``lightnn train`` on this machine: one row per run directory (its ``config.yaml``
+    and ``metrics.jsonl``) or run record (:func:`load_run`); the time is the sum of the epochs' wall-clock times
+    (training + validation). ``keep``: an earlier table's text whose rows are kept, first and verbatim (runs whose
+    directories are gone), except a row for the same model, width and batch as a new run."""
     lines = ["| model | width | params | MACs (32x32) | epochs | batch | lr (warm-up) | precision | val top-1 % "
-             "(best) | val top-5 % | train img/s (median) | wall-clock (sum of epochs) | median epoch x epochs |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "(best) | val top-5 % | train img/s (median) | wall-clock (sum of epochs) | median epoch x epochs | CPU |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     recipes = set()
+    new_rows = []
     for d in run_dirs:
-        d = Path(d)
-        missing = [f for f in ("config.yaml", "metrics.jsonl") if not (d / f).is_file()]
-        if missing:
-            raise SystemExit(f"--runs {d}: not a `lightnn train` output directory (missing {', '.join(missing)})")
-        cfg = yaml.safe_load((d / "config.yaml").read_text())
-        hist = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        cfg, hist = load_run(d)
         if not hist:
             continue
+        cpu = json.loads(Path(d).read_text()).get("cpu", "?") if Path(d).is_file() else cpu_name()
         arch = cfg.get("arch") or {}
         model = create_model(cfg["model"], num_classes=10, **arch)
         params = sum(p.numel() for p in model.parameters())
@@ -278,13 +315,24 @@ def runs_table(run_dirs: list[str]) -> str:
             eager, compiled = (probe or {}).get("eager"), (probe or {}).get("compiled")
             prec += ", torch.compile" + (f" (step {eager['step_s'] / compiled['step_s']:.2f}x eager's speed)"
                                          if eager and compiled else "")
+        if cfg.get("ema"):
+            prec += f"; validated and saved: moving average of the weights (decay {cfg['ema']})"
+        if cfg.get("cutout"):
+            prec += f"; Cutout {cfg['cutout']}x{cfg['cutout']}"
         best = max(r["val_top1"] for r in hist)
         recipes.add((cfg["momentum"], cfg["nesterov"], cfg["weight_decay"], cfg["schedule"], cfg["label_smoothing"]))
-        lines.append(f"| {cfg['model']} | {arch.get('width_mult', 1.0)} | {params / 1e6:.3f} M | "
+        new_rows.append(f"| {cfg['model']} | {arch.get('width_mult', 1.0)} | {params / 1e6:.3f} M | "
                      f"{_macs(cfg['model'], arch)} | {done} | {cfg['batch_size']} | {cfg['lr']} ({cfg['warmup_epochs']}) | "
                      f"{prec} | **{last['val_top1']:.2f}** ({best:.2f}) | {last['val_top5']:.2f} | "
                      f"{statistics.median(r['images_per_s'] for r in hist):,.0f} | {wall / 60:.1f} min | "
-                     f"{statistics.median(r['epoch_time_s'] for r in hist) * len(hist) / 60:.1f} min |")
+                     f"{statistics.median(r['epoch_time_s'] for r in hist) * len(hist) / 60:.1f} min | {cpu} |")
+    if keep:
+        replaced = {_row_key(r) for r in new_rows}
+        old = [ln if ln.count("|") == 15 else ln.rstrip() + f" {KEPT_CPU} |"
+               for ln in _table_lines(keep) if _row_key(ln) not in replaced]
+        recipes |= set(_recipes_of(keep))
+        lines += old
+    lines += new_rows
     common = "; ".join(f"momentum {m}, Nesterov {n}, weight decay {w} (not on norms/biases), {s} schedule, label "
                        f"smoothing {ls}" for m, n, w, s, ls in sorted(recipes))
     return "\n".join([f"Recipe: {common}; pad-4 crop + flip; 45,000 / 5,000 seeded split (seed 0) of the JPEG "
@@ -293,6 +341,35 @@ def runs_table(run_dirs: list[str]) -> str:
                       "(training + validation; data decoding and compilation excluded); the last column shows what "
                       "an epoch shared with another job costs it.", ""]
                      + lines)
+
+
+def _table_lines(text: str) -> list[str]:
+    """The data rows of the runs table in ``text`` (the one whose header starts with '| model | width |')."""
+    out, inside = [], False
+    for ln in text.splitlines():
+        if ln.startswith("| model | width |"):
+            inside = True
+            continue
+        if inside:
+            if not ln.startswith("|"):
+                break
+            if not ln.startswith("|---"):
+                out.append(ln)
+    return out
+
+
+def _row_key(row: str) -> tuple[str, str, str]:
+    cells = [c.strip() for c in row.strip().strip("|").split("|")]
+    return cells[0], cells[1], cells[5]  # model, width, batch
+
+
+def _recipes_of(text: str) -> list[tuple]:
+    """The recipes a kept table's text names, as runs_table's tuples."""
+    import re
+
+    return [(float(m), n == "True", float(w), s, float(ls)) for m, n, w, s, ls in re.findall(
+        r"momentum ([\d.]+), Nesterov (\w+), weight decay ([\d.e-]+) \(not on norms/biases\), (\w+) schedule, "
+        r"label smoothing ([\d.]+)", text)]
 
 
 def main(argv=None) -> int:
@@ -317,6 +394,10 @@ def main(argv=None) -> int:
                     "igcv3_cifar:width_mult=0.5",
                     help="models/widths whose training speed (fp32 and bf16) is tabled; '' to skip")
     ap.add_argument("--runs-only", action="store_true", help="only the table of --runs (results/training_runs.md)")
+    ap.add_argument("--keep-rows", action="store_true",
+                    help="keep the rows of the current results/training_runs.md (runs whose directories are gone)")
+    ap.add_argument("--save-records", action="store_true",
+                    help="also write each --runs directory's record (config + per-epoch metrics) to benchmarks/runs/")
     ap.add_argument("--probe-compile", action="store_true",
                     help="add torch.compile columns to the width table (each model compiles twice: minutes)")
     ap.add_argument("--probe-only", action="store_true",
@@ -328,9 +409,19 @@ def main(argv=None) -> int:
     if args.runs_only and not args.runs:
         ap.error("--runs-only needs --runs DIR ...")
     if args.runs:  # a section of its own (results/training_runs.md): a finished run adds its row in seconds
+        keep = None
+        if args.keep_rows:
+            kept = RESULTS / "training_runs.md"
+            if not kept.is_file():
+                ap.error(f"--keep-rows: {kept} does not exist")
+            keep = kept.read_text()
+        if args.save_records:
+            for d in args.runs:
+                if Path(d).is_dir():
+                    print(f"record: {save_record(d)}")
         text = "\n".join([f"## Full CIFAR-10 on this machine ({platform.processor() or platform.machine()}, "
                           f"{os.cpu_count()} cores)", "", f"`python benchmarks/training.py --runs-only --runs DIR ...`; "
-                          f"machine: {machine()}.", "", runs_table(args.runs)]) + "\n"
+                          f"machine: {machine()}.", "", runs_table(args.runs, keep=keep)]) + "\n"
         print(text)
         if not args.no_write:
             write_result("training_runs", text)  # appends benchmarks/notes/training_runs.md

@@ -196,6 +196,35 @@ def test_batch_augmentation_matches_per_image_oracle():
     assert not torch.equal(a, torch.cat([x for x, _ in loader]))
 
 
+def test_cutout_paints_one_clipped_square_in_the_mean_colour():
+    # oracle: in one batch the same loader without cutout gives the same crops and flips (cutout draws after them;
+    # later batches' draws shift), and each image differs from its uncut version only inside one s x s square (clipped at the borders), painted in the
+    # mean colour, which is zero after normalizing
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.randint(1, 255, (64, 3, 12, 12), generator=g, dtype=torch.uint8)
+    data = ds.ImageData(imgs, torch.arange(64) % 4, list("abcd"))
+    mean, std = [0.2, 0.5, 0.8], [0.25, 0.25, 0.25]
+    kw = dict(shuffle=True, augment=True, pad=2, mean=mean, std=std, seed=5)
+    cut, _ = next(iter(BatchLoader(data, 64, cutout=4, **kw)))
+    plain, _ = next(iter(BatchLoader(data, 64, **kw)))
+    fill = (torch.tensor([round(255 * m) for m in mean]) / 255 - torch.tensor(mean)) / torch.tensor(std)
+    sizes = set()
+    for c, p in zip(cut, plain):
+        changed = (c != p).any(0)
+        painted = (c - fill.view(3, 1, 1)).abs().max(0).values < 1e-5
+        ys, xs = painted.nonzero(as_tuple=True)
+        assert ys.numel() > 0 and changed.le(painted).all()
+        h, w = int(ys.max() - ys.min()) + 1, int(xs.max() - xs.min()) + 1
+        assert painted[ys.min():ys.max() + 1, xs.min():xs.max() + 1].all() and h <= 4 and w <= 4
+        if (h, w) != (4, 4):  # a clipped square touches a border
+            assert ys.min() == 0 or xs.min() == 0 or ys.max() == 11 or xs.max() == 11
+        sizes.add((h, w))
+    assert (4, 4) in sizes and len(sizes) > 1
+    assert fill.abs().max() < 2 / 255 / 0.25  # "mean colour": zero after normalizing, up to uint8 rounding
+    with pytest.raises(DataError, match="cutout must be between 0 and the image size 12x12, got 13"):
+        BatchLoader(data, 16, cutout=13)
+
+
 def test_normalize_and_sharding():
     imgs = torch.full((10, 3, 2, 2), 255, dtype=torch.uint8)
     data = ds.ImageData(imgs, torch.arange(10) % 2, ["a", "b"])

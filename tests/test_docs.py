@@ -257,6 +257,28 @@ def _training_bench():
     return mod
 
 
+def test_training_pipeline_bounds_quoted_in_the_notes_follow_from_the_table():
+    # "even a data pipeline that cost nothing would train at most A x faster ... for ResNet-20 and B x for LeNet-5":
+    # the model's time per image is lightnn's end-to-end time minus its data-only time, and the bound adds the
+    # per-image pipeline's data time back to it
+    path = RESULTS / "training.md"
+    if not path.exists():
+        pytest.skip("benchmarks/results/training.md is not in this checkout")
+    text = path.read_text()
+    rows = {r["measured"]: r for r in _table(text, "measured")}
+    ref_col, ours_col = "per-image DataLoader+PIL img/s (IQR)", "lightnn BatchLoader img/s (IQR)"
+    data = rows["data pipeline only"]
+    t_ref, t_ours = 1 / _num(data[ref_col]), 1 / _num(data[ours_col])
+    hit = re.search(r"at most (\d+\.\d+)x faster than the per-image one for ResNet-20 and (\d+\.\d+)x for LeNet-5, "
+                    r"because the per-image\s+pipeline only adds its (\d+) us per image", text)
+    assert hit, "the bound sentence is not in the notes"
+    for quoted, key in ((hit.group(1), "train resnet20"), (hit.group(2), "train lenet5:img_size=32")):
+        t_model = 1 / _num(rows[key][ours_col]) - t_ours
+        assert float(quoted) == round((t_model + t_ref) / t_model, 2), key
+        assert (t_model + t_ref) / t_model < 2.0
+    assert int(hit.group(3)) == round(t_ref * 1e6)
+
+
 def test_training_runs_table_sizes_and_quoted_accuracies():
     # "Full CIFAR-10 on this machine": params and MACs of every row are rebuilt from the registry, and each accuracy the
     # notes quote for a model ("<model> ... NN.NN% validation top-1") is that row's final validation top-1
@@ -277,10 +299,13 @@ def test_training_runs_table_sizes_and_quoted_accuracies():
     notes = text[text.index("## What the runs say"):]
     quoted = {"resnet20": "ResNet-20", "mobilenet_v2_cifar": "MobileNetV2-CIFAR", "shufflenet_v2_cifar":
               "ShuffleNetV2-CIFAR", "igcv3_cifar": "IGCV3-CIFAR"}
-    checked = 0
+    finals = {}
     for r in rows:
-        for hit in re.finditer(re.escape(quoted[r["model"]]) + r"[^%]{0,60}?(\d+\.\d\d)% validation top-1", notes):
-            assert float(hit.group(1)) == _num(r["val top-1 % (best)"]), (r, hit.group(0))
+        finals.setdefault(r["model"], set()).add(_num(r["val top-1 % (best)"]))
+    checked = 0
+    for model, values in finals.items():
+        for hit in re.finditer(re.escape(quoted[model]) + r"[^%]{0,60}?(\d+\.\d\d)% validation top-1", notes):
+            assert float(hit.group(1)) in values, (model, hit.group(0))  # one of that model's rows
             checked += 1
     assert checked >= 4
 
@@ -308,6 +333,26 @@ def test_training_runs_table_reads_a_run_directory(tmp_path):
                                 "(step 1.50x eager's speed)")
     assert row["wall-clock (sum of epochs)"] == "2.0 min" and row["params"] == "0.270 M"
     assert "momentum 0.9, Nesterov True, weight decay 0.0005" in text
+    # the run's record (config + epochs, a few KB) rebuilds the same row once the directory is gone
+    mod = _training_bench()
+    rec = mod.save_record(tmp_path, records=tmp_path / "records")
+    assert mod.load_run(rec) == mod.load_run(tmp_path)
+    assert _table(mod.runs_table([str(rec)]), "model")[0] == row and row["CPU"] == mod.cpu_name()
+    # --keep-rows: an earlier table's rows stay (without a CPU column they get the earlier machine's), except the
+    # one the new run replaces (same model, width, batch)
+    old = ("Recipe: momentum 0.9, Nesterov True, weight decay 0.0005 (not on norms/biases), cosine schedule, label "
+           "smoothing 0.0; ...\n\n| model | width | params | MACs (32x32) | epochs | batch | lr (warm-up) | precision | "
+           "val top-1 % (best) | val top-5 % | train img/s (median) | wall-clock (sum of epochs) | median epoch x "
+           "epochs |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+           "| resnet20 | 1.0 | 0.270 M | 40.6 M | 30 | 64 | 0.1 (1.0) | fp32 | **80.00** (80.00) | 99.00 | 1 | 1 min "
+           "| 1 min |\n"
+           "| resnet20 | 1.0 | 0.270 M | 40.6 M | 30 | 128 | 0.1 (0) | fp32 | **81.00** (81.00) | 99.00 | 1 | 1 min "
+           "| 1 min |\n")
+    kept = mod.runs_table([str(rec)], keep=old)
+    rows = _table(kept, "model")
+    assert [(r["batch"], r["val top-1 % (best)"], r["CPU"]) for r in rows] == [
+        ("128", "**81.00** (81.00)", mod.KEPT_CPU), ("64", "**61.50** (61.50)", row["CPU"])]
+    assert "label smoothing 0.0" in kept and "label smoothing 0.1" in kept
 
 
 def test_deploy_table_sizes_and_ratios_are_consistent():
@@ -325,3 +370,83 @@ def test_deploy_table_sizes_and_ratios_are_consistent():
         if r["size on disk (MB)"] != "-":
             ratio = _num(ref["size on disk (MB)"]) / _num(r["size on disk (MB)"])
             assert _num(r["size vs fp32"].split("/")[1]) == pytest.approx(ratio, abs=0.02), r
+
+
+def _levers_bench():
+    spec = importlib.util.spec_from_file_location("lightnn_bench_levers", ROOT / "benchmarks" / "training_levers.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_training_levers_scores_a_run_and_rebuilds_its_table(tmp_path):
+    # a tiny `fit(..., ema=...)` run: the four scores are evaluate()'s on last.pt / model.pt with and without the
+    # mirror, the record keeps every epoch, and the table prints exactly those numbers
+    from lightnn.checkpoint import load_any, read_checkpoint
+    from lightnn.data import ImageData
+    from lightnn.train import evaluate, fit
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(48) % 4
+    imgs = torch.randint(0, 120, (48, 3, 8, 8), generator=g, dtype=torch.uint8)
+    imgs[:, 0] += (labels * 40).to(torch.uint8)[:, None, None]
+    imgs[:, 1, :, :4] += (labels * 30).to(torch.uint8)[:, None, None]  # not mirror-symmetric: TTA changes scores
+    tr = ImageData(imgs[:32], labels[:32], [f"c{i}" for i in range(4)], source="tiny")
+    va = ImageData(imgs[32:], labels[32:], [f"c{i}" for i in range(4)], source="tiny")
+    run = tmp_path / "r20_tiny"
+    torch.manual_seed(0)
+    fit(create_model("resnet20", num_classes=4), tr, va, epochs=2, batch_size=16, lr=0.05, amp=False, ema=0.9,
+        progress=False, verbose=False, output_dir=run,
+        config={"model": "resnet20", "arch": {}, "val_fraction": 0.1, "split_seed": 0, "train_images": 32,
+                "val_images": 16})
+    assert "cutout: 0" in (run / "config.yaml").read_text()
+    mod = _levers_bench()
+    scores = mod.score_run(run, va, batch_size=5)
+    for which, fname in (("raw", "last.pt"), ("ema", "model.pt")):
+        m = load_any(str(run / fname))
+        for tta, key in ((None, which), ("flip", which + "_flip")):
+            want = evaluate(m, va, tta=tta, **read_checkpoint(run / fname)["meta"]["normalize"])
+            assert scores[key]["top1"] == want["top1"] and scores[key]["n"] == 16, key
+    rec = mod.make_record(run, scores)
+    assert [e["epoch"] for e in rec["epochs"]] == [1, 2] and rec["config"]["ema"] == 0.9
+    text = mod.levers_table([rec])
+    rows = _table(text, "run")
+    assert [r["weights"] for r in rows] == ["trained (last step)", "moving average (decay 0.9)"]
+    assert rows[0]["run"] == "batch 16, lr 0.05" and rows[0]["train time"].startswith("2 epochs, ")
+    for r, which in zip(rows, ("raw", "ema")):
+        assert _num(r["val top-1 %"]) == round(scores[which]["top1"], 2)
+        assert _num(r["with mirror TTA: top-1 %"]) == round(scores[which + "_flip"]["top1"], 2)
+    # an unfinished run is refused with the reason
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text(lines[0] + "\n")
+    with pytest.raises(SystemExit, match="1 of 2 epochs logged"):
+        mod.make_record(run, scores)
+
+
+def test_training_levers_section_is_its_committed_record():
+    # BENCHMARKS.md "what a weight average and mirror TTA add": the table is rebuilt from the committed run record,
+    # and each figure the notes quote as "<what> NN.NN%" is one of the record's scores
+    import json
+
+    path = RESULTS / "training_levers.md"
+    mod = _levers_bench()
+    records = mod.committed_records()
+    if not path.exists() or not records:
+        pytest.skip("benchmarks/results/training_levers.md or its records are not in this checkout")
+    text = path.read_text()
+    assert text.startswith(mod.levers_table(records).strip())
+    # each quoted "<run label>: <weights> NN.NN%" in the notes is that run's score
+    notes = text[text.index("## What the runs say"):]
+    checked = 0
+    for rec in records:
+        s = rec["scores"]
+        assert s["raw"]["n"] == rec["config"]["val_images"] == 5000
+        assert rec["epochs"][-1]["val_top1"] == s["ema"]["top1"]
+        assert rec["epochs"][-1]["val_top1_raw"] == s["raw"]["top1"]
+        label = mod._run_label(rec["config"])
+        for what, key in (("trained", "raw"), ("average", "ema"), ("trained + mirror", "raw_flip"),
+                          ("average + mirror", "ema_flip")):
+            for hit in re.finditer(re.escape(f"({label}: {what} ") + r"(\d+\.\d\d)%", notes):
+                assert float(hit.group(1)) == round(s[key]["top1"], 2), hit.group(0)
+                checked += 1
+    assert checked >= 4

@@ -33,6 +33,16 @@ def small_model(k: int = 4):
     return create_model("resnet20", num_classes=k)
 
 
+class Stop(Exception):
+    """Raised by :func:`interrupt` to cut a run short, as a kill would."""
+
+
+def interrupt(epoch, rec, model):
+    """An ``on_epoch_end`` that stops the run after its first epoch (last.pt of epoch 1 is on disk)."""
+    if epoch == 1:
+        raise Stop
+
+
 KW = dict(batch_size=16, lr=0.05, progress=False, verbose=False, seed=0, amp=False)  # no timing-based precision probe
 
 
@@ -85,13 +95,6 @@ def test_resume_gives_the_uninterrupted_result(tmp_path):
     torch.manual_seed(0)
     a = small_model()
     ra = fit(a, tr, va, epochs=2, output_dir=tmp_path / "a", label_smoothing=0.1, warmup_epochs=1, **KW)
-
-    class Stop(Exception):
-        pass
-
-    def interrupt(epoch, rec, model):
-        if epoch == 1:
-            raise Stop
 
     torch.manual_seed(0)
     b = small_model()
@@ -238,6 +241,23 @@ def test_cli_train_then_eval(tmp_path, capsys, monkeypatch):
     assert main(["eval", str(out / "model.pt"), "--data", str(zpath), "--val-fraction", "0.2", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["n"] == 4 and 0 <= res["top1"] <= 100 and res["top5"] == 100.0 and len(res["confusion"]) == 2
+    # --ema trains and saves the average (its config and val score); --tta flip is what evaluate(tta="flip") gives
+    assert main(["train", "resnet20", "--data", str(zpath), "--epochs", "1", "--output", str(tmp_path / "ema"),
+                 "--val-fraction", "0.2", "--ema", "0.99", "--cutout", "4", "--batch-size", "8", "--no-amp",
+                 "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    written = (tmp_path / "ema" / "config.yaml").read_text()
+    assert "val_top1_raw" in summary and "ema: 0.99" in written and "cutout: 4" in written
+    assert main(["eval", str(tmp_path / "ema" / "model.pt"), "--data", str(zpath), "--val-fraction", "0.2",
+                 "--tta", "flip", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    from lightnn.checkpoint import load_any, read_checkpoint
+    from lightnn.data import load_dataset
+
+    norm = read_checkpoint(tmp_path / "ema" / "model.pt")["meta"]["normalize"]
+    want = evaluate(load_any(str(tmp_path / "ema" / "model.pt")), load_dataset(str(zpath), "val", val_fraction=0.2),
+                    tta="flip", **norm)
+    assert res["tta"] == "flip" and res["top1"] == want["top1"] and math.isclose(res["loss"], want["loss"])
     # bad input: one line, exit 2
     assert main(["eval", str(out / "model.pt"), "--data", str(tmp_path / "nope")]) == 2
     assert "nope" in capsys.readouterr().err
@@ -486,3 +506,76 @@ def test_compile_failure_is_a_clear_error(monkeypatch):
     from lightnn.train import pick_precision  # the compiled precision probe fails the same way, before training
     with pytest.raises(LightnnError, match="torch.compile could not compile Sequential"):
         pick_precision(_lenet_tiny(), (torch.randn(8, 3, 8, 8), torch.arange(8) % 4), "cpu", compile=True)
+
+
+def test_evaluate_flip_tta_matches_hand_average():
+    data = tiny_data(20, k=6)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 6))
+    mean, std = [0.0] * 3, [1.0] * 3
+    res = evaluate(model, data, batch_size=7, mean=mean, std=std, tta="flip")
+    x = data.images.float() / 255.0
+    prob = (model(x).softmax(1) + model(x.flip(3)).softmax(1)) / 2  # the mirror is a different input here
+    assert not torch.allclose(model(x), model(x.flip(3)))
+    assert math.isclose(res["top1"], 100 * (prob.argmax(1) == data.labels).double().mean().item(), abs_tol=1e-6)
+    assert math.isclose(res["loss"], F.nll_loss(prob.log(), data.labels).item(), rel_tol=1e-5)
+    # a mirror-symmetric model gains nothing from the mirror: same numbers as without tta
+    sym = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 6))
+    a, b = evaluate(sym, data, mean=mean, std=std), evaluate(sym, data, mean=mean, std=std, tta="flip")
+    assert a["top1"] == b["top1"] and math.isclose(a["loss"], b["loss"], rel_tol=1e-5)
+    with pytest.raises(Exception, match="tta must be one of"):
+        evaluate(sym, data, mean=mean, std=std, tta="crops")
+
+
+def test_ema_is_the_moving_average_of_every_step_and_resumes(tmp_path):
+    from lightnn.errors import CheckpointError, LightnnError
+
+    tr, va = tiny_data(32), tiny_data(16, seed=1)
+    decay = 0.9
+    seen: list[dict] = []
+
+    def record(model):  # a step hook sees the weights after each step; ema itself refuses hooks, so replay
+        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    torch.manual_seed(0)
+    plain = small_model()
+    init = {k: v.clone() for k, v in plain.state_dict().items()}
+    fit(plain, tr, va, epochs=2, step_hook=record, **KW)
+    # oracle: the first step's weights, then lerp towards each later step's weights (BN statistics included)
+    avg = {k: v.clone().float() for k, v in seen[0].items()}
+    for s in seen[1:]:
+        for k in avg:
+            avg[k] = avg[k] * decay + s[k].float() * (1 - decay)
+
+    torch.manual_seed(0)
+    a = small_model()
+    assert all(torch.equal(v, init[k]) for k, v in a.state_dict().items())
+    ra = fit(a, tr, va, epochs=2, ema=decay, output_dir=tmp_path / "a", **KW)
+    for k, v in a.state_dict().items():
+        if v.is_floating_point():
+            assert torch.allclose(v, avg[k], atol=1e-5), k
+    assert {"val_top1", "val_top1_raw"} <= set(ra["final"])
+    m = create_model("resnet20", checkpoint=str(tmp_path / "a" / "model.pt"))
+    assert all(torch.equal(v, a.state_dict()[k]) for k, v in m.state_dict().items())
+    assert evaluate(a, va)["top1"] == ra["final"]["val_top1"]
+
+    # interrupted after epoch 1 and resumed: the same average
+
+    torch.manual_seed(0)
+    with pytest.raises(Stop):
+        fit(small_model(), tr, va, epochs=2, ema=decay, output_dir=tmp_path / "b", on_epoch_end=interrupt, **KW)
+    torch.manual_seed(7)
+    c = small_model()
+    fit(c, tr, va, epochs=2, ema=decay, output_dir=tmp_path / "b", resume=True, **KW)
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, c.state_dict()[k]), k
+
+    # a run without ema cannot be resumed with it; bad decays and hooks are named
+    with pytest.raises(Stop):
+        fit(small_model(), tr, va, epochs=2, output_dir=tmp_path / "c", on_epoch_end=interrupt, **KW)
+    with pytest.raises(CheckpointError, match="without ema"):
+        fit(small_model(), tr, va, epochs=2, ema=decay, output_dir=tmp_path / "c", resume=True, **KW)
+    with pytest.raises(LightnnError, match=r"ema decay must be in \(0, 1\)"):
+        fit(small_model(), tr, epochs=1, ema=1.0, **KW)
+    with pytest.raises(LightnnError, match="cannot be combined with step_hook"):
+        fit(small_model(), tr, epochs=1, ema=0.99, step_hook=record, **KW)

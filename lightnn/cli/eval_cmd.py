@@ -12,7 +12,8 @@ def add_parser(sub):
     p = add_command(sub, "eval", "evaluate a checkpoint (.pt or .lnz): top-1/top-5, loss, per-class, confusion",
                     ["lightnn eval runs/r20/model.pt --data sample",
                      "lightnn eval runs/r20/model.pt --data ../shared/data/cifar10-train-jpeg.tar.gz --json",
-                     "lightnn eval model.lnz --data sample --split all"])
+                     "lightnn eval model.lnz --data sample --split all",
+                     "lightnn eval runs/r20/model.pt --data ../shared/data/cifar10-train-jpeg.tar.gz --tta flip"])
     p.add_argument("checkpoint", help="a lightnn checkpoint (.pt) or Deep Compression file (.lnz)")
     p.add_argument("--data", default="sample", help="dataset: folder, .zip, .tar.gz, CIFAR pickles, or 'sample'")
     p.add_argument("--split", default="val", choices=["train", "val", "test", "all"],
@@ -23,6 +24,8 @@ def add_parser(sub):
     p.add_argument("--skip-corrupt", action="store_true")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default=None)
+    p.add_argument("--tta", choices=["flip"], default=None,
+                   help="test-time augmentation: average the predictions of each image and its mirror")
     p.add_argument("--json", action="store_true", help="print one JSON object (top1, top5, loss, per_class, ...)")
     return p
 
@@ -54,13 +57,15 @@ def run(args) -> int:
     norm = meta.get("normalize") or getattr(model, "lightnn_normalize", None) or {}
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    res = evaluate(model, data, batch_size=args.batch_size, device=device, mean=norm.get("mean"), std=norm.get("std"))
+    res = evaluate(model, data, batch_size=args.batch_size, device=device, mean=norm.get("mean"), std=norm.get("std"),
+                   tta=args.tta)
     res = {"checkpoint": args.checkpoint, "model": getattr(model, "lightnn_name", type(model).__name__),
-           "data": str(args.data), "split": args.split, **res}
+           "data": str(args.data), "split": args.split, "tta": args.tta, **res}
     if args.json:
         print(json.dumps(res))
         return 0
-    print(f"{res['model']} on {res['data']} ({args.split}, {res['n']} images)")
+    tta = f", {args.tta} test-time augmentation" if args.tta else ""
+    print(f"{res['model']} on {res['data']} ({args.split}, {res['n']} images{tta})")
     print(f"top-1 {res['top1']:.2f}%   top-5 {res['top5']:.2f}%   loss {res['loss']:.4f}")
     w = max(len(c) for c in res["classes"])
     print("\nper-class top-1:")

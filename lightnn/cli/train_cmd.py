@@ -54,6 +54,8 @@ def add_parser(sub):
     p.add_argument("--min-lr", type=float, default=0.0)
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--no-augment", dest="augment", action="store_false", help="no pad+crop+flip")
+    p.add_argument("--cutout", type=int, default=0, metavar="N",
+                   help="also paint an NxN square of each training image in the mean colour (Cutout), 0 = off")
     p.add_argument("--amp", dest="amp", action="store_true", default=None, help="bf16 autocast and channels-last (default: on for CUDA; on AMX CPUs the faster of bf16 and fp32, timed on one batch)")
     p.add_argument("--no-amp", dest="amp", action="store_false")
     p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
@@ -78,6 +80,8 @@ def add_parser(sub):
     p.add_argument("--kd-temperature", type=float, default=4.0)
     p.add_argument("--kd-weight", type=float, default=0.5)
     p.add_argument("--aux-weight", type=float, default=0.4, help="weight of auxiliary-head losses")
+    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="validate and save an exponential moving average of the weights (e.g. 0.999)")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pt if it exists")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
@@ -144,7 +148,8 @@ def run(args) -> int:
                  seed=cfg["seed"],
                  teacher=cfg.get("teacher"), kd_temperature=cfg["kd_temperature"], kd_weight=cfg["kd_weight"],
                  aux_weight=cfg["aux_weight"], output_dir=output, resume=cfg["resume"], config=resolved,
-                 progress=cfg["progress"] and not cfg["json"], verbose=not cfg["json"], mean=mean, std=std)
+                 progress=cfg["progress"] and not cfg["json"], verbose=not cfg["json"], mean=mean, std=std,
+                 ema=cfg.get("ema"), cutout=cfg.get("cutout") or 0)
     if dist_utils.rank() == 0:
         summary = {"model": model_name, "output": str(output), **result["final"],
                    "best_val_top1": result["best_val_top1"], "train_time_s": result["train_time_s"]}
