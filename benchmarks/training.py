@@ -250,9 +250,10 @@ RECORDS = Path(__file__).resolve().parent / "runs"
 KEPT_CPU = "Intel Xeon with AMX"  # the CPU of the rows measured before the table had a CPU column
 
 
-def load_run(path: str | Path) -> tuple[dict, list[dict]]:
-    """(resolved config, per-epoch records) of a ``lightnn train`` run directory (``config.yaml`` +
-    ``metrics.jsonl``) or of a run record written by :func:`save_record` (``benchmarks/runs/<name>.json``)."""
+def load_run(path: str | Path) -> tuple[dict, list[dict], str]:
+    """(resolved config, per-epoch records, CPU) of a ``lightnn train`` run directory (``config.yaml`` +
+    ``metrics.jsonl``; trained on this machine's CPU) or of a run record written by :func:`save_record`
+    (``benchmarks/runs/<name>.json``)."""
     import yaml
 
     d = Path(path)
@@ -260,13 +261,13 @@ def load_run(path: str | Path) -> tuple[dict, list[dict]]:
         rec = json.loads(d.read_text())
         if "config" not in rec or "epochs" not in rec:
             raise SystemExit(f"--runs {d}: not a run record (it needs 'config' and 'epochs')")
-        return rec["config"], rec["epochs"]
+        return rec["config"], rec["epochs"], rec.get("cpu", "?")
     missing = [f for f in ("config.yaml", "metrics.jsonl") if not (d / f).is_file()]
     if missing:
         raise SystemExit(f"--runs {d}: not a `lightnn train` output directory (missing {', '.join(missing)})")
     cfg = yaml.safe_load((d / "config.yaml").read_text())
     hist = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return cfg, hist
+    return cfg, hist, cpu_name()
 
 
 def save_record(run_dir: str | Path, records: Path = RECORDS) -> Path:
@@ -275,15 +276,14 @@ def save_record(run_dir: str | Path, records: Path = RECORDS) -> Path:
     existing record of that name (``benchmarks/training_levers.py``'s scores) are kept."""
     from lightnn.utils.io import atomic_write_text
 
-    cfg, hist = load_run(run_dir)
-    rec = {"name": Path(run_dir).name, "cpu": cpu_name(), "config": {k: v for k, v in cfg.items() if k != "classes"},
+    cfg, hist, cpu = load_run(run_dir)
+    rec = {"name": Path(run_dir).name, "cpu": cpu, "config": {k: v for k, v in cfg.items() if k != "classes"},
            "epochs": hist}
     path = records / f"{rec['name']}.json"
     if path.is_file():  # a record benchmarks/training_levers.py wrote keeps its scores
         rec = {**json.loads(path.read_text()), **rec}
     records.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(path, json.dumps(rec, indent=1) + "\n")
-
 
 
 def runs_table(run_dirs: list[str], keep: str | None = None) -> str:
@@ -297,10 +297,9 @@ def runs_table(run_dirs: list[str], keep: str | None = None) -> str:
     recipes = set()
     new_rows = []
     for d in run_dirs:
-        cfg, hist = load_run(d)
+        cfg, hist, cpu = load_run(d)
         if not hist:
             continue
-        cpu = json.loads(Path(d).read_text()).get("cpu", "?") if Path(d).is_file() else cpu_name()
         arch = cfg.get("arch") or {}
         model = create_model(cfg["model"], num_classes=10, **arch)
         params = sum(p.numel() for p in model.parameters())
@@ -328,7 +327,8 @@ def runs_table(run_dirs: list[str], keep: str | None = None) -> str:
                      f"{statistics.median(r['epoch_time_s'] for r in hist) * len(hist) / 60:.1f} min | {cpu} |")
     if keep:
         replaced = {_row_key(r) for r in new_rows}
-        old = [ln if ln.count("|") == 15 else ln.rstrip() + f" {KEPT_CPU} |"
+        n_cols = lines[0].count("|")  # rows of a table from before the CPU column get the earlier machine's
+        old = [ln if ln.count("|") == n_cols else ln.rstrip() + f" {KEPT_CPU} |"
                for ln in _table_lines(keep) if _row_key(ln) not in replaced]
         recipes |= set(_recipes_of(keep))
         lines += old

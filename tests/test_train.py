@@ -579,3 +579,7 @@ def test_ema_is_the_moving_average_of_every_step_and_resumes(tmp_path):
         fit(small_model(), tr, epochs=1, ema=1.0, **KW)
     with pytest.raises(LightnnError, match="cannot be combined with step_hook"):
         fit(small_model(), tr, epochs=1, ema=0.99, step_hook=record, **KW)
+    # Cutout is part of lightnn's batch augmentation: other batch iterables are named, not silently left uncut
+    batches = [(torch.randn(4, 3, 8, 8), torch.arange(4))]
+    with pytest.raises(LightnnError, match="cutout=8 needs training data that lightnn batches itself"):
+        fit(small_model(), batches, epochs=1, cutout=8, **KW)

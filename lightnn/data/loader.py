@@ -131,9 +131,9 @@ class BatchLoader(_EpochLoader):
             raise DataError(f"mean/std have {len(mean)}/{len(std)} values but the images have {c} channels")
         self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
         self._scale, self._shift = normalize_affine(self.mean, self.std, self.device)
-        self._fill = torch.tensor([round(255 * m) for m in self.mean], dtype=data.images.dtype,
-                                  device=self.device).view(1, -1, 1, 1) if data.images.dtype == torch.uint8 else \
-            torch.tensor(self.mean, dtype=data.images.dtype, device=self.device).view(1, -1, 1, 1) * 255
+        # Cutout's paint: the mean colour in the uint8 images' units (zero after normalizing, up to rounding)
+        self._fill = torch.tensor([round(255 * m) for m in self.mean], dtype=torch.uint8,
+                                  device=self.device).view(1, -1, 1, 1)
         self._images = data.images.to(self.device)
         self._labels = data.labels.to(self.device)
 

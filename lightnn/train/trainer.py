@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import DataError, LightnnError
+from ..errors import CheckpointError, DataError, LightnnError
 from ..data.datasets import ImageData
 from ..data.loader import BatchLoader
 from . import distributed as dist_utils
@@ -343,7 +343,6 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
             steps). Validation then scores the average (``val_top1``; the trained weights' score is
             ``val_top1_raw``), ``model.pt`` holds the average, ``last.pt`` holds both so a resumed run continues
             the same average, and ``model`` ends holding the averaged weights.
-
         cutout: side of the square each training image gets painted over in the mean colour (Cutout; 8 is the
             CIFAR-10 choice of the fast-training recipes, 16 the paper's for long runs); 0 = off.
 
@@ -366,6 +365,10 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
         if hooks:
             raise LightnnError("ema cannot be combined with step_hook/mask_hook: the average would not keep the "
                                "hook's constraint (pruned weights at zero); train without ema")
+    if cutout and not isinstance(train, ImageData):
+        raise LightnnError(f"cutout={cutout} needs training data that lightnn batches itself (an ImageData); "
+                           f"{_data_name(train)!r} is an iterable of batches (e.g. --stream): add Cutout to its "
+                           f"transforms instead")
     dev = dist_utils.init_from_env(str(device) if device is not None else None)
     rank, world = dist_utils.rank(), dist_utils.world_size()
     probe_precision = amp is None and channels_last is None and dev.type == "cpu" and world == 1 \
@@ -454,8 +457,9 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
     start_epoch = 0
     best = -1.0
     ema_model = None
+    train_state: dict = {}
     if ckpt_path is not None:
-        start_epoch, history, best = _restore(ckpt_path, model, opt, sched, dev)
+        start_epoch, history, best, train_state = _restore(ckpt_path, model, opt, sched, dev)
         if verbose and rank == 0:
             print(f"resuming from {ckpt_path} after epoch {start_epoch}")
     if ema is not None:
@@ -463,7 +467,10 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
 
         ema_model = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(ema)), use_buffers=True)
         if ckpt_path is not None:
-            _restore_ema(ckpt_path, ema_model)
+            if "ema" not in train_state:
+                raise CheckpointError(f"cannot resume with ema: {str(ckpt_path)!r} was written by a run without ema "
+                                      f"(drop --ema or start a new run)")
+            ema_model.load_state_dict(train_state["ema"])
 
     net = model
     if world > 1:
@@ -621,9 +628,8 @@ def _stored_config(path: Path) -> dict:
     return cfg if isinstance(cfg, dict) else {}
 
 
-def _restore(path: Path, model: nn.Module, opt, sched, dev: torch.device) -> tuple[int, list[dict], float]:
+def _restore(path: Path, model: nn.Module, opt, sched, dev: torch.device) -> tuple[int, list[dict], float, dict]:
     from ..checkpoint import read_checkpoint
-    from ..errors import CheckpointError
 
     ck = read_checkpoint(path)
     ts = ck.get("train_state") if isinstance(ck, dict) else None
@@ -643,18 +649,7 @@ def _restore(path: Path, model: nn.Module, opt, sched, dev: torch.device) -> tup
         torch.set_rng_state(rng["torch"])
     if rng.get("cuda") and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    return int(ts["epoch"]), list(ts.get("history", [])), float(ts.get("best_val_top1", -1.0))
-
-
-def _restore_ema(path: Path, ema_model: nn.Module) -> None:
-    from ..checkpoint import read_checkpoint
-    from ..errors import CheckpointError
-
-    ts = read_checkpoint(path).get("train_state") or {}
-    if "ema" not in ts:
-        raise CheckpointError(f"cannot resume with ema: {str(path)!r} was written by a run without ema (drop --ema "
-                              f"or start a new run)")
-    ema_model.load_state_dict(ts["ema"])
+    return int(ts["epoch"]), list(ts.get("history", [])), float(ts.get("best_val_top1", -1.0)), ts
 
 
 def _rng_state() -> dict:
