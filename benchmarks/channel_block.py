@@ -31,7 +31,7 @@ from _common import interleaved, machine_line, ratio_stats, stats, write_result
 import lightnn
 from lightnn.compress.channel import deployment_channel_multiple
 from lightnn.export.onnx import export_onnx
-from lightnn.export.runtime import OrtSession
+from lightnn.runtime.ort import OrtSession
 from lightnn.profile import profile
 
 BATCH = 32

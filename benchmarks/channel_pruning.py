@@ -137,7 +137,7 @@ def depth_stage(args: argparse.Namespace) -> None:
     from lightnn.compress.depth import block_sensitivity, remove_blocks, removable_blocks
     from lightnn.data import load_dataset
     from lightnn.export.onnx import export_onnx
-    from lightnn.export.runtime import OrtSession
+    from lightnn.runtime.ort import OrtSession
     from lightnn.train import evaluate, fit
 
     runs_dir = Path(args.runs_dir)
@@ -254,7 +254,7 @@ def adopt_stage(args: argparse.Namespace) -> None:
 
 def _interleaved(paths: dict[str, Path], batch: int, rounds: int, runs: int, threads: int) -> dict[str, list[float]]:
     """Per-round burst medians (ms) of each ONNX model at ``batch``, rounds interleaved so drift hits all alike."""
-    from lightnn.export.runtime import OrtSession
+    from lightnn.runtime.ort import OrtSession
 
     calls = {}
     for k, p in paths.items():

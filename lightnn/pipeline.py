@@ -118,7 +118,7 @@ def _profile_row(model: nn.Module, input_size: tuple[int, int, int]) -> dict[str
 
 
 def _ort_latency(onnx_path: Path, input_size, cfg: dict) -> dict[str, dict]:
-    from .export.runtime import OrtSession
+    from .runtime import OrtSession
 
     lc = cfg["latency"]
     sess = OrtSession(onnx_path, threads=int(lc["threads"]))
@@ -130,7 +130,7 @@ def _ort_latency(onnx_path: Path, input_size, cfg: dict) -> dict[str, dict]:
 
 
 def _onnx_top1(onnx_path: Path, x: np.ndarray, y: np.ndarray, threads: int) -> float:
-    from .export.runtime import OrtSession
+    from .runtime import OrtSession
 
     sess = OrtSession(onnx_path, threads=threads)
     correct = 0

@@ -36,7 +36,7 @@ from ..errors import DataError, LightnnError
 from ..utils.io import atomic_write_bytes
 from .calib import ImageSet, load_images
 from ..profile.latency import LatencyResult, interleaved
-from .runtime import OrtSession
+from ..runtime import OrtSession
 
 __all__ = ["quantize_int8", "quantize_naive", "quantize_report", "export_fp16", "cpu_has_vnni", "QuantReport",
            "CALIBRATION_METHODS", "as_image_set", "evaluate_onnx", "op_type_times", "file_size", "runtime_op_types"]
