@@ -461,3 +461,19 @@ def test_stream_worker_failure_is_one_error_naming_the_file(tmp_path):
     data = stream_image_folder(tree, "train", image_size=16, workers=0, val_fraction=0.0).data
     x, label = data[data.samples.index(("bee/0.png", 1))]
     assert label == 1 and torch.equal(x, torch.full((3, 16, 16), 0x12, dtype=torch.uint8))
+
+
+def test_calibration_arrays_that_are_not_numbers_are_refused(tmp_path):
+    from lightnn.export.calib import load_images
+
+    np.save(tmp_path / "obj.npy", np.array([RunsCode(print, "never")], dtype=object), allow_pickle=True)
+    with pytest.raises(DataError, match=r"obj\.npy' is not a readable numeric \.npy/\.npz array: .*allow_pickle"):
+        load_images(str(tmp_path / "obj.npy"), (3, 2, 2))
+    np.savez(tmp_path / "text.npz", images=np.array([["a"]]))
+    with pytest.raises(DataError, match=r"text\.npz' holds <U1 images; expected numbers"):
+        load_images(str(tmp_path / "text.npz"), (3, 2, 2))
+    (tmp_path / "cut.npy").write_bytes((tmp_path / "obj.npy").read_bytes()[:20])
+    with pytest.raises(DataError, match=r"cut\.npy' is not a readable"):
+        load_images(str(tmp_path / "cut.npy"), (3, 2, 2))
+    np.savez(tmp_path / "ok.npz", images=np.zeros((2, 3, 2, 2), np.float32), labels=np.array([0, 1]))
+    assert load_images(str(tmp_path / "ok.npz"), (3, 2, 2)).labels.tolist() == [0, 1]
