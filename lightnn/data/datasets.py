@@ -544,7 +544,8 @@ def _cifar_arrays(d: dict, where: str, key: str, num_classes: int) -> tuple[np.n
     return x.astype(np.uint8).reshape(n, 3, 32, 32), y.astype(np.int64)
 
 
-def _read_cifar_pickle(src: _Source, kind: str, prefix: str) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str], list[str]]:
+def _read_cifar_pickle(src: _Source, kind: str,
+                       prefix: str) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[str], list[str]]:
     def load(name: str) -> tuple[dict, str]:
         if prefix + name not in src.files:
             raise DataError(f"CIFAR folder {src.describe(prefix.rstrip('/') or '.')!r} lacks {name!r}")
