@@ -33,7 +33,7 @@ from lightnn.profile import profile
 HW = 56
 WIDTHS = (1, 2, 4)
 
-# paper_tables.md section 4. G1 Table 1, ARM images/s: c1:c2 -> ((c1, c2) at x1, speed at x1, x2, x4)
+# Ma et al. 2018 (ShuffleNet V2). G1 Table 1, ARM images/s: c1:c2 -> ((c1, c2) at x1, speed at x1, x2, x4)
 G1_PAPER = {"1:1": ((32, 32), (76.2, 21.7, 5.3)), "1:2": ((22, 44), (72.9, 20.5, 5.1)),
             "1:6": ((13, 78), (69.1, 17.9, 4.6)), "1:12": ((9, 108), (57.6, 15.1, 4.4))}
 # G2 Table 2, CPU images/s: g -> (c at x1, speed at x1, x2, x4)

@@ -25,8 +25,8 @@ from lightnn.profile import profile
 
 REFERENCE = "mobilenet_v2"
 
-# Published multiply-adds (M) to compare with (paper_tables.md): "tv" = torchvision's `_ops` metadata (section 14),
-# otherwise the paper's table named.
+# Published multiply-adds (M) to compare with: "tv" = torchvision's `_ops` weights metadata, otherwise the paper's
+# table named.
 PUBLISHED_MACS = {
     "mobilenet_v1": (569, "MobileNet V1 T6"), "mobilenet_v1_075": (325, "MobileNet V1 T6"),
     "mobilenet_v1_050": (149, "MobileNet V1 T6"), "mobilenet_v1_025": (41, "MobileNet V1 T6"),
@@ -42,12 +42,12 @@ PUBLISHED_MACS = {
     "igcv3_100": (318, "ShuffleNet V2 T8"), "igcv3_140": (610, "ShuffleNet V2 T8"),
 }
 
-# MobileNet V1 Table 2 (paper_tables.md section 1): % of mult-adds, % of parameters.
+# MobileNet V1 Table 2 (Howard et al. 2017): % of mult-adds, % of parameters.
 TABLE2 = {"Conv 1x1": (94.86, 74.59), "Conv DW 3x3": (3.06, 1.06), "Conv 3x3": (1.19, 0.02),
           "Fully Connected": (0.18, 24.33)}
 
 
-# ShuffleNet V2 Table 8 (paper_tables.md section 4): ARM images/s at batch 1, grouped by complexity level; the first
+# ShuffleNet V2 Table 8 (Ma et al. 2018): ARM images/s at batch 1, grouped by complexity level; the first
 # model of each level is the reference the paper's and our speed ratios are taken against.
 TABLE8 = {
     "~40 M": [("shufflenet_v2_x0_5", 57.0), ("mobilenet_v1_025", 36.4), ("igcv2_0_25", 31.5)],
