@@ -199,17 +199,13 @@ def test_channel_pruning_benchmark_stages_on_the_sample(tmp_path):
     assert _check_pruning_verdicts(rec) == 2
     assert _check_pruning_registry_rows(rec) == 2
     assert rec["machine"]["cpu"] and rec["machine"]["threads"] == 1 and rec["date"]
-    sens = R.rows(R.find_table(rec, "sensitivity"))
-    assert sens and all(r["prune 50%"]["delta"] == pytest.approx(r["prune 50%"]["value"] - _sens_base(rec))
-                        for r in sens)
+    # every drop in the sensitivity table is against the one baseline the section prints
+    bases = {round(r["prune 50%"]["value"] - r["prune 50%"]["delta"], 9) for r in
+             R.rows(R.find_table(rec, "sensitivity"))}
+    assert len(bases) == 1 and f"baseline: {bases.pop():.2f}" in _lines(rec)
     assert (results / "channel_pruning_sensitivity_resnet.png").stat().st_size > 0
     if committed is not None:  # --results-dir kept the committed record untouched
         assert committed_path.read_bytes() == committed
-
-
-def _sens_base(rec: dict) -> float:
-    """The sensitivity analysis's unpruned baseline, as the section states it."""
-    return float(next(ln for ln in _lines(rec) if ln.startswith("baseline: ")).split()[1])
 
 
 def test_zoo_table_sizes_are_what_the_profiler_counts():
