@@ -13,7 +13,9 @@ A record (``schema`` 1) is one JSON object:
 - ``software``: versions (``python``, ``torch``, ``onnxruntime``, ``torchvision`` ... as they apply);
 - ``parts``: the section body in order, each ``{"text": markdown}``, ``{"heading": text, "level": n}`` or
   ``{"table": table}``;
-- ``notes``: the hand-written analysis, copied from ``benchmarks/notes/<topic>.md`` by :func:`write_record`.
+- ``notes``: the hand-written analysis, copied from ``benchmarks/notes/<topic>.md`` by :func:`write_record`;
+- ``data`` (optional, not rendered): values a script needs to extend its record later (``training_runs``: the
+  recipes of its kept rows).
 
 A table is ``{"id": name, "columns": [...], "rows": [[cell, ...], ...]}``. A column is ``{"label": header,
 "fmt": format string or null, "unit": unit or {field: unit} or null, "align": "l" | "r"}``. A cell is null (empty),
@@ -185,7 +187,7 @@ def validate(rec: Any, where: str = "record") -> dict[str, Any]:
             raise _error(f"{where}: key {key!r} missing or not a {typ.__name__}")
     if rec["schema"] != SCHEMA:
         raise _error(f"{where}: schema {rec['schema']} is not the supported {SCHEMA}")
-    for key in ("machine", "software"):
+    for key in ("machine", "software", "data"):
         if rec.get(key) is not None and not isinstance(rec[key], dict):
             raise _error(f"{where}: key {key!r} must be an object or null")
     for key in ("command", "date", "notes"):
