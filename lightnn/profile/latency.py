@@ -1,6 +1,6 @@
 """Measured latency: warm-up, a fixed number of threads, many timed runs, median and spread.
 
-A smaller model must also be a faster one on the target runtime (SYSTEM.md), and only measurement says so. Each
+A smaller model must also be a faster one on the target runtime, and only measurement says so. Each
 backend is a function that runs the model on one input ``runs`` times and returns the wall time of every run;
 :func:`measure_latency` fixes the thread count (and restores it), chooses the memory format and turns the samples
 into statistics. PyTorch eager is built in; other runtimes plug in with :func:`register_latency_backend`.
