@@ -97,10 +97,11 @@ class SensitivityConfig:
             raise LightnnError(f"ratios must be a non-empty list of fractions, got {self.ratios!r}")
         self.ratios = tuple(_fraction("ratios", r, "of a group's channels") for r in self.ratios)
         _choice("criterion", self.criterion, list(CRITERIA))
-        try:
-            resolve_round_to(self.round_to)
+        try:  # a number, or "auto" kept as it is (it resolves on the machine that prunes)
+            n = resolve_round_to(self.round_to)
         except LightnnError as e:
             raise LightnnError(f"round_to: {e}") from None
+        self.round_to = self.round_to if self.round_to == "auto" else n
         self.exclude = (self.exclude,) if isinstance(self.exclude, str) else tuple(self.exclude)
         if self.eval_limit is not None:
             _int("eval_limit", self.eval_limit, 0)
