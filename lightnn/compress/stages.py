@@ -309,12 +309,27 @@ def sensitivity_stage(model: nn.Module, config: SensitivityConfig, train: Any = 
                                                                              progress)}
 
 
-def _remove_blocks(model: nn.Module, x: torch.Tensor, cfg: PruneConfig, acc, lat: LatencyFn, backend: str,
-                   say) -> tuple[nn.Module, dict[str, Any], float, float]:
+@dataclass
+class _Run:
+    """What every step of one :func:`prune_to_budget` call reads."""
+
+    cfg: PruneConfig
+    x: torch.Tensor  # example input (1, C, H, W)
+    acc: Callable[[nn.Module], float] | None
+    lat: LatencyFn
+    backend: str
+    say: Callable[[str], None]
+    progress: bool
+    data_iter: Any  # training batches for the taylor criterion, else None
+
+
+def _remove_blocks(model: nn.Module, run: _Run) -> tuple[nn.Module, dict[str, Any], float, float]:
     """Depth pruning: the model without its ``remove_blocks`` cheapest blocks, the report, and the factors that
     keep a MACs / latency budget relative to the input model (input cost / cost after block removal)."""
     from .depth import block_sensitivity, rank_blocks, remove_blocks, removable_blocks
     from .sensitivity import count_macs
+
+    cfg, x, acc, lat, backend, say = run.cfg, run.x, run.acc, run.lat, run.backend, run.say
 
     blocks = removable_blocks(model, x)
     if cfg.remove_blocks > len(blocks):
@@ -340,16 +355,15 @@ def _remove_blocks(model: nn.Module, x: torch.Tensor, cfg: PruneConfig, acc, lat
     return shallow, rep, macs_scale, latency_scale
 
 
-def _uniform_plan(model: nn.Module, x: torch.Tensor, cfg: PruneConfig, graph, cost_fn: LatencyFn, target: float,
-                  what: str, data_iter) -> dict[str, Any]:
+def _uniform_plan(model: nn.Module, graph, cost_fn: LatencyFn, target: float, what: str, steps: int,
+                  run: _Run) -> dict[str, Any]:
     """One ratio for every group, bisected until the pruned model costs at most ``target`` of the model."""
     c0 = cost_fn(model)
 
     def apply(r: float) -> nn.Module:
-        return prune_channels(model, x, r, criterion=cfg.criterion, round_to=cfg.round_to, data=data_iter,
-                              graph=graph)
+        return prune_channels(model, run.x, r, criterion=run.cfg.criterion, round_to=run.cfg.round_to,
+                              data=run.data_iter, graph=graph)
 
-    steps = cfg.search_steps or (20 if what == "macs" else 8)
     # absolute costs: the bisection compares cost <= target x c0 exactly as the pipeline always did
     found = budget_search(apply, cost_fn, target * c0, 0.0, _MAX_UNIFORM, steps,
                           infeasible=lambda c: f"even a uniform ratio of {_MAX_UNIFORM} keeps {c / c0:.1%} of the "
@@ -359,11 +373,11 @@ def _uniform_plan(model: nn.Module, x: torch.Tensor, cfg: PruneConfig, graph, co
             "search": [{"ratio": t["knob"], "cost": t["cost"] / c0, "feasible": t["feasible"]} for t in found.trace]}
 
 
-def _plan(model: nn.Module, x: torch.Tensor, cfg: PruneConfig, graph, acc, lat: LatencyFn, backend: str,
-          scales: tuple[float, float], report: dict, say, progress: bool, data_iter) -> tuple[Any, str]:
+def _plan(model: nn.Module, graph, scales: tuple[float, float], report: dict, run: _Run) -> tuple[Any, str]:
     """(ratio or per-group ratios, scope) meeting the budget; records the plan (and sensitivity) in ``report``."""
     from .sensitivity import count_macs, plan_ratios
 
+    cfg, x, lat = run.cfg, run.x, run.lat
     if cfg.ratio is not None:
         return cfg.ratio, cfg.scope
     macs_scale, latency_scale = scales
@@ -375,14 +389,14 @@ def _plan(model: nn.Module, x: torch.Tensor, cfg: PruneConfig, graph, acc, lat: 
         raise LightnnError(f"removing {cfg.remove_blocks} blocks already leaves {asked / target:.1%} of the {what}, "
                            f"at or below {flag} {asked}: remove fewer blocks or use ratio")
     if what == "latency":
-        report["latency_backend"] = backend
-        say(f"latency budget measured with {backend}")
+        report["latency_backend"] = run.backend
+        run.say(f"latency budget measured with {run.backend}")
     steps = cfg.search_steps or (20 if what == "macs" else 8)
     if cfg.plan == "uniform":
         cost_fn = (lambda m: count_macs(m, x)) if what == "macs" else lat
-        report["plan"] = _uniform_plan(model, x, cfg, graph, cost_fn, target, what, data_iter)
+        report["plan"] = _uniform_plan(model, graph, cost_fn, target, what, steps, run)
         return report["plan"]["ratio"], "layer"
-    sens = _analyze(model, x, cfg, graph, acc, say, progress)
+    sens = _analyze(model, x, cfg, graph, run.acc, run.say, run.progress)
     report["sensitivity"] = sens
     report["plan"] = plan_ratios(model, x, sens, target_macs=target if what == "macs" else None,
                                  target_latency=target if what == "latency" else None,
@@ -435,18 +449,19 @@ def prune_to_budget(model: nn.Module, config: PruneConfig, train: Any = None, va
     acc = _accuracy(val, config, norm, device)
     lat, backend = (latency, "caller-supplied") if latency is not None else \
         deployment_latency(size, config.latency_batch)
-    report: dict[str, Any] = {"config": asdict(config)}
-    original, scales = model, (1.0, 1.0)
-    if config.remove_blocks:
-        model, report["blocks"], *scales = _remove_blocks(model, x, config, acc, lat, backend, say)
-    graph = _graph(model, x, config, say)
-    report["unsupported"] = graph.unsupported
     data_iter = None
     if config.criterion == "taylor":
         from ..data import BatchLoader
 
         data_iter = BatchLoader(train, 64, shuffle=True, mean=norm["mean"], std=norm["std"])
-    ratio, scope = _plan(model, x, config, graph, acc, lat, backend, tuple(scales), report, say, progress, data_iter)
+    run = _Run(config, x, acc, lat, backend, say, progress, data_iter)
+    report: dict[str, Any] = {"config": asdict(config)}
+    original, scales = model, (1.0, 1.0)
+    if config.remove_blocks:
+        model, report["blocks"], *scales = _remove_blocks(model, run)
+    graph = _graph(model, x, config, say)
+    report["unsupported"] = graph.unsupported
+    ratio, scope = _plan(model, graph, tuple(scales), report, run)
     report["seconds"] = {"plan": time.perf_counter() - t_start}
     pruned = prune_channels(model, x, ratio, criterion=config.criterion, scope=scope, round_to=config.round_to,
                             data=data_iter, graph=graph)
