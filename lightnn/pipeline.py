@@ -259,52 +259,38 @@ def _stage_select(ctx: Ctx) -> str:
 
 def _stage_prune(ctx: Ctx, train, val) -> None:
     from .checkpoint import load_model, save_checkpoint
-    from .compress.channel import prune_channels
-    from .profile import profile
+    from .compress.stages import PruneConfig, prune_to_budget
 
     best = ctx.state["select"]["best"]
     row0 = ctx.state["candidates"][best]
     model = load_model(ctx.out / row0["checkpoint"])
+    model.lightnn_normalize = row0["normalize"]
     size = tuple(train.image_size)
-    example = torch.randn(1, *size)
-    target = float(ctx.cfg["prune"]["target_macs"]) * row0["macs"]
-    # Uniform ratio over all channel groups, bisected until the shrunk model meets the MACs budget.
-    lo, hi, pruned = 0.0, 0.95, None
-    for _ in range(int(ctx.cfg["prune"].get("search_steps", 8))):
-        mid = (lo + hi) / 2
-        cand = prune_channels(model, example, mid, criterion=ctx.cfg["prune"]["criterion"],
-                              round_to=ctx.cfg["prune"]["round_to"])
-        macs = profile(cand, (1, *size)).macs
-        if macs <= target:
-            pruned, hi = cand, mid
-        else:
-            lo = mid
-    if pruned is None:
-        raise LightnnError(f"could not prune {best!r} to {ctx.cfg['prune']['target_macs']:.0%} of its MACs")
-    ratio = hi
-    row: dict[str, Any] = {"name": f"{best}-pruned", "model": row0["model"], "uniform_ratio": round(ratio, 4)}
+    pc, tc = ctx.cfg["prune"], ctx.cfg["train"]
+    # one uniform ratio over all channel groups, bisected until the shrunk model meets the MACs budget, then the
+    # training recipe of the candidates (at the prune stage's epochs and rate) with the unpruned model as teacher
+    cfg = PruneConfig(target_macs=float(pc["target_macs"]), plan="uniform", criterion=pc["criterion"],
+                      round_to=pc["round_to"], search_steps=int(pc.get("search_steps", 8)), eval_limit=None,
+                      finetune_epochs=int(pc["finetune_epochs"]), lr=float(pc["finetune_lr"]),
+                      weight_decay=float(tc["weight_decay"]), label_smoothing=float(tc["label_smoothing"]),
+                      schedule=tc["schedule"], warmup_epochs=float(tc["warmup_epochs"]),
+                      distill=bool(pc.get("distill", True)), batch_size=int(tc["batch_size"]), device="cpu",
+                      seed=int(ctx.cfg["seed"]))
+    pruned, rep = prune_to_budget(model, cfg, train, val, progress=bool(ctx.cfg.get("progress", True)),
+                                  finetune_dir=ctx.out / "train" / f"{best}-pruned")
+    row: dict[str, Any] = {"name": f"{best}-pruned", "model": row0["model"],
+                           "uniform_ratio": round(rep["plan"]["ratio"], 4)}
     row.update(_profile_row(pruned, size))
-    pre_top1 = _eval_top1(pruned, val, row0["normalize"])
-    tc = _train_cfg(ctx, epochs=int(ctx.cfg["prune"]["finetune_epochs"]), lr=float(ctx.cfg["prune"]["finetune_lr"]))
-    teacher = model if ctx.cfg["prune"].get("distill", True) else None
-    t0 = time.perf_counter()
-    res = _fit(pruned, train, val, ctx, ctx.out / "train" / f"{best}-pruned", tc, teacher=teacher,
-               mean=row0["normalize"]["mean"], std=row0["normalize"]["std"])
-    row["finetune_time_s"] = round(time.perf_counter() - t0, 1)
-    row["top1_before_finetune"] = pre_top1
-    row["top1"] = float(res["final"]["val_top1"])
-    row["normalize"] = res["normalize"]
-    ckpt = save_checkpoint(ctx.out / "models" / f"{best}-pruned.pt", pruned, meta={"normalize": res["normalize"]})
+    row["finetune_time_s"] = round(rep["seconds"].get("finetune", 0.0), 1)
+    row["top1_before_finetune"] = rep["top1"]["pruned"]
+    final = rep.get("finetune_final") or {"val_top1": rep["top1"]["pruned"]}
+    row["top1"] = float(final["val_top1"])
+    row["normalize"] = pruned.lightnn_normalize
+    ckpt = save_checkpoint(ctx.out / "models" / f"{best}-pruned.pt", pruned, meta={"normalize": row["normalize"]})
     row["checkpoint"] = str(ckpt.relative_to(ctx.out))
-    val_xy = _normalized(val, res["normalize"]["mean"], res["normalize"]["std"])
+    val_xy = _normalized(val, row["normalize"]["mean"], row["normalize"]["std"])
     row.update(_export_and_measure(pruned, f"{best}-pruned", ctx, val_xy, size))
     ctx.state["prune"] = row
-
-
-def _eval_top1(model, val, norm) -> float:
-    from .train import evaluate
-
-    return float(evaluate(model, val, mean=norm["mean"], std=norm["std"], device="cpu")["top1"])
 
 
 def _stage_quantize(ctx: Ctx, train, val) -> None:

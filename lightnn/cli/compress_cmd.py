@@ -1,5 +1,8 @@
 """`lightnn compress`: Deep Compression (prune -> share -> Huffman into a .lnz file) and, through
-``lightnn.compress.channel_cli``, structured channel pruning / low-rank factorization."""
+``lightnn.cli._compress_structured``, structured channel pruning / low-rank factorization / sensitivity.
+
+Flags parse to None unless typed, so a ``--config`` value never overrides a typed flag (even one typed at its
+default value), and a flag the chosen method does not read is refused by name."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import sys
 from pathlib import Path
 
 from ..errors import LightnnError
+from . import _compress_structured as structured
 from ._common import add_command, load_yaml
 
 UNSTRUCTURED = ("deep", "prune", "share")
@@ -17,21 +21,11 @@ STRUCTURED = ("channels", "lowrank")
 _CFG_FLAGS = {
     "sparsity": "sparsity", "scope": "scope", "schedule": "schedule", "prune_epochs": "prune_epochs",
     "prune_lr": "prune_lr", "share_epochs": "share_epochs", "share_lr": "share_lr", "kmeans_init": "kmeans_init",
-    "share_train": "share_train", "other_dtype": "other_dtype",
+    "share_train": "share_train", "other_dtype": "other_dtype", "weight_decay": "weight_decay",
+    "label_smoothing": "label_smoothing",
 }
 _CLI_KEYS = {"data", "output", "val_fraction", "split_seed", "batch_size", "device", "conv_bits", "fc_bits",
              "conv_index_bits", "fc_index_bits", "method"}
-
-
-def _channel_cli():
-    import importlib
-
-    try:
-        return importlib.import_module("lightnn.compress.channel_cli")
-    except ModuleNotFoundError as e:  # helper module not present: structured methods unavailable
-        if e.name != "lightnn.compress.channel_cli":
-            raise
-        return None
 
 
 def add_parser(sub):
@@ -51,7 +45,8 @@ def add_parser(sub):
     p.add_argument("--data", default=None, help="dataset for retraining and accuracy ('sample', folder, archive)")
     p.add_argument("--output", "-o", default=None, help="output file (.lnz; .pt for --method prune; "
                                                         "default: CHECKPOINT stem + .lnz)")
-    p.add_argument("--config", default=None, help="YAML recipe (DeepConfig fields); flags override it")
+    p.add_argument("--config", default=None, help="YAML recipe (DeepConfig fields for deep/prune/share, PruneConfig "
+                                                   "fields for channels); flags override it")
     g = p.add_argument_group("Deep Compression")
     g.add_argument("--sparsity", type=float, default=None, help="fraction of weights pruned (every layer, or "
                    "globally with --scope global); a YAML recipe can give a mapping by layer/kind")
@@ -76,28 +71,29 @@ def add_parser(sub):
     d.add_argument("--batch-size", type=int, default=128)
     d.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    ch = _channel_cli()
-    if ch is not None:
-        ch.add_arguments(p)
-    p.set_defaults(_defaults={a.dest: a.default for a in p._actions})
+    structured.add_arguments(p)
+    structured.track_explicit(p)
     return p
 
 
-def _config(args) -> "DeepConfig":  # noqa: F821
+def _config(args, recipe: dict) -> "DeepConfig":  # noqa: F821
     from ..compress import DeepConfig
 
-    recipe = load_yaml(args.config) if args.config else {}
     unknown = sorted(k for k in recipe if k not in DeepConfig.__dataclass_fields__ and k not in _CLI_KEYS)
     if unknown:
         raise LightnnError(f"config file {args.config!r} has unknown key(s) {unknown}")
-    for k in _CLI_KEYS:  # recipe values for plain flags apply where the flag was left at its default
-        if k in recipe and k != "method" and getattr(args, k, None) == getattr(args, "_defaults", {}).get(k):
+    typed = structured.explicit_flags(args)
+    for k in _CLI_KEYS:  # recipe values for plain flags apply where the flag was not typed
+        if k in recipe and k != "method" and k not in typed:
             setattr(args, k, recipe[k])
     cfg = {k: v for k, v in recipe.items() if k in DeepConfig.__dataclass_fields__}
     for flag, field in _CFG_FLAGS.items():
         v = getattr(args, flag)
         if v is not None:
             cfg[field] = v
+    if args.distill:  # the uncompressed model teaches every retraining stage
+        cfg["distill_weight"] = args.kd_weight if args.kd_weight is not None else \
+            (cfg.get("distill_weight") or 0.5)
     base = DeepConfig()
     wb = dict(cfg.get("weight_bits", base.weight_bits)) if isinstance(cfg.get("weight_bits", base.weight_bits), dict) \
         else {"default": cfg["weight_bits"]}
@@ -113,11 +109,12 @@ def _config(args) -> "DeepConfig":  # noqa: F821
 
 
 def run(args) -> int:
-    if args.method in STRUCTURED or getattr(args, "sensitivity", None):
-        ch = _channel_cli()
-        if ch is None:
-            raise LightnnError(f"--method {args.method} needs lightnn.compress.channel_cli, which this lightnn lacks")
-        return ch.run(args)
+    structured.explicit_flags(args)
+    recipe = load_yaml(args.config) if args.config else {}
+    mode = structured.mode_of(args, recipe)
+    structured.refuse_unused(mode, args, recipe)
+    if mode in STRUCTURED or mode == "sensitivity":
+        return structured.run(args, mode, recipe)
 
     import torch
 
@@ -125,7 +122,7 @@ def run(args) -> int:
     from ..compress import deep_compress, report_markdown
     from ..utils.io import atomic_write_json, atomic_write_text
 
-    cfg = _config(args)
+    cfg = _config(args, recipe)
     src = Path(args.checkpoint)
     out = Path(args.output) if args.output else src.with_name(src.stem + ("_pruned.pt" if args.method == "prune"
                                                                              else ".lnz"))

@@ -22,7 +22,7 @@ from ..checkpoint import register_transform
 from ..errors import LightnnError
 from ..ops.lowrank import LowRankConv2d, LowRankLinear, svd
 
-__all__ = ["factorize", "rank_for_energy", "LowRankReport", "LayerRow"]
+__all__ = ["factorize", "rank_for_energy", "LowRankReport", "LayerRow", "lowrank_table"]
 
 
 @dataclass
@@ -64,14 +64,21 @@ class LowRankReport:
 
     def table(self) -> str:
         """Markdown table, one row per considered layer (MACs of the listed layers only)."""
-        lines = ["| layer | type | rank / full | energy kept | rel. error | params before -> after | "
-                 "MACs before -> after | note |", "|---|---|---|---|---|---|---|---|"]
-        for r in self.rows:
-            macs = "-" if r.macs_before is None else f"{r.macs_before:,} -> {r.macs_after:,}"
-            lines.append(f"| {r.name} | {r.type} | {r.rank} / {r.full_rank} | {r.energy_kept:.4f} | "
-                         f"{r.rel_error:.4f} | {r.params_before:,} -> {r.params_after:,} | {macs} | {r.skipped} |")
-        lines.append(f"\nmodel params {self.params_before:,} -> {self.params_after:,}")
-        return "\n".join(lines)
+        return lowrank_table(self.to_dict())
+
+
+def lowrank_table(report: dict) -> str:
+    """Markdown table of a :meth:`LowRankReport.to_dict` report (what :func:`lightnn.compress.stages.lowrank_stage`
+    returns): one row per considered layer, then the model's parameter count before and after."""
+    lines = ["| layer | type | rank / full | energy kept | rel. error | params before -> after | "
+             "MACs before -> after | note |", "|---|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        macs = "-" if r["macs_before"] is None else f"{r['macs_before']:,} -> {r['macs_after']:,}"
+        lines.append(f"| {r['name']} | {r['type']} | {r['rank']} / {r['full_rank']} | {r['energy_kept']:.4f} | "
+                     f"{r['rel_error']:.4f} | {r['params_before']:,} -> {r['params_after']:,} | {macs} | "
+                     f"{r['skipped']} |")
+    lines.append(f"\nmodel params {report['params_before']:,} -> {report['params_after']:,}")
+    return "\n".join(lines)
 
 
 def rank_for_energy(singular_values: torch.Tensor, energy: float) -> int:

@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
 
 from ..errors import LightnnError
-from .channel import DependencyGraph, build_dependency_graph, prune_channels, round_keep
+from .budget import budget_search
+from .channel import build_dependency_graph, prune_channels, round_keep
 
-__all__ = ["sensitivity_analysis", "sensitivity_table", "plot_sensitivity", "plan_ratios", "count_macs"]
+if TYPE_CHECKING:
+    from .channel import DependencyGraph
+
+__all__ = ["sensitivity_analysis", "sensitivity_table", "plot_sensitivity", "write_sensitivity", "plan_ratios",
+           "count_macs"]
 
 
 def count_macs(model: nn.Module, example_input: torch.Tensor) -> float:
@@ -154,8 +159,10 @@ def plan_ratios(model: nn.Module, example_input: torch.Tensor, sens: dict[str, A
     """Per-group ratios meeting a budget with the least predicted accuracy drop (see the module docstring).
 
     Exactly one of ``target_macs`` / ``target_latency`` (fractions of the unpruned model's cost to keep);
-    ``latency_fn(model) -> ms`` is required for a latency budget. Returns ``{"ratios": {group: r},
-    "tolerance": t, "cost": achieved fraction, "predicted_drop": sum of per-group drops}``.
+    ``latency_fn(model) -> ms`` is required for a latency budget. The tolerance is bisected by
+    :func:`lightnn.compress.budget.budget_search` in ``iters`` steps. Returns ``{"ratios": {group: r},
+    "tolerance": t, "cost": achieved fraction, "predicted_drop": sum of per-group drops, "budget": {...},
+    "search": [{"tolerance", "cost", "feasible"} per tolerance tried]}``.
     """
     if (target_macs is None) == (target_latency is None):
         raise LightnnError("give exactly one of target_macs / target_latency")
@@ -200,28 +207,37 @@ def plan_ratios(model: nn.Module, example_input: torch.Tensor, sens: dict[str, A
                 out[n] = best
         return out
 
-    def cost(tol: float) -> tuple[float, dict[str, float]]:
-        rs = plan(tol)
+    costs: dict[tuple, float] = {}
+
+    def cost(rs: dict[str, float]) -> float:
+        key = tuple(sorted(rs.items()))
         if not rs:
-            return 1.0, rs
-        pruned = prune_channels(model, example_input, rs, criterion=criterion, round_to=round_to, graph=graph)
-        return cost_fn(pruned) / c0, rs
+            return 1.0
+        if key not in costs:  # nearby tolerances often give the same plan: prune (and time) it once
+            pruned = prune_channels(model, example_input, rs, criterion=criterion, round_to=round_to, graph=graph)
+            costs[key] = cost_fn(pruned) / c0
+        return costs[key]
 
     finite = [d for opts in options.values() for _, d in opts if d != float("inf")]
-    lo, hi = -1e-9, max(finite, default=0.0) + 1e-6
-    c_hi, rs_hi = cost(hi)
-    if c_hi > target:
-        raise LightnnError(f"even pruning every group to its largest measured ratio keeps {c_hi:.0%} of the cost; "
-                           f"the budget {target:.0%} needs larger ratios in the sensitivity analysis")
-    best = (hi, c_hi, rs_hi)
-    for _ in range(iters):  # bisect the tolerance: the smallest one meeting the budget
-        mid = (lo + hi) / 2
-        c, rs = cost(mid)
-        if c <= target:
-            hi, best = mid, (mid, c, rs)
-        else:
-            lo = mid
-    tol, c, rs = best
+    # bisect the tolerance: the smallest one meeting the budget
+    found = budget_search(plan, cost, target, -1e-9, max(finite, default=0.0) + 1e-6, iters,
+                          infeasible=lambda c: f"even pruning every group to its largest measured ratio keeps "
+                                               f"{c:.0%} of the cost; the budget {target:.0%} needs larger ratios "
+                                               "in the sensitivity analysis")
+    tol, c, rs = found.knob, found.cost, found.value
     pred = sum(next(d for r2, d in options[n] if r2 == r) for n, r in rs.items())
     return {"ratios": rs, "tolerance": tol, "cost": c, "predicted_drop": pred,
-            "budget": {"macs" if target_macs is not None else "latency": target}}
+            "budget": {"macs" if target_macs is not None else "latency": target},
+            "search": [{"tolerance": t["knob"], "cost": t["cost"], "feasible": t["feasible"]} for t in found.trace]}
+
+
+def write_sensitivity(sens: dict[str, Any], folder: str | os.PathLike, title: str) -> list[Path]:
+    """``sensitivity.json`` (the analysis), ``sensitivity.md`` (:func:`sensitivity_table`) and ``sensitivity.png``
+    (:func:`plot_sensitivity`) in ``folder``; returns their paths."""
+    from ..utils.io import atomic_write_json, atomic_write_text
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    return [atomic_write_json(out / "sensitivity.json", sens),
+            atomic_write_text(out / "sensitivity.md", sensitivity_table(sens)),
+            plot_sensitivity(sens, out / "sensitivity.png", title=title)]
