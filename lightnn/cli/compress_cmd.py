@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import LightnnError
-from ._common import add_command, load_yaml
+from ._common import Number, add_command, load_yaml
 
 UNSTRUCTURED = ("deep", "prune", "share")
 STRUCTURED = ("channels", "lowrank")
@@ -73,7 +73,9 @@ def add_parser(sub):
     d = p.add_argument_group("data")
     d.add_argument("--val-fraction", type=float, default=0.1)
     d.add_argument("--split-seed", type=int, default=0)
-    d.add_argument("--batch-size", type=int, default=128)
+    d.add_argument("--batch-size", type=Number(int, 1), default=128)
+    d.add_argument("--seed", type=Number(int, 0), default=0,
+                   help="seed of everything random here (random importance, k-means init, fine-tuning batches)")
     d.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     ch = _channel_cli()
@@ -113,6 +115,9 @@ def _config(args) -> "DeepConfig":  # noqa: F821
 
 
 def run(args) -> int:
+    from ..train import seed_everything
+
+    seed_everything(args.seed)  # the same command gives the same compressed model
     if args.method in STRUCTURED or getattr(args, "sensitivity", None):
         ch = _channel_cli()
         if ch is None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LightnnError
+from ..utils.checks import Number
 
 __all__ = ["add_arguments", "run"]
 
@@ -27,37 +28,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("structured pruning (--method channels / lowrank, --sensitivity)")
     g.add_argument("--sensitivity", action="store_true",
                    help="prune each channel group alone at --ratios and report accuracy (table, plot, JSON)")
-    g.add_argument("--target-macs", type=float, default=None,
+    g.add_argument("--target-macs", default=None,
+                   type=Number(float, 0, 1, lo_open=True, hi_open=True, meaning="the fraction of the MACs to keep"),
                    help="keep this fraction of the MACs (per-group ratios planned from a sensitivity analysis)")
-    g.add_argument("--target-latency", type=float, default=None,
+    g.add_argument("--target-latency", default=None,
+                   type=Number(float, 0, 1, lo_open=True, hi_open=True, meaning="the fraction of the latency to keep"),
                    help="keep this fraction of the ONNX Runtime batch-1 latency (planned like --target-macs)")
-    g.add_argument("--ratio", type=float, default=None, help="prune this fraction of every group (no plan)")
-    g.add_argument("--remove-blocks", type=int, default=0,
+    g.add_argument("--ratio", default=None,
+                   type=Number(float, 0, 1, hi_open=True, meaning="the fraction of each group's channels to remove"),
+                   help="prune this fraction of every group (no plan)")
+    g.add_argument("--remove-blocks", type=Number(int, 0), default=0,
                    help="first remove this many identity-shortcut residual blocks, those whose removal alone costs "
                         "the least validation accuracy (needs --data); --target-macs stays relative to the input model")
     g.add_argument("--rank-blocks", default="accuracy", choices=["accuracy", "latency"],
                    help="choose the blocks by accuracy lost (default), or by accuracy lost per ms of deployment "
                         "latency saved (measured at --latency-batch)")
-    g.add_argument("--latency-batch", type=int, default=1,
+    g.add_argument("--latency-batch", type=Number(int, 1), default=1,
                    help="batch size of the latency measurements (--target-latency, --rank-blocks latency)")
     g.add_argument("--criterion", default="l1", choices=["l1", "l2", "bn_scale", "taylor", "random"],
                    help="channel importance (default l1)")
     g.add_argument("--round-to", default="8", help="kept channel counts are multiples of this (default 8); 'auto': this CPU's convolution channel block (16 with AVX-512, else 8)")
     g.add_argument("--ratios", default="0.25,0.5,0.75", help="sensitivity ratios, comma-separated")
     g.add_argument("--exclude", action="append", default=[], help="layer path (wildcards) to leave unpruned")
-    g.add_argument("--finetune-epochs", type=float, default=0.0, help="fine-tune after pruning (needs --data)")
-    g.add_argument("--lr", type=float, default=0.01,
+    g.add_argument("--finetune-epochs", type=Number(float, 0), default=0.0,
+                   help="fine-tune after pruning (needs --data)")
+    g.add_argument("--lr", type=Number(float, 0, lo_open=True), default=0.01,
                    help="fine-tuning peak learning rate (cosine schedule); for as many epochs as training from "
                         "scratch takes, retraining with the from-scratch recipe (learning-rate rewinding, e.g. "
                         "--lr 0.1 --weight-decay 5e-4 --label-smoothing 0.1) beat a small-rate KD fine-tune on "
                         "MobileNetV2-CIFAR: see BENCHMARKS.md")
-    g.add_argument("--weight-decay", type=float, default=5e-4, help="fine-tuning weight decay (not on norms/biases)")
-    g.add_argument("--label-smoothing", type=float, default=0.0, help="fine-tuning label smoothing (default 0)")
+    g.add_argument("--weight-decay", type=Number(float, 0), default=5e-4,
+                   help="fine-tuning weight decay (not on norms/biases)")
+    g.add_argument("--label-smoothing", type=Number(float, 0, 1, hi_open=True), default=0.0,
+                   help="fine-tuning label smoothing (default 0)")
     g.add_argument("--distill", action="store_true", help="fine-tune with the unpruned model as teacher")
-    g.add_argument("--kd-weight", type=float, default=0.5, help="with --distill: weight of the distillation loss")
-    g.add_argument("--rank", type=int, default=None, help="low-rank: one rank for every layer")
-    g.add_argument("--energy", type=float, default=None, help="low-rank: keep this fraction of singular-value energy")
-    g.add_argument("--eval-limit", type=int, default=2000, help="validation images used by the sensitivity analysis")
+    g.add_argument("--kd-weight", type=Number(float, 0, 1), default=0.5,
+                   help="with --distill: weight of the distillation loss")
+    g.add_argument("--rank", type=Number(int, 1), default=None, help="low-rank: one rank for every layer")
+    g.add_argument("--energy", type=Number(float, 0, 1, lo_open=True), default=None,
+                   help="low-rank: keep this fraction of singular-value energy")
+    g.add_argument("--eval-limit", type=Number(int, 0), default=2000,
+                   help="validation images used by the sensitivity analysis")
 
 
 def _data(args: argparse.Namespace, norm: dict | None, device: str) -> tuple[Any, Any, dict]:
@@ -96,8 +107,10 @@ def run(args: argparse.Namespace) -> int:
     src = Path(args.checkpoint)
     suffix = "sens" if args.sensitivity else args.method
     out = Path(args.output) if args.output else src.with_name(f"{src.stem}_{suffix}")
-    if out.suffix:
-        raise LightnnError(f"--output {str(out)!r} must be a directory for --method {args.method}/--sensitivity")
+    # a folder may have a dot in its name (runs/r20.v2); only an existing file or a model-file name is refused
+    if out.is_file() or out.suffix in (".pt", ".lnz", ".onnx"):
+        raise LightnnError(f"--output {str(out)!r} must be a directory for --method {args.method}/--sensitivity, "
+                           f"not a file")
     meta = dict(read_checkpoint(src).get("meta", {}))
     model = load_model(src).eval()
     norm = meta.get("normalize") or getattr(model, "lightnn_normalize", None)
