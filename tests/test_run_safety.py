@@ -240,8 +240,13 @@ def test_kill_9_then_resume_gives_the_uninterrupted_weights(tmp_path, sample_zip
 
 def test_oversized_architecture_is_refused_before_it_is_built(tmp_path, sample_zip, capsys):
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with pytest.raises(LightnnError, match=r"igcv3_cifar.*width_mult=100.* 2\.02e\+10 parameters.*lower width_mult"):
-        check_model_args("igcv3_cifar", {"width_mult": 100}, num_classes=10)
+    with pytest.raises(LightnnError, match=r"igcv3_cifar.*width_mult=100 would have over .* parameters .*more than "
+                                           r"the limit of 2\.0e\+09.*lower width_mult"):
+        check_model_args("igcv3_cifar", {"width_mult": 100}, num_classes=10, bytes_per_param=0)
+    n = sum(p.numel() for p in create_model("resnet20", num_classes=10).parameters())
+    assert check_model_args("resnet20", {}, num_classes=10, max_params=n, bytes_per_param=0) == n  # at the limit
+    with pytest.raises(LightnnError, match="resnet20' with its default arguments would have over"):
+        check_model_args("resnet20", {}, num_classes=10, max_params=n - 1, bytes_per_param=0)
     out = tmp_path / "r"
     assert main(["train", "igcv3_cifar", "--arch", "width_mult=100", "--data", str(sample_zip), "--output",
                  str(out), *QUICK]) == 2
