@@ -253,6 +253,8 @@ def test_oversized_architecture_is_refused_before_it_is_built(tmp_path, sample_z
     assert "--arch width_mult=100" in _err(capsys) and not out.exists()
     with pytest.raises(LightnnError, match=r"config models\[1\] width_mult=100"):
         pipeline.resolve_config({"models": [{"name": "resnet20"}, {"name": "igcv3_cifar", "width_mult": 100}]})
+    assert main(["profile", "resnet18", "--num-classes", "1000000000"]) == 2
+    assert "lower --num-classes" in _err(capsys)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 500 * 1024  # KiB: nothing was allocated
     # a model that cannot be built with the arguments at all is a one-line error too; a small one passes
     with pytest.raises(LightnnError, match="igcv3_cifar.*width_mult='wide'"):

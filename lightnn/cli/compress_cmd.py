@@ -75,7 +75,7 @@ def add_parser(sub):
     d.add_argument("--split-seed", type=int, default=0)
     d.add_argument("--batch-size", type=Number(int, 1), default=128)
     d.add_argument("--seed", type=Number(int, 0), default=0,
-                   help="seed of everything random here (random importance, k-means init, fine-tuning batches)")
+                   help="seed of the global random generators (the random importance criterion, dropout)")
     d.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     ch = _channel_cli()
