@@ -1,67 +1,44 @@
-"""Shared by every benchmark script: the machine line, the date, timing statistics, interleaved repeats, output.
+"""Shared by every benchmark script: the machine line, timing statistics, interleaved repeats.
 
 The machine is shared and noisy, so a speed figure is a *ratio* against a reference timed in the same run. To keep
 slow drifts (another job starting) out of the ratios, :func:`interleaved` times every configuration once per
-repeat, round-robin, and :func:`ratio_stats` takes the ratio repeat by repeat before the median and IQR.
+repeat, round-robin, and :func:`ratio_stats` takes the ratio repeat by repeat before the median and IQR. What a
+script measured goes into a record (``records.py``: ``benchmarks/results/<topic>.json``), which
+``assemble.py`` renders into BENCHMARKS.md.
 
 Usage from a script in ``benchmarks/``::
 
-    from _common import interleaved, machine_line, ratio_stats, stats, write_result
+    from _common import interleaved, ratio_stats, stats
+    from records import col, make_record, table, write_record
 """
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _p in (ROOT, ROOT / "benchmarks"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
-import torch  # noqa: E402
+from records import RESULTS, cpu_model, machine_info, machine_text, software_info, today  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results"
-
-__all__ = ["machine_info", "machine_line", "cpu_name", "today", "quantile", "stats", "fmt_stat", "time_ms", "interleaved",
-           "ratio_stats", "write_result", "RESULTS", "ROOT"]
-
-
-def machine_info() -> dict[str, Any]:
-    return {"processor": platform.processor() or platform.machine(), "machine": platform.machine(),
-            "cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-            "platform": platform.platform(terse=True), "torch_threads": torch.get_num_threads()}
+__all__ = ["machine_line", "cpu_name", "today", "quantile", "stats", "time_ms", "interleaved", "ratio_stats",
+           "RESULTS", "ROOT"]
 
 
 def machine_line(threads: int | None = None) -> str:
-    m = machine_info()
-    t = threads if threads is not None else m["torch_threads"]
-    load = ""
-    if hasattr(os, "getloadavg"):
-        load = f", load average {os.getloadavg()[0]:.1f} at start"
-    return (f"Machine: {m['processor']} ({m['machine']}), {m['cpu_count']} CPUs, {m['platform']}, "
-            f"Python {m['python']}, "
-            f"torch {m['torch']}, {t} intra-op thread(s){load}; {today()}.")
+    """``Machine: <CPU model> (<arch>; ISA ...), N CPUs, ..., load average L at start; <date>.`` for a run record."""
+    return f"Machine: {machine_text(machine_info(threads), software_info())}; {today()}."
 
 
 def cpu_name() -> str:
     """The CPU's model name (/proc/cpuinfo), or the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def today() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return cpu_model()
 
 
 def quantile(xs: list[float], q: float) -> float:
@@ -79,12 +56,6 @@ def stats(xs: list[float]) -> dict[str, float]:
     """Median, quartiles and IQR of samples."""
     return {"median": statistics.median(xs), "p25": quantile(xs, 0.25), "p75": quantile(xs, 0.75),
             "iqr": quantile(xs, 0.75) - quantile(xs, 0.25), "n": len(xs)}
-
-
-def fmt_stat(xs: list[float], digits: int = 2) -> str:
-    """``'12.34 (IQR 0.56)'``."""
-    s = stats(xs)
-    return f"{s['median']:.{digits}f} (IQR {s['iqr']:.{digits}f})"
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
@@ -139,18 +110,3 @@ def ratio_stats(ref_ms: list[float], ms: list[float]) -> dict[str, float]:
     if len(ref_ms) != len(ms):
         raise ValueError("ratio_stats: the reference and the configuration need the same number of repeats")
     return stats([r / m for r, m in zip(ref_ms, ms)])
-
-
-NOTES = Path(__file__).resolve().parent / "notes"
-
-
-def write_result(topic: str, text: str) -> Path:
-    """Write ``benchmarks/results/<topic>.md`` atomically and return its path. The hand-written analysis in
-    ``benchmarks/notes/<topic>.md``, when there is one, is appended, so re-running a script keeps it."""
-    from lightnn.utils.io import atomic_write_text
-
-    notes = NOTES / f"{topic}.md"
-    if notes.exists():
-        text = text.rstrip() + "\n\n" + notes.read_text().strip()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    return atomic_write_text(RESULTS / f"{topic}.md", text.rstrip() + "\n")

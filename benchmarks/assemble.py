@@ -1,27 +1,40 @@
-"""Concatenate benchmarks/results/*.md (each written by its benchmark script) into BENCHMARKS.md."""
+"""Render BENCHMARKS.md from the JSON records in benchmarks/results/ (each written by its benchmark script)."""
 
+from __future__ import annotations
+
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["guidelines", "igc_width", "zoo", "torchvision_side_by_side", "training", "training_runs", "training_levers", "training_recipes", "training_compile",
-         "deploy", "deep_compression", "channel_pruning", "channel_block", "run"]
+for _p in (ROOT, ROOT / "benchmarks"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+from records import load_records, render as render_record  # noqa: E402
+
+ORDER = ["guidelines", "igc_width", "zoo", "torchvision_side_by_side", "training", "training_runs", "training_levers",
+         "training_recipes", "training_compile", "deploy", "deep_compression", "channel_pruning", "channel_block",
+         "run"]
+HEAD = ("# Benchmarks\n\nEvery table here is printed by a script in `benchmarks/` (named in each section), which "
+        "writes its measurements as a JSON record to `benchmarks/results/<topic>.json`; this file is rendered from "
+        "those records. Speed figures are ratios against a reference measured in the same run on the same machine "
+        "(median and spread over repeated runs), because the machine is shared and noisy.\n\n")
 
 
 def render(results: Path | None = None) -> tuple[str, int]:
-    """BENCHMARKS.md's text from ``results`` (default benchmarks/results/) and the number of sections."""
-    res = results or ROOT / "benchmarks" / "results"
-    parts = sorted(res.glob("*.md"), key=lambda p: (ORDER.index(p.stem) if p.stem in ORDER else 99, p.stem))
-    head = ("# Benchmarks\n\nEvery table here is printed by a script in `benchmarks/` (named in each section) and "
-            "copied from `benchmarks/results/`. Speed figures are ratios against a reference measured in the same "
-            "run on the same machine (median and spread over repeated runs), because the machine is shared and "
-            "noisy.\n\n")
-    body = "\n\n".join(p.read_text().strip() for p in parts)
-    return head + body + "\n", len(parts)
+    """BENCHMARKS.md's text from the records in ``results`` (default benchmarks/results/) and the number of
+    sections; known topics come first, in :data:`ORDER`, the others after them by name."""
+    recs = load_records(results)
+    topics = sorted(recs, key=lambda t: (ORDER.index(t) if t in ORDER else len(ORDER), t))
+    body = "\n\n".join(render_record(recs[t]).strip() for t in topics)
+    return HEAD + body + "\n", len(topics)
 
 
 def main() -> None:
+    from lightnn.utils.io import atomic_write_bytes
+
     text, n = render()
-    (ROOT / "BENCHMARKS.md").write_text(text)
+    atomic_write_bytes(ROOT / "BENCHMARKS.md", text.encode("utf-8"))
     print(f"BENCHMARKS.md: {n} sections")
 
 

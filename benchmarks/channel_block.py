@@ -11,7 +11,7 @@ Two measurements behind structured channel pruning's rounding (``round_to``) and
    channels, a single block, 32x32 maps) holds the largest share and cannot be narrowed by channel pruning, which
    caps the speed-up pruning the other stages can give.
 
-    python benchmarks/channel_block.py     # writes benchmarks/results/channel_block.md (about 2 minutes)
+    python benchmarks/channel_block.py     # writes benchmarks/results/channel_block.json (about 2 minutes)
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ import _common  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 import torch
 import torch.nn as nn
-from _common import interleaved, machine_line, ratio_stats, stats, write_result
+from _common import interleaved, ratio_stats, stats
+from records import col, make_record, render, start, table, write_record
 
 import lightnn
 from lightnn.compress.channel import deployment_channel_multiple
 from lightnn.export.onnx import export_onnx
-from lightnn.export.runtime import OrtSession
+from lightnn.runtime.ort import OrtSession
 from lightnn.profile import profile
 
 BATCH = 32
@@ -43,9 +44,17 @@ def _pair(cin: int, c: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(cin, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, cin, 3, padding=1)).eval()
 
 
-def width_sweep(tmp: Path, repeats: int, runs: int) -> list[str]:
-    lines = ["| C_in -> c -> C_in | map | MACs (M) | ORT ms, median (IQR) | ORT time vs c = C_in, median (IQR) | "
-             "eager ms, median (IQR) | eager time vs c = C_in |", "|---|---|---:|---:|---:|---:|---:|"]
+SWEEP_COLUMNS = [col("C_in -> c -> C_in"), col("map"), col("MACs (M)", "{value:.1f}", "M", "r"),
+                 col("ORT ms, median (IQR)", "{median:.3f} ({iqr:.3f})", "ms", "r"),
+                 col("ORT time vs c = C_in, median (IQR)", "{median:.2f} ({iqr:.2f})", "x", "r"),
+                 col("eager ms, median (IQR)", "{median:.3f} ({iqr:.3f})", "ms", "r"),
+                 col("eager time vs c = C_in", "{value:.2f}", "x", "r")]
+STAGE_COLUMNS = [col("part of ResNet-20"), col("share of MACs", "{value:.0f}%", "%", "r"),
+                 col("ms per batch of 32", "{value:.2f}", "ms", "r"), col("share of time", "{value:.0f}%", "%", "r")]
+
+
+def width_sweep(tmp: Path, repeats: int, runs: int) -> list[list]:
+    measured = []
     for cin, hw, widths in SWEEPS:
         fns, macs = {}, {}
         x = torch.randn(BATCH, cin, hw, hw)
@@ -57,15 +66,24 @@ def width_sweep(tmp: Path, repeats: int, runs: int) -> list[str]:
                               threads=1, spinning=False)
             fns[("ort", c)] = (lambda s=sess: s.run(xn))
             fns[("eager", c)] = (lambda m=m: _eager(m, x))
-        res = interleaved(fns, repeats=repeats, runs=runs)
+        measured.append((cin, hw, widths, macs, interleaved(fns, repeats=repeats, runs=runs)))
+    return sweep_rows(measured)
+
+
+def sweep_rows(measured: list[tuple[int, int, tuple, dict, dict]]) -> list[list]:
+    """Rows from (C_in, map size, inner widths, MACs per width, per-repeat ms by ("ort" | "eager", width)); each
+    width's time is taken over the full width's (the last) repeat by repeat."""
+    rows = []
+    for cin, hw, widths, macs, res in measured:
         ref = widths[-1]
         for c in widths:
             o, e = res[("ort", c)], res[("eager", c)]
             ro, re_ = ratio_stats(res[("ort", ref)], o), ratio_stats(res[("eager", ref)], e)
-            lines.append(f"| {cin} -> {c} -> {cin} | {hw}x{hw} | {macs[c] / 1e6:.1f} | {_fmt(o)} | "
-                         f"{1 / ro['median']:.2f} ({ro['iqr'] / ro['median'] ** 2:.2f}) | {_fmt(e)} | "
-                         f"{1 / re_['median']:.2f} |")
-    return lines
+            # time ratio = 1 / speed ratio; its IQR to first order
+            rows.append([f"{cin} -> {c} -> {cin}", f"{hw}x{hw}", macs[c] / 1e6, stats(o),
+                         {"median": 1 / ro["median"], "iqr": ro["iqr"] / ro["median"] ** 2}, stats(e),
+                         1 / re_["median"]])
+    return rows
 
 
 @torch.inference_mode()
@@ -73,12 +91,7 @@ def _eager(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return m(x)
 
 
-def _fmt(xs: list[float]) -> str:
-    s = stats(xs)
-    return f"{s['median']:.3f} ({s['iqr']:.3f})"
-
-
-def stage_profile(tmp: Path, iters: int) -> list[str]:
+def stage_profile(tmp: Path, iters: int) -> list[list]:
     import onnxruntime as ort
 
     m = lightnn.create_model("resnet20", num_classes=10).eval()
@@ -108,12 +121,15 @@ def stage_profile(tmp: Path, iters: int) -> list[str]:
         key = next((f"stage {i} ({w} channels)" for i, w in ((1, 16), (2, 32), (3, 64))
                     if layer.name.startswith(f"features.{i}.")), "stem, head and layout reorders")
         stage_macs[key] += layer.macs
-    total_t, total_m = sum(by_stage.values()), sum(stage_macs.values())
-    lines = ["| part of ResNet-20 | share of MACs | ms per batch of 32 | share of time |", "|---|---:|---:|---:|"]
-    for k in sorted(by_stage, key=lambda k: (k.startswith("stem"), k)):
-        lines.append(f"| {k} | {stage_macs[k] / total_m:.0%} | {by_stage[k]:.2f} | {by_stage[k] / total_t:.0%} |")
-    lines.append(f"| total | 100% | {total_t:.2f} | 100% |")
-    return lines
+    return stage_rows(by_stage, stage_macs)
+
+
+def stage_rows(ms_by_stage: dict[str, float], macs_by_stage: dict[str, float]) -> list[list]:
+    """Per stage: its share of the MACs, its ms per batch, its share of the time; then the total."""
+    total_t, total_m = sum(ms_by_stage.values()), sum(macs_by_stage.values())
+    rows = [[k, 100 * macs_by_stage[k] / total_m, ms_by_stage[k], 100 * ms_by_stage[k] / total_t]
+            for k in sorted(ms_by_stage, key=lambda k: (k.startswith("stem"), k))]
+    return rows + [["total", 100.0, total_t, 100.0]]
 
 
 def main(argv=None) -> int:
@@ -125,25 +141,32 @@ def main(argv=None) -> int:
     if args.quick:
         args.repeats, args.runs = 2, 2
     torch.set_num_threads(1)
+    ctx = start(1, "onnxruntime")
     block = deployment_channel_multiple()
     with tempfile.TemporaryDirectory(prefix="lightnn-block-") as d:
         sweep = width_sweep(Path(d), args.repeats, args.runs)
         stages = stage_profile(Path(d), 5 if args.quick else 20)
-    text = "\n".join([
-        "## Channel pruning on this CPU: widths in whole channel blocks, and where ResNet-20's time goes", "",
-        f"Produced by `python benchmarks/channel_block.py`. {machine_line(1)}",
-        f"`deployment_channel_multiple()` on this machine: **{block}** (what `round_to=\"auto\"` rounds to).", "",
-        f"A pair of 3x3 convs C_in -> c -> C_in (ReLU between) at batch {BATCH}, 1 thread, ONNX Runtime (idle "
-        "threads sleeping) and PyTorch eager (`inference_mode`), all widths interleaved round-robin "
-        f"({args.repeats} repeats, each the median of {args.runs} runs). *time vs c = C_in* is each width's time "
-        "over the full width's, repeat by repeat (median, IQR): read it against the MACs column.", "",
-        *sweep, "",
-        f"ONNX Runtime's own per-node profile of ResNet-20 (random weights, BN folded) at batch {BATCH}, 1 thread, "
-        "summed per stage (MACs from `lightnn.profile`):", "",
-        *stages, ""])
-    print(text)
-    print("wrote", write_result("channel_block", text))
+    rec = block_record(block, sweep, stages, args.repeats, args.runs, ctx)
+    print(render(rec))
+    print("wrote", write_record(rec))
     return 0
+
+
+def block_record(block: int, sweep: list[list], stages: list[list], repeats: int, runs: int, ctx: dict) -> dict:
+    """The section's record from the channel block, :func:`sweep_rows` and :func:`stage_rows`."""
+    parts = [
+        {"text": f"`deployment_channel_multiple()` on this machine: **{block}** (what `round_to=\"auto\"` rounds to)."},
+        {"text": f"A pair of 3x3 convs C_in -> c -> C_in (ReLU between) at batch {BATCH}, 1 thread, ONNX Runtime "
+                 "(idle threads sleeping) and PyTorch eager (`inference_mode`), all widths interleaved round-robin "
+                 f"({repeats} repeats, each the median of {runs} runs). *time vs c = C_in* is each width's time "
+                 "over the full width's, repeat by repeat (median, IQR): read it against the MACs column."},
+        table("sweep", SWEEP_COLUMNS, sweep),
+        {"text": f"ONNX Runtime's own per-node profile of ResNet-20 (random weights, BN folded) at batch {BATCH}, 1 "
+                 "thread, summed per stage (MACs from `lightnn.profile`):"},
+        table("stages", STAGE_COLUMNS, stages),
+    ]
+    return make_record("channel_block", "Channel pruning on this CPU: widths in whole channel blocks, and where "
+                       "ResNet-20's time goes", "python benchmarks/channel_block.py", parts, **ctx)
 
 
 if __name__ == "__main__":

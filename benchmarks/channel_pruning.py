@@ -10,7 +10,7 @@ Two stages, because training wants a GPU and latency must be measured on the dep
     # budget and fine-tune the same way; adds <model>_depth.pt to the run
     python benchmarks/channel_pruning.py depth --data .devdata/cifar10-train-jpeg.tar.gz --runs-dir OUT --blocks 2
     # stage 2 (this CPU): ONNX Runtime latency of every checkpoint at batch 1 and 32, all in one run; writes
-    # benchmarks/results/channel_pruning.md
+    # benchmarks/results/channel_pruning.json
     python benchmarks/channel_pruning.py measure --runs-dir OUT
 
 Stage 1 writes ``<model>_{base,pruned,width}.pt`` (lightnn checkpoints; the pruned one rebuilds from its
@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -35,12 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from _common import interleaved  # noqa: E402
+from records import col, make_record, render, start, table, write_record  # noqa: E402
 from lightnn import create_model  # noqa: E402
 from lightnn.checkpoint import load_model, save_checkpoint  # noqa: E402
 from lightnn.compress.channel import prune_channels, verify_shrink  # noqa: E402
-from lightnn.compress.sensitivity import (count_macs, plan_ratios, plot_sensitivity,  # noqa: E402
-                                          sensitivity_analysis, sensitivity_table)
-from lightnn.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
+from lightnn.compress.sensitivity import count_macs, plan_ratios, plot_sensitivity, sensitivity_analysis  # noqa: E402
+from lightnn.utils.io import atomic_write_json  # noqa: E402
 
 # name, width argument, candidate widths for the equal-MACs uniform baseline, baseline epochs, fine-tune epochs
 MODELS = [
@@ -137,7 +135,7 @@ def depth_stage(args: argparse.Namespace) -> None:
     from lightnn.compress.depth import block_sensitivity, remove_blocks, removable_blocks
     from lightnn.data import load_dataset
     from lightnn.export.onnx import export_onnx
-    from lightnn.export.runtime import OrtSession
+    from lightnn.runtime.ort import OrtSession
     from lightnn.train import evaluate, fit
 
     runs_dir = Path(args.runs_dir)
@@ -254,7 +252,7 @@ def adopt_stage(args: argparse.Namespace) -> None:
 
 def _interleaved(paths: dict[str, Path], batch: int, rounds: int, runs: int, threads: int) -> dict[str, list[float]]:
     """Per-round burst medians (ms) of each ONNX model at ``batch``, rounds interleaved so drift hits all alike."""
-    from lightnn.export.runtime import OrtSession
+    from lightnn.runtime.ort import OrtSession
 
     calls = {}
     for k, p in paths.items():
@@ -268,63 +266,87 @@ def _iqr(v: list[float]) -> float:
     return q[2] - q[0]
 
 
+COLUMNS = [col("model"), col("variant"), col("MACs (M)", "{value:.1f}", "M", "r"),
+           col("params (k)", "{value:.0f}", "k", "r"), col("top-1 (%)", "{value:.2f}", "%", "r"),
+           col("Δ top-1", "{value:+.2f}", "points", "r"), col("b1 ms (IQR)", "{median:.3f} ({iqr:.3f})", "ms", "r"),
+           col("b1 speed-up", "{value:.2f}x", "x", "r"), col("b32 ms (IQR)", "{median:.3f} ({iqr:.3f})", "ms", "r"),
+           col("b32 speed-up", "{value:.2f}x", "x", "r")]
+
+
+def sensitivity_part(sens: dict) -> dict:
+    """The sensitivity analysis as a table: the metric after pruning each group alone, and its drop."""
+    cols = [col("group"), col("channels", "{value}", "channels", "r")] + [
+        col(f"prune {r:.0%}", "{value:.2f} ({delta:+.2f})", "%", "r") for r in sens["ratios"]]
+    rows = [[name, g["channels"]] + [{"value": m, "delta": m - sens["baseline"]} for m in g["metric"]]
+            for name, g in sens["groups"].items()]
+    return table("sensitivity", cols, rows)
+
+
 def measure_stage(args: argparse.Namespace) -> None:
     from lightnn.export.onnx import export_onnx
 
     torch.set_num_threads(args.threads)
+    ctx = start(args.threads, "onnxruntime")
     runs_dir = Path(args.runs_dir)
     res = json.loads((runs_dir / "results.json").read_text())
     tmp = Path(args.tmp)
     tmp.mkdir(parents=True, exist_ok=True)
-    lines = ["# Structured channel pruning on CIFAR-10 vs uniform width scaling at equal MACs", ""]
-    lines.append(f"Training on {res['device']} (torch {res['torch']}) unless a model's notes say otherwise; latency on "
-                 f"this CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                 f"torch {torch.__version__}, ONNX Runtime (BN folded, {args.threads} thread), "
-                 f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.")
-    lines.append("Data: the CIFAR-10 JPEG training set split 45,000 train / 5,000 val (seed 0); top-1 on the 5k val.")
-    lines.append("Pruning: L1 filter importance, per-group ratios planned from the sensitivity analysis for 50% of "
-                 "the MACs (channel counts multiples of 8), fine-tuned with the unpruned model as distillation "
-                 "teacher (KD weight 0.5, T 4). Width baseline: the registry's width argument giving the closest "
-                 "MACs, trained from scratch (epochs in each model's line below). Latency: median of per-round medians "
-                 f"over {args.rounds} interleaved rounds x {args.runs} runs (IQR over rounds); speed-up = "
-                 "baseline median / model median, same run.")
-    lines.append("")
-    lines.append("| model | variant | MACs (M) | params (k) | top-1 (%) | Δ top-1 | b1 ms (IQR) | b1 speed-up | "
-                 "b32 ms (IQR) | b32 speed-up |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    checks: list[str] = []
+    lat, params = {}, {}
     for name, rec in res["models"].items():
         tags = ("base", "pruned", "width") + tuple(t for t in ("depth", "retrain") if t in rec)
         models = {tag: load_model(runs_dir / f"{name}_{tag}.pt") for tag in tags}
+        params[name] = {tag: sum(p.numel() for p in m.parameters()) for tag, m in models.items()}
         paths = {tag: export_onnx(m, tmp / f"{name}_{tag}.onnx", input_size=(3, 32, 32)) for tag, m in models.items()}
-        lat = {b: _interleaved(paths, b, args.rounds, args.runs if b == 1 else max(5, args.runs // 3), args.threads)
-               for b in (1, 32)}
-        pruned_label = f"channel-pruned ({rec['macs']['pruned'] / rec['macs']['base']:.0%} MACs) + KD fine-tune"
-        rows = [("base", "baseline"), ("pruned", pruned_label)]
-        if "depth" in rec:
-            rows.append(("depth", f"{len(rec['depth']['removed'])} blocks removed + channel-pruned "
-                                  f"({rec['macs']['depth'] / rec['macs']['base']:.0%} MACs) + KD fine-tune"))
-        if "retrain" in rec:
-            rows.append(("retrain", f"channel-pruned ({rec['macs']['retrain'] / rec['macs']['base']:.0%} MACs) + "
-                                    "retrained (LR rewinding)"))
-        rows.append(("width", "uniform " + ", ".join(f"{k}={v}" for k, v in rec["width"].items() if k != "epochs")))
-        for tag, label in rows:
-            m = models[tag]
-            params = sum(p.numel() for p in m.parameters()) / 1e3
+        lat[name] = {b: _interleaved(paths, b, args.rounds, args.runs if b == 1 else max(5, args.runs // 3),
+                                     args.threads) for b in (1, 32)}
+    results = Path(args.results_dir)
+    results.mkdir(parents=True, exist_ok=True)
+    resnet = next((n for n in res["models"] if n.startswith("resnet")), None)
+    if resnet:
+        sens = res["models"][resnet]["sens"]
+        plot_sensitivity(sens, results / SENS_PNG, title=f"{resnet} CIFAR-10: each channel group pruned alone (L1)")
+    out = pruning_record(res, lat, params, args.rounds, args.runs, args.threads, args.note, ctx)
+    print(render(out))
+    print("wrote", write_record(out, results))
+
+
+SENS_PNG = "channel_pruning_sensitivity_resnet.png"
+
+
+def _variants(rec: dict) -> list[tuple[str, str]]:
+    rows = [("base", "baseline"),
+            ("pruned", f"channel-pruned ({rec['macs']['pruned'] / rec['macs']['base']:.0%} MACs) + KD fine-tune")]
+    if "depth" in rec:
+        rows.append(("depth", f"{len(rec['depth']['removed'])} blocks removed + channel-pruned "
+                              f"({rec['macs']['depth'] / rec['macs']['base']:.0%} MACs) + KD fine-tune"))
+    if "retrain" in rec:
+        rows.append(("retrain", f"channel-pruned ({rec['macs']['retrain'] / rec['macs']['base']:.0%} MACs) + "
+                                "retrained (LR rewinding)"))
+    rows.append(("width", "uniform " + ", ".join(f"{k}={v}" for k, v in rec["width"].items() if k != "epochs")))
+    return rows
+
+
+def pruning_record(res: dict, lat: dict, params: dict, rounds: int, runs: int, threads: int, notes: list[str],
+                   ctx: dict) -> dict:
+    """The section's record from the run's ``results.json`` (``res``), each model's per-round latencies (ms) by
+    batch and tag (``lat[name][batch][tag]``) and parameter counts by tag; ``ctx`` from :func:`records.start`."""
+    rows: list[list] = []
+    checks: list[str] = []
+    for name, rec in res["models"].items():
+        med = {b: {tag: statistics.median(v) for tag, v in lat[name][b].items()} for b in (1, 32)}
+        for tag, label in _variants(rec):
             top1 = rec[f"{tag}_top1"]
             cells = []
             for b in (1, 32):
-                med = statistics.median(lat[b][tag])
-                sp = statistics.median(lat[b]["base"]) / med
-                cells += [f"{med:.3f} ({_iqr(lat[b][tag]):.3f})", f"{sp:.2f}x"]
-            lines.append(f"| {name} | {label} | {rec['macs'][tag] / 1e6:.1f} | {params:.0f} | {top1:.2f} | "
-                         f"{top1 - rec['base_top1']:+.2f} | " + " | ".join(cells) + " |")
-        sp32_w = statistics.median(lat[32]["base"]) / statistics.median(lat[32]["width"])
+                cells += [{"median": med[b][tag], "iqr": _iqr(lat[name][b][tag])}, med[b]["base"] / med[b][tag]]
+            rows.append([name, label, rec["macs"][tag] / 1e6, params[name][tag] / 1e3, top1, top1 - rec["base_top1"],
+                         *cells])
+        sp32_w = med[32]["base"] / med[32]["width"]
 
         def verdict(tag: str, head: str, named: bool) -> str:
             """One pruned variant against the issue's targets and the width baseline, from the table's numbers."""
             drop = rec["base_top1"] - rec[f"{tag}_top1"]
-            sp32 = statistics.median(lat[32]["base"]) / statistics.median(lat[32][tag])
+            sp32 = med[32]["base"] / med[32][tag]
             acc_ok, speed_ok = ("met" if drop <= 1 else "NOT met"), ("met" if sp32 >= 1.5 else "NOT met")
             if named:
                 acc_ok, speed_ok = f"target <= 1: {acc_ok}", f"target >= 1.5x: {speed_ok}"
@@ -341,30 +363,33 @@ def measure_stage(args: argparse.Namespace) -> None:
         if "retrain" in rec:
             checks.append(verdict("retrain", f"pruned + retrained (the same pruned model, {rec['retrain']['epochs']} "
                                              f"epochs with {rec['retrain']['recipe']})", False))
-    lines.append("")
-    lines += checks
     for name, rec in res["models"].items():
-        lines.append(f"- {name}: baseline {rec['base_epochs']} epochs"
-                     f"{' (' + rec['base_from'] + ')' if rec.get('base_from') else ''}, fine-tune {rec['ft_epochs']} "
-                     f"epochs{' on ' + rec['device'] if rec.get('device') else ''}, width baseline "
-                     f"{rec['width']['epochs']} epochs; pruned without fine-tuning {rec['pruned_top1_noft']:.2f}%; "
-                     f"shrunk vs masked max |diff| {rec['verify_max_diff']:.1e}; plan tolerance "
-                     f"{rec['plan']['tolerance']:.2f} points, "
-                     f"{len(rec['plan']['ratios'])} groups pruned, MACs kept {rec['plan']['cost']:.1%}.")
-    for note in args.note:
-        lines.append(f"- {note}")
-    results = Path(args.results_dir)
-    results.mkdir(parents=True, exist_ok=True)
-    sens_png = results / "channel_pruning_sensitivity_resnet.png"
+        checks.append(f"- {name}: baseline {rec['base_epochs']} epochs"
+                      f"{' (' + rec['base_from'] + ')' if rec.get('base_from') else ''}, fine-tune {rec['ft_epochs']} "
+                      f"epochs{' on ' + rec['device'] if rec.get('device') else ''}, width baseline "
+                      f"{rec['width']['epochs']} epochs; pruned without fine-tuning {rec['pruned_top1_noft']:.2f}%; "
+                      f"shrunk vs masked max |diff| {rec['verify_max_diff']:.1e}; plan tolerance "
+                      f"{rec['plan']['tolerance']:.2f} points, "
+                      f"{len(rec['plan']['ratios'])} groups pruned, MACs kept {rec['plan']['cost']:.1%}.")
+    checks += [f"- {note}" for note in notes]
+    intro = "\n".join([
+        f"Training on {res['device']} (torch {res['torch']}) unless a model's notes say otherwise; latency on the "
+        f"machine above: ONNX Runtime (BN folded, {threads} thread).",
+        "Data: the CIFAR-10 JPEG training set split 45,000 train / 5,000 val (seed 0); top-1 on the 5k val.",
+        "Pruning: L1 filter importance, per-group ratios planned from the sensitivity analysis for 50% of "
+        "the MACs (channel counts multiples of 8), fine-tuned with the unpruned model as distillation "
+        "teacher (KD weight 0.5, T 4). Width baseline: the registry's width argument giving the closest "
+        "MACs, trained from scratch (epochs in each model's line below). Latency: median of per-round medians "
+        f"over {rounds} interleaved rounds x {runs} runs (IQR over rounds); speed-up = "
+        "baseline median / model median, same run."])
+    parts = [{"text": intro}, table("main", COLUMNS, rows), {"text": "\n".join(checks)}]
     resnet = next((n for n in res["models"] if n.startswith("resnet")), None)
     if resnet:
         sens = res["models"][resnet]["sens"]
-        plot_sensitivity(sens, sens_png, title=f"{resnet} CIFAR-10: each channel group pruned alone (L1)")
-        lines += ["", f"Sensitivity of {resnet} (val top-1, each group pruned alone, no fine-tuning; plot: "
-                  f"`{sens_png.name}`):", "", sensitivity_table(sens)]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    atomic_write_text(results / "channel_pruning.md", text)
+        parts += [{"text": f"Sensitivity of {resnet} (val top-1, each group pruned alone, no fine-tuning; plot: "
+                           f"`{SENS_PNG}`):"}, {"text": f"baseline: {sens['baseline']:.2f}"}, sensitivity_part(sens)]
+    return make_record("channel_pruning", "Structured channel pruning on CIFAR-10 vs uniform width scaling at equal "
+                       "MACs", "python benchmarks/channel_pruning.py measure --runs-dir DIR", parts, level=1, **ctx)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -415,7 +440,7 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument("--runs", type=int, default=30)
     m.add_argument("--note", action="append", default=[], help="a line added under the table (what this run did)")
     m.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results"),
-                   help="where channel_pruning.md and the sensitivity plot go (default: benchmarks/results)")
+                   help="where channel_pruning.json and the sensitivity plot go (default: benchmarks/results)")
     args = ap.parse_args(argv)
     {"train": train_stage, "depth": depth_stage, "adopt": adopt_stage, "measure": measure_stage}[args.stage](args)
 

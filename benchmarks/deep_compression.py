@@ -5,14 +5,14 @@ share weights by per-layer k-means (linear init) and fine-tune the centroids, an
 file; the file is decoded again and evaluated. Each row gives size, top-1 and wall time after every stage; the last
 size is the file on disk. Paper reference (Han et al. 2016, Table 1): LeNet-5 39x, AlexNet 35x, no accuracy loss.
 
-    # the real run (one GPU command): writes deep_compression.md/.json and the .lnz files into --out
+    # the real run (one GPU command): writes deep_compression.json (the measurements) and the .lnz files into --out
     python benchmarks/deep_compression.py --data .devdata/cifar10-train-jpeg.tar.gz --out $OUT
     # a CPU smoke run of the same code on the shipped 5,000-image sample
     python benchmarks/deep_compression.py --tiny
 
-Then ``python benchmarks/deep_compression.py --from-json OUT/deep_compression.json`` rewrites
-``benchmarks/results/deep_compression.md`` from a device run's JSON. lenet5 also fits a 2-core CPU with a shorter
-schedule (the trained baseline is kept as ``OUT/lenet5_baseline.pt``; pass ``--lenet5-ckpt`` to retry a recipe):
+Then ``python benchmarks/deep_compression.py --from-json OUT/deep_compression.json`` rewrites the section's record
+``benchmarks/results/deep_compression.json`` from a device run's measurements. lenet5 also fits a 2-core CPU with a
+shorter schedule (the trained baseline is kept as ``OUT/lenet5_baseline.pt``; pass ``--lenet5-ckpt`` to retry a recipe):
 
     python benchmarks/deep_compression.py --nets lenet5 --out .devout/deep_compression_cpu --no-write \
         --baseline-epochs 12 --prune-epochs 4 --share-epochs 0.5
@@ -33,11 +33,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, today, write_result  # noqa: E402
+from _common import ROOT, today  # noqa: E402
+from records import col, make_record, render, table, write_record  # noqa: E402
 
 from lightnn import create_model  # noqa: E402
 from lightnn.checkpoint import load_model, read_checkpoint, save_checkpoint  # noqa: E402
-from lightnn.compress import DeepConfig, deep_compress, report_markdown  # noqa: E402
+from lightnn.compress import DeepConfig, deep_compress  # noqa: E402
 from lightnn.data import BatchLoader, load_dataset  # noqa: E402
 from lightnn.train import fit  # noqa: E402
 
@@ -181,61 +182,103 @@ def atomic_json(path: Path, obj) -> None:
     atomic_write_json(path, obj)
 
 
-def markdown(results: dict) -> str:
+_SIZE = "{kb:.1f} KB ({ratio:.1f}x) / {top1:.2f}%"
+COLUMNS = [col("net"), col("params", "{value:,}", "params"), col("top-1 baseline", "{top1:.2f}% ({kb:.0f} KB)",
+                                                                 {"top1": "%", "kb": "KB"}),
+           col("P: size / top-1", _SIZE, {"kb": "KB", "ratio": "x", "top1": "%"}),
+           col("P+Q: size / top-1", _SIZE, {"kb": "KB", "ratio": "x", "top1": "%"}),
+           col("file: size / top-1", _SIZE, {"kb": "KB", "ratio": "x", "top1": "%"}),
+           col("compression", "**{value:.1f}x**", "x"), col("top-1 change", "{value:+.2f}", "points"),
+           col("target met", "{met} (>= {min_ratio:.0f}x, <= {max_drop} pt)", {"min_ratio": "x", "max_drop": "points"}),
+           col("time baseline / P / P+Q / file (s, on its machine)", "{baseline:.0f} / {p:.0f} / {pq:.0f} / {file:.1f}",
+               "s")]
+STAGE_COLUMNS = [col("stage"), col("size", "{kb:.1f} KB", {"kb": "KB", "mb": "MB"}),
+                 col("compression", "{value:.1f}x", "x"), col("top-1 (%)", "{value:.2f}", "%"),
+                 col("time (s)", "{value:.1f}", "s")]
+LAYER_COLUMNS = [col("layer"), col("#weights", "{value:,}", "weights"), col("weights % (P)", "{value:.1f}%", "%"),
+                 col("weight bits (P+Q)", "{value}", "bits"), col("weight bits (P+Q+H)", "{value:.2f}", "bits"),
+                 col("index bits (P+Q)", "{value}", "bits"), col("index bits (P+Q+H)", "{value:.2f}", "bits"),
+                 col("compress (P+Q)", "{value:.2f}%", "%"), col("compress (P+Q+H)", "{value:.2f}%", "%")]
+
+
+def _size_cell(nbytes: float) -> dict:
+    """KB below 1 MB, MB above (as the stage log prints it)."""
+    return {"mb": nbytes / 1e6, "fmt": "{mb:.2f} MB"} if nbytes >= 1e6 else {"kb": nbytes / 1e3}
+
+
+def _net_tables(r: dict) -> list[dict]:
+    """Paper Tables 2-5 layout for one net: the size / accuracy / time per stage and the per-layer table."""
+    stages = [[st["stage"], _size_cell(st["bytes"]), st["ratio"], st.get("accuracy"), st.get("seconds", 0.0)]
+              for st in r["stages"]]
+    layers = []
+    for x in r.get("layers", []):
+        rpq = 100 * x["rate_pq"] if "rate_pq" in x else {"value": 100 * x.get("rate_p", 1), "fmt": "{value:.2f}% (P)"}
+        layers.append([x["layer"], x["weights"], 100 * x["density"], x.get("weight_bits"), x.get("weight_bits_h", "32"),
+                       x["index_bits"], x["index_bits_h"], rpq, 100 * x["rate_pqh"]])
+    return [{"heading": f"{r['model']}: per stage and per layer (paper Tables 2-5 layout)", "level": 4},
+            table(f"{r['model']}_stages", STAGE_COLUMNS, stages), table(f"{r['model']}_layers", LAYER_COLUMNS, layers)]
+
+
+def _row(r: dict) -> list:
+    o, p, q, f = r["stages"][0], r["stages"][1], r["stages"][2], r["stages"][-1]
+    base = r["baseline"]
+    bsec = base.get("train_seconds")
+    times = {"baseline": bsec or base.get("seconds", 0.0), "p": p["seconds"], "pq": q["seconds"], "file": f["seconds"]}
+    if bsec is None and base.get("source"):
+        times.update(baseline="ckpt", fmt="{baseline} / {p:.0f} / {pq:.0f} / {file:.1f}")
+    drop = f["accuracy"] - o["accuracy"]
+    tgt = TARGETS.get(r["model"])
+    met = None if tgt is None else {"met": "yes" if f["ratio"] >= tgt[0] and -drop <= tgt[1] else "no",
+                                    "min_ratio": tgt[0], "max_drop": tgt[1]}
+    size = lambda s: {"kb": s["bytes"] / 1e3, "ratio": s["ratio"], "top1": s["accuracy"]}  # noqa: E731
+    return [r["model"], r["params"], {"top1": o["accuracy"], "kb": o["bytes"] / 1e3}, size(p), size(q), size(f),
+            f["ratio"], drop, met, times]
+
+
+def deep_record(results: dict) -> dict:
+    """The section's record from a run's measurements (``deep_compression.json``, or several merged)."""
     devs = sorted({r.get("device", results["device"]) for r in results["nets"]})
-    if len(devs) == 1:
-        where = f"training on {devs[0]}, torch {results['torch']}, {results['date']}"
-    else:
-        where = "each net's machine, torch version and date are given with its recipe below"
-    lines = ["## Deep Compression (prune -> share -> Huffman, real .lnz files)", "",
-             f"`benchmarks/deep_compression.py` on CIFAR-10 ({results['split'][0]:,} train / {results['split'][1]:,} "
-             f"val images, the seeded split of the training set); {where}." + (" **Tiny smoke configuration (not a result).**" if results.get("tiny") else ""),
-             "",
-             "Sizes: *original* is the dense float32 state dict; *P* stores pruned layers as relative indices with "
+    one = len(devs) == 1
+    where = (f"training on {devs[0]}, torch {results['torch']}" if one else
+             "each net's machine, torch version and date are given with its recipe below")
+    intro = (f"On CIFAR-10 ({results['split'][0]:,} train / {results['split'][1]:,} val images, the seeded split of "
+             f"the training set); {where}." + (" **Tiny smoke configuration (not a result).**" if results.get("tiny")
+                                               else ""))
+    sizes = ("Sizes: *original* is the dense float32 state dict; *P* stores pruned layers as relative indices with "
              "filler zeros plus float32 values; *P+Q* as relative indices plus codebook indices plus a float32 "
              "codebook (the paper's accounting); *file* is the `.lnz` file on disk after Huffman coding (header, "
              "tables, block offsets and checksums included), decoded again and evaluated. Accuracy is top-1 on the "
-             f"{results['split'][1]:,} validation images; times are wall seconds per stage (P and P+Q include their retraining).",
-             "",
-             "| net | params | top-1 baseline | P: size / top-1 | P+Q: size / top-1 | file: size / top-1 | "
-             "compression | top-1 change | target met | time baseline / P / P+Q / file (s, on its machine) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in results["nets"]:
-        o, p, q = r["stages"][0], r["stages"][1], r["stages"][2]
-        f = r["stages"][-1]
-        kb = lambda s: f"{s['bytes'] / 1e3:.1f} KB ({s['ratio']:.1f}x)"  # noqa: E731
-        base = r["baseline"]
-        bsec = base.get("train_seconds")
-        btime = "ckpt" if bsec is None and base.get("source") else f"{bsec or base.get('seconds', 0.0):.0f}"
-        drop = f["accuracy"] - o["accuracy"]
-        tgt = TARGETS.get(r["model"])
-        met = "" if tgt is None else (
-            f"{'yes' if f['ratio'] >= tgt[0] and -drop <= tgt[1] else 'no'} (>= {tgt[0]:.0f}x, <= {tgt[1]} pt)")
-        lines.append(f"| {r['model']} | {r['params']:,} | {o['accuracy']:.2f}% ({o['bytes'] / 1e3:.0f} KB) | "
-                     f"{kb(p)} / {p['accuracy']:.2f}% | {kb(q)} / {q['accuracy']:.2f}% | {kb(f)} / {f['accuracy']:.2f}% | "
-                     f"**{f['ratio']:.1f}x** | {drop:+.2f} | {met} | "
-                     f"{btime} / {p['seconds']:.0f} / {q['seconds']:.0f} / {f['seconds']:.1f} |")
-    lines += ["", "Baselines: " + "; ".join(
+             f"{results['split'][1]:,} validation images; times are wall seconds per stage (P and P+Q include their "
+             "retraining).")
+    baselines = ("Baselines: " + "; ".join(
         f"{r['model']} " + (f"trained {r['baseline']['epochs']} epochs (lr {r['baseline']['lr']}, cosine, batch 256)"
                             if "epochs" in r["baseline"] else
                             f"from the checkpoint {Path(str(r['baseline'].get('source'))).name} (trained before "
                             "this run: 'ckpt' in the time column)")
         for r in results["nets"]) + ", all with SGD (lightnn.train.fit); these short runs sit below published "
-        "accuracy (ResNet-20: 91.25%, paper_tables.md section 13) and the change column is against them. Paper "
-        "(Table 1, ImageNet/MNIST): LeNet-5 39x, AlexNet 35x, VGG-16 49x at no accuracy loss.", ""]
+        "accuracy (ResNet-20: 91.25%, He et al. 2016 Table 6) and the change column is against them. "
+        "Paper (Table 1, ImageNet/MNIST): LeNet-5 39x, AlexNet 35x, VGG-16 49x at no accuracy loss.")
+    parts = [{"text": intro}, {"text": sizes}, table("main", COLUMNS, [_row(r) for r in results["nets"]]),
+             {"text": baselines}]
     for r in results["nets"]:
         c = r["config"]
-        lines += [f"Recipe {r['model']} (measured on {r.get('device', results['device'])}, torch "
-                  f"{r.get('torch', results['torch'])}, {r.get('date', results['date'])}): sparsity {c['sparsity']}, {c['schedule']} over {c['prune_epochs']} epochs "
-                  f"(lr {c['prune_lr']}, ramp over the first {c['ramp_fraction']:.0%}), weight bits {c['weight_bits']}, index bits {c['index_bits']}, "
-                  f"{c['kmeans_init']} k-means init, centroid fine-tuning {c['share_epochs']} epochs (lr {c['share_lr']})"
-                  + (f"; every retraining stage distils from the uncompressed model (weight {c['distill_weight']}, "
-                     f"T {c['distill_temperature']})" if c.get("distill_weight") else "")
-                  + (f"; batch norm and biases ({r['float16_others']['values']:,} values) rounded to float16 after the "
-                     "last retraining and stored in 16 bits (counted from P+Q on)" if c.get("other_dtype") == "float16" else "") + ".",
-                  "", report_markdown(r).replace(f"### {r['model']}", f"#### {r['model']}: per stage and per layer "
-                                                 "(paper Tables 2-5 layout)"), ""]
-    return "\n".join(lines)
+        parts.append({"text": (
+            f"Recipe {r['model']} (measured on {r.get('device', results['device'])}, torch "
+            f"{r.get('torch', results['torch'])}, {r.get('date', results['date'])}): sparsity {c['sparsity']}, "
+            f"{c['schedule']} over {c['prune_epochs']} epochs (lr {c['prune_lr']}, ramp over the first "
+            f"{c['ramp_fraction']:.0%}), weight bits {c['weight_bits']}, index bits {c['index_bits']}, "
+            f"{c['kmeans_init']} k-means init, centroid fine-tuning {c['share_epochs']} epochs (lr {c['share_lr']})"
+            + (f"; every retraining stage distils from the uncompressed model (weight {c['distill_weight']}, "
+               f"T {c['distill_temperature']})" if c.get("distill_weight") else "")
+            + (f"; batch norm and biases ({r['float16_others']['values']:,} values) rounded to float16 after the "
+               "last retraining and stored in 16 bits (counted from P+Q on)" if c.get("other_dtype") == "float16"
+               else "") + ".")})
+        parts += _net_tables(r)
+    # one machine: the record names it; several: each recipe line does
+    machine = {"gpu" if devs[0].startswith("NVIDIA") else "cpu": devs[0]} if one else None
+    return make_record("deep_compression", "Deep Compression (prune -> share -> Huffman, real .lnz files)",
+                       "python benchmarks/deep_compression.py", parts, machine=machine,
+                       date=results["date"] if one else None, software={"torch": results["torch"]} if one else {})
 
 
 def main(argv=None) -> int:
@@ -254,10 +297,10 @@ def main(argv=None) -> int:
     ap.add_argument("--tiny", action="store_true", help="CPU smoke run on the shipped sample (1 epoch)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--budget", type=float, default=None, help="start no further network after this many seconds")
-    ap.add_argument("--from-json", default=None, help="only rewrite results/deep_compression.md from this JSON")
+    ap.add_argument("--from-json", default=None, help="only rewrite results/deep_compression.json from this JSON")
     ap.add_argument("--merge-json", nargs="+", default=None,
-                    help="only rewrite results/deep_compression.md from these runs' JSON, nets combined")
-    ap.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/deep_compression.md")
+                    help="only rewrite results/deep_compression.json from these runs' JSON, nets combined")
+    ap.add_argument("--no-write", action="store_true", help="do not write benchmarks/results/deep_compression.json")
     args = ap.parse_args(argv)
     if args.from_json:
         results = json.loads(Path(args.from_json).read_text())
@@ -268,12 +311,10 @@ def main(argv=None) -> int:
             args.data = "sample" if args.tiny else str(ROOT.parent / "shared" / "data" / "cifar10-train-jpeg.tar.gz")
         args.out = args.out or os.environ.get("OUT") or str(ROOT / ".devout" / "deep_compression")
         results = run(args)
-    text = markdown(results)
-    print(text)
-    if args.out and not (args.from_json or args.merge_json):
-        (Path(args.out) / "deep_compression.md").write_text(text)
+    rec = deep_record(results)
+    print(render(rec))
     if not args.no_write and not results.get("tiny"):
-        print("wrote", write_result("deep_compression", text))
+        print("wrote", write_record(rec))
     return 0
 
 

@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # ONNX Runtime sessions (whose pools are made non-spinning too), and a spinning pool steals the next one's cores
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from _common import fmt_stat, interleaved, machine_line, ratio_stats, stats, write_result  # noqa: E402
+from _common import interleaved, ratio_stats, stats  # noqa: E402
+from records import col, make_record, render, start, table, write_record  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -77,7 +78,7 @@ def bench_model(name: str, d: Path, batches: list[int], thread_counts: list[int]
         times = interleaved(fns, repeats=repeats, runs=runs, warmup=2 if b == 1 else 1)
         for k in fns:
             rows.append({"model": name, "batch": b, "threads": threads, "backend": k, "ms": stats(times[k]),
-                         "ms_text": fmt_stat(times[k]), "speedup": ratio_stats(times["ort fp32"], times[k]),
+                         "speedup": ratio_stats(times["ort fp32"], times[k]),
                          "bytes": Path(paths[k]).stat().st_size if k in paths else None,
                          "agree": agree.get(k)})
     rows[0]["extra"] = {"quantize_s": {"naive": t_naive, "lightnn": t_fast},
@@ -170,7 +171,7 @@ def main() -> None:
     batches = [int(b) for b in args.batches.split(",")]
     thread_counts = [int(t) for t in str(args.threads).split(",")]
     torch.manual_seed(0)
-    header = machine_line(thread_counts[-1])
+    ctx = start(thread_counts[-1], "onnxruntime")
     rows, extras = [], {}
     with tempfile.TemporaryDirectory(prefix="lightnn-deploy-") as d:
         for name in ([] if args.skip_latency else args.models.split(",")):
@@ -181,74 +182,84 @@ def main() -> None:
             print(f"{name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
         crow = cifar_rows(Path(args.ckpt_dir), Path(d), thread_counts[0], args.repeats, args.qat_steps,
                           args.qat_seconds)
-    lines = ["## Deployment: ONNX Runtime fp32 vs int8 on this CPU", "",
-             f"Produced by `python benchmarks/deploy.py`. {header}",
-             f"ONNX Runtime {__import__('onnxruntime').__version__} (CPU provider); each thread count "
-             f"({', '.join(map(str, thread_counts))} intra-op threads, the same for every backend of a row, PyTorch "
-             "eager included) is a separate interleaved run; random weights at 3x224x224; calibration: {args.calib} images of the shipped "
-             "CIFAR-10 sample resized to 224 (minmax). All backends of a model and batch are timed in the same run, "
-             f"interleaved round-robin ({args.repeats} repeats; a repeat is the median of a burst of 5 runs at batch "
-             "1, one run at batch 32). Speed-up = ORT fp32 time / backend time, taken repeat by repeat, then median "
-             "(IQR). *naive int8* = `quantize_static` defaults (QDQ, int8 activations, per-tensor weights) without "
-             "pre-processing; *lightnn int8* = `lightnn.export.quantize_int8` (pre-processing, uint8 activations, "
-             "per-channel int8 weights). Agreement = top-1 agreement with ORT fp32 on 32 calibration images "
-             "(random weights, so this only shows the model is not broken). Idle thread pools sleep rather than spin "
-             "(ORT `session.intra_op.allow_spinning=0`, `OMP_WAIT_POLICY=PASSIVE`): with spinning pools, whichever "
-             "session ran last keeps both cores busy while the next one is timed, and batch-1 ratios swing "
-             "between 0.5x and 1.5x.", "",
-             "| model | batch | threads | backend | ms per batch, median (IQR) | speed-up vs ORT fp32, median (IQR) | "
-             "size on disk (MB) | size vs fp32 | top-1 agree |",
-             "| :-- | --: | --: | :-- | --: | --: | --: | --: | --: |"]
-    sizes = {(r["model"]): r["bytes"] for r in rows if r["backend"] == "ort fp32"}
-    for r in rows:
-        sz = f"{r['bytes'] / 1e6:.2f}" if r["bytes"] else "-"
-        rel = f"1/{sizes[r['model']] / r['bytes']:.2f}" if r["bytes"] else "-"
-        ag = f"{r['agree']:.0%}" if r["agree"] is not None else "-"
-        sp = r["speedup"]
-        lines.append(f"| {r['model']} | {r['batch']} | {r['threads']} | {r['backend']} | "
-                     f"{r['ms_text'].replace(' (IQR ', ' (')} | "
-                     f"{sp['median']:.2f} ({sp['iqr']:.2f}) | {sz} | {rel} | {ag} |")
-    lines += ["", "Which ops ONNX Runtime runs as int8 kernels in the lightnn int8 model (after its QDQ fusions), "
-              "and quantization time:", ""]
-    for name, e in extras.items():
-        k = ", ".join(f"{op} x{n}" for op, n in sorted(e["int8_kernels"].items()))
-        lines.append(f"- {name}: {k}; quantize {e['quantize_s']['lightnn']:.1f} s "
-                     f"(naive {e['quantize_s']['naive']:.1f} s)")
-    lines += ["", _verdict(rows)] if rows else []
-    if crow:
-        lines += ["", "### CIFAR-10-trained checkpoints: accuracy before/after int8 (lightnn recipe)", "",
-                  f"Validation split of the CIFAR-10 training set ({crow[0]['n_val']} images, the trainer's seeded "
-                  f"split); calibration on 500 images of the train split. Latency at 3x32x32, {thread_counts[0]} "
-                  "thread(s): PyTorch eager, ONNX Runtime fp32, naive int8 and lightnn int8 interleaved in one run "
-                  "per batch size; speed-ups vs ORT fp32, median (IQR) over repeats.", "",
-                  "| checkpoint | model | int8 method | top-1 fp32 | top-1 naive int8 | top-1 lightnn int8 | "
-                  "drop (points) | size fp32 / int8 (MB) | b1: eager / naive / lightnn | "
-                  "b32: eager / naive / lightnn |",
-                  "| :-- | :-- | :-- | --: | --: | --: | --: | --: | --: | --: |"]
-
-        def sp(c, b):
-            v = c["speed"][b]
-            return " / ".join(f"{v[k]['median']:.2f}x" for k in ("pytorch eager", "naive int8")) + \
-                f" / **{v['lightnn int8']['median']:.2f}x** ({v['lightnn int8']['iqr']:.2f})"
-
-        for c in crow:
-            lines.append(f"| {c['ckpt']} | {c['model']} | {c['method']} | {c['acc32']:.2f}% | "
-                         f"{c['acc_naive']:.2f}% | {c['acc8']:.2f}% | "
-                         f"{c['acc32'] - c['acc8']:.2f} | {c['bytes32'] / 1e6:.2f} / {c['bytes8'] / 1e6:.2f} | "
-                         f"{sp(c, 1)} | {sp(c, 32)} |")
-    else:
-        lines += ["", f"No CIFAR-trained checkpoints in `{args.ckpt_dir}` at run time: no accuracy rows."]
-    text = "\n".join(lines)
-    print(text)
+    rec = deploy_record(rows, extras, crow, thread_counts, args.repeats, args.calib, args.ckpt_dir, ctx)
+    print(render(rec))
     if not args.no_write:
-        print(f"wrote {write_result('deploy', text)}", file=sys.stderr)
+        print(f"wrote {write_record(rec)}", file=sys.stderr)
+
+
+COLUMNS = [col("model"), col("batch", "{value}", "images", "r"), col("threads", "{value}", "threads", "r"),
+           col("backend"), col("ms per batch, median (IQR)", "{median:.2f} ({iqr:.2f})", "ms", "r"),
+           col("speed-up vs ORT fp32, median (IQR)", "{median:.2f} ({iqr:.2f})", "x", "r"),
+           col("size on disk (MB)", "{value:.2f}", "MB", "r"), col("size vs fp32", "1/{value:.2f}", "x", "r"),
+           col("top-1 agree", "{value:.0f}%", "%", "r")]
+_SPEEDS = "{eager:.2f}x / {naive:.2f}x / **{lightnn:.2f}x** ({lightnn_iqr:.2f})"
+CIFAR_COLUMNS = [col("checkpoint"), col("model"), col("int8 method"), col("top-1 fp32", "{value:.2f}%", "%", "r"),
+                 col("top-1 naive int8", "{value:.2f}%", "%", "r"), col("top-1 lightnn int8", "{value:.2f}%", "%", "r"),
+                 col("drop (points)", "{value:.2f}", "points", "r"),
+                 col("size fp32 / int8 (MB)", "{fp32:.2f} / {int8:.2f}", "MB", "r"),
+                 col("b1: eager / naive / lightnn", _SPEEDS, "x", "r"),
+                 col("b32: eager / naive / lightnn", _SPEEDS, "x", "r")]
+
+
+def _cifar_speeds(c: dict, b: int) -> dict:
+    v = c["speed"][b]
+    return {"eager": v["pytorch eager"]["median"], "naive": v["naive int8"]["median"],
+            "lightnn": v["lightnn int8"]["median"], "lightnn_iqr": v["lightnn int8"]["iqr"]}
+
+
+def deploy_record(rows: list[dict], extras: dict, crow: list[dict], thread_counts: list[int], repeats: int,
+                  calib: int, ckpt_dir: str, ctx: dict) -> dict:
+    """The section's record from :func:`bench_model`'s rows (their ``extra`` popped into ``extras`` by model) and
+    :func:`cifar_rows`; ``ctx`` from :func:`records.start` (with the onnxruntime version)."""
+    intro = (
+        f"ONNX Runtime {ctx['software'].get('onnxruntime', '?')} (CPU provider); each thread count "
+        f"({', '.join(map(str, thread_counts))} intra-op threads, the same for every backend of a row, PyTorch "
+        f"eager included) is a separate interleaved run; random weights at 3x224x224; calibration: {calib} images "
+        "of the shipped CIFAR-10 sample resized to 224 (minmax). All backends of a model and batch are timed in the "
+        f"same run, interleaved round-robin ({repeats} repeats; a repeat is the median of a burst of 5 runs at batch "
+        "1, one run at batch 32). Speed-up = ORT fp32 time / backend time, taken repeat by repeat, then median "
+        "(IQR). *naive int8* = `quantize_static` defaults (QDQ, int8 activations, per-tensor weights) without "
+        "pre-processing; *lightnn int8* = `lightnn.export.quantize_int8` (pre-processing, uint8 activations, "
+        "per-channel int8 weights). Agreement = top-1 agreement with ORT fp32 on 32 calibration images "
+        "(random weights, so this only shows the model is not broken). Idle thread pools sleep rather than spin "
+        "(ORT `session.intra_op.allow_spinning=0`, `OMP_WAIT_POLICY=PASSIVE`): with spinning pools, whichever "
+        "session ran last keeps both cores busy while the next one is timed, and batch-1 ratios swing "
+        "between 0.5x and 1.5x.")
+    sizes = {(r["model"]): r["bytes"] for r in rows if r["backend"] == "ort fp32"}
+    table_rows = [[r["model"], r["batch"], r["threads"], r["backend"], r["ms"], r["speedup"],
+                   r["bytes"] / 1e6 if r["bytes"] else "-", sizes[r["model"]] / r["bytes"] if r["bytes"] else "-",
+                   100 * r["agree"] if r["agree"] is not None else "-"] for r in rows]
+    kernels = "\n".join(f"- {name}: " + ", ".join(f"{op} x{n}" for op, n in sorted(e["int8_kernels"].items()))
+                        + f"; quantize {e['quantize_s']['lightnn']:.1f} s (naive {e['quantize_s']['naive']:.1f} s)"
+                        for name, e in extras.items())
+    parts = [{"text": intro}, table("main", COLUMNS, table_rows),
+             {"text": "Which ops ONNX Runtime runs as int8 kernels in the lightnn int8 model (after its QDQ "
+                      "fusions), and quantization time:"}]
+    parts += [{"text": kernels}] if kernels else []
+    parts += [{"text": t} for t in _verdict(rows)] if rows else []
+    if crow:
+        parts += [{"heading": "CIFAR-10-trained checkpoints: accuracy before/after int8 (lightnn recipe)", "level": 3},
+                  {"text": f"Validation split of the CIFAR-10 training set ({crow[0]['n_val']} images, the trainer's "
+                           f"seeded split); calibration on 500 images of the train split. Latency at 3x32x32, "
+                           f"{thread_counts[0]} thread(s): PyTorch eager, ONNX Runtime fp32, naive int8 and lightnn "
+                           "int8 interleaved in one run per batch size; speed-ups vs ORT fp32, median (IQR) over "
+                           "repeats."},
+                  table("cifar", CIFAR_COLUMNS, [
+                      [c["ckpt"], c["model"], c["method"], c["acc32"], c["acc_naive"], c["acc8"],
+                       c["acc32"] - c["acc8"], {"fp32": c["bytes32"] / 1e6, "int8": c["bytes8"] / 1e6},
+                       _cifar_speeds(c, 1), _cifar_speeds(c, 32)] for c in crow])]
+    else:
+        parts += [{"text": f"No CIFAR-trained checkpoints in `{ckpt_dir}` at run time: no accuracy rows."}]
+    return make_record("deploy", "Deployment: ONNX Runtime fp32 vs int8 on this CPU", "python benchmarks/deploy.py",
+                       parts, **ctx)
 
 
 # issue 5's batch-1 targets for lightnn int8 vs ONNX Runtime fp32 (every other model: faster than fp32)
 TARGETS_B1 = {"mobilenet_v2": 1.6, "resnet18": 2.5}
 
 
-def _verdict(rows: list[dict]) -> str:
+def _verdict(rows: list[dict]) -> tuple[str, str]:
     out, checks = [], []
     for r in rows:
         if r["backend"].startswith("lightnn int8 (QDQ)"):
@@ -260,7 +271,7 @@ def _verdict(rows: list[dict]) -> str:
             need = TARGETS_B1.get(r["model"], 1.0) if r["batch"] == 1 else 1.0
             checks.append(f"{r['model']} b{r['batch']} {r['threads']}t {sp:.3f}x >= {need:g}x: "
                           f"{'met' if sp >= need else 'NOT met'}")
-    return ("Summary (speed-up vs ORT fp32): " + "; ".join(out) + ".\n\nTargets (lightnn int8 faster than fp32 "
+    return ("Summary (speed-up vs ORT fp32): " + "; ".join(out) + ".", "Targets (lightnn int8 faster than fp32 "
             "everywhere; at batch 1 at least 1.6x for mobilenet_v2 and 2.5x for resnet18): " + "; ".join(checks) + ".")
 
 

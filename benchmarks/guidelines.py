@@ -13,7 +13,7 @@ as in its tables; batch 1, one intra-op thread, PyTorch eager (NCHW) under ``tor
 also given as a ratio against the first row of its group, measured in the same run with the configurations
 interleaved, next to the paper's ARM ratio. Columns MACs and memory traffic come from ``lightnn.profile``.
 
-    python benchmarks/guidelines.py            # writes benchmarks/results/guidelines.md (about 5 minutes)
+    python benchmarks/guidelines.py            # writes benchmarks/results/guidelines.json (about 5 minutes)
     python benchmarks/guidelines.py --quick    # fewer repeats, for a smoke run
 """
 
@@ -25,15 +25,15 @@ from typing import Callable
 import _common  # noqa: F401  (puts the repository on sys.path)
 import torch
 import torch.nn as nn
-from _common import interleaved, machine_line, ratio_stats, stats, write_result
+from _common import interleaved, ratio_stats, stats
+from records import col, make_record, render, start, table, write_record
 
 from lightnn.profile import profile
-from lightnn.report.tables import markdown_table
 
 HW = 56
 WIDTHS = (1, 2, 4)
 
-# paper_tables.md section 4. G1 Table 1, ARM images/s: c1:c2 -> ((c1, c2) at x1, speed at x1, x2, x4)
+# Ma et al. 2018 (ShuffleNet V2). G1 Table 1, ARM images/s: c1:c2 -> ((c1, c2) at x1, speed at x1, x2, x4)
 G1_PAPER = {"1:1": ((32, 32), (76.2, 21.7, 5.3)), "1:2": ((22, 44), (72.9, 20.5, 5.1)),
             "1:6": ((13, 78), (69.1, 17.9, 4.6)), "1:12": ((9, 108), (57.6, 15.1, 4.4))}
 # G2 Table 2, CPU images/s: g -> (c at x1, speed at x1, x2, x4)
@@ -59,8 +59,9 @@ def _g2_c(c: int, g: int) -> int:
     return -(-c // g) * g
 
 
-def _g2_label(c: int, g: int) -> str:
-    return str(c) if c % g == 0 else f"{_g2_c(c, g)} (paper {c})"
+def _g2_label(c: int, g: int) -> int | dict:
+    """The c cell: the paper's c, or the c used with the paper's next to it."""
+    return c if c % g == 0 else {"value": _g2_c(c, g), "paper": c, "fmt": "{value} (paper {paper})"}
 
 
 class Bottleneck(nn.Module):
@@ -96,30 +97,44 @@ def _runner(net: nn.Module, c_in: int) -> Callable[[], torch.Tensor]:
     return run
 
 
-def _experiment(title: str, groups: list[tuple[str, list[tuple[str, str, nn.Module, int, float]]]], repeats: int,
-                runs_for: dict[str, int], clock: str, reduce: str) -> list[list[str]]:
-    """Each group: (width label, [(config, channels, net, input channels, paper speed)]); first = reference."""
-    rows = []
+def _experiment(title: str, groups: list[tuple[str, list[tuple[str, object, nn.Module, int, float]]]], repeats: int,
+                runs_for: dict[str, int], clock: str, reduce: str) -> list[list]:
+    """Each group: (width label, [(config, channels cell, net, input channels, paper speed)]); first = reference."""
+    timings = {}
     for width, configs in groups:
         runners = {label: _runner(net, cin) for label, _, net, cin, _ in configs}
         print(f"{title} {width}: timing {', '.join(runners)}", flush=True)
-        ms = interleaved(runners, repeats=repeats, runs=runs_for[width], warmup=2, reduce=reduce, clock=clock)
+        timings[width] = interleaved(runners, repeats=repeats, runs=runs_for[width], warmup=2, reduce=reduce,
+                                     clock=clock)
+    return experiment_rows(groups, timings)
+
+
+def experiment_rows(groups: list[tuple[str, list[tuple[str, object, nn.Module, int, float]]]],
+                    timings: dict[str, dict[str, list[float]]]) -> list[list]:
+    """Table rows from each group's per-repeat times (ms): sizes from the profiler, speeds and ratios against the
+    group's first configuration, repeat by repeat."""
+    rows = []
+    for width, configs in groups:
+        ms = timings[width]
         ref_label, ref_paper = configs[0][0], configs[0][4]
         for label, chans, net, cin, paper in configs:
             rep = profile(net, (1, cin, HW, HW))
-            ips = [1000.0 / t for t in ms[label]]
-            s, r = stats(ips), ratio_stats(ms[ref_label], ms[label])
-            rows.append([label, width, chans, f"{rep.macs / 1e6:.1f}", f"{rep.memory_bytes / 1e6:.1f}",
-                         f"{s['median']:.1f} ({s['iqr']:.1f})", f"{r['median']:.2f} ({r['iqr']:.2f})",
-                         f"{paper:g}", f"{paper / ref_paper:.2f}"])
+            rows.append([label, width, chans, rep.macs / 1e6, rep.memory_bytes / 1e6,
+                         stats([1000.0 / t for t in ms[label]]), ratio_stats(ms[ref_label], ms[label]), paper,
+                         paper / ref_paper])
     return rows
 
 
-HEAD = ["MACs (M)", "memory traffic (MB)", "ours: images/s, median (IQR)", "ours: ratio vs first, median (IQR)",
-        "paper ARM images/s", "paper ratio"]
+HEAD = [col("MACs (M)", "{value:.1f}", "M", "r"), col("memory traffic (MB)", "{value:.1f}", "MB", "r"),
+        col("ours: images/s, median (IQR)", "{median:.1f} ({iqr:.1f})", "images/s", "r"),
+        col("ours: ratio vs first, median (IQR)", "{median:.2f} ({iqr:.2f})", "x", "r"),
+        col("paper ARM images/s", "{value:g}", "images/s", "r"), col("paper ratio", "{value:.2f}", "x", "r")]
+G1_COLUMNS = [col("c1:c2"), col("width"), col("(c1, c2)")] + HEAD
+G2_COLUMNS = [col("groups"), col("width"), col("c", "{value}", "channels", "r")] + HEAD
+G4_COLUMNS = [col("variant"), col("c"), col("outer/inner")] + HEAD
 
 
-def main(argv: list[str] | None = None) -> str:
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=9, help="interleaved repeats per configuration (default 9)")
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1, like the paper's ARM runs)")
@@ -135,7 +150,7 @@ def main(argv: list[str] | None = None) -> str:
     repeats = 3 if args.quick else args.repeats
     widths = WIDTHS[:2] if args.quick else WIDTHS
     runs_for = {"x1": 7, "x2": 5, "x4": 3, "c=32": 7, "c=64": 5, "c=128": 3}
-    machine = machine_line(args.threads)
+    ctx = start(args.threads)
 
     g1 = [(f"x{k}", [(ratio, f"({c1 * k}, {c2 * k})", g1_net(c1 * k, c2 * k), c1 * k, speeds[i])
                      for ratio, ((c1, c2), speeds) in G1_PAPER.items()]) for i, k in enumerate(WIDTHS) if k in widths]
@@ -150,61 +165,59 @@ def main(argv: list[str] | None = None) -> str:
                       for (relu, sc), speeds in G4_PAPER.items()])
           for i, c in enumerate(G4_C) if (i < 2 or not args.quick)]
     g4_rows = _experiment("G4", g4, repeats, runs_for, args.clock, args.reduce)
+    rec = guidelines_record(g1_rows, g2_rows, g4_rows, repeats, args.reduce, args.clock, ctx)
+    print(render(rec))
+    if not args.no_write:
+        print(f"\nwrote {write_record(rec)}")
+    return rec
 
-    text = "\n".join([
-        "## ShuffleNet V2 guidelines G1, G2, G4 on this CPU",
-        "",
-        "Produced by `python benchmarks/guidelines.py`. " + machine,
+
+def guidelines_record(g1_rows: list[list], g2_rows: list[list], g4_rows: list[list], repeats: int, reduce: str,
+                      clock: str, ctx: dict) -> dict:
+    """The section's record from the three experiments' rows (:func:`experiment_rows`); ``ctx``: the machine,
+    date and versions of :func:`records.start`."""
+    intro = (
         "PyTorch eager, NCHW, batch 1, `torch.inference_mode`; every configuration of a group timed in the same run, "
-        f"interleaved ({repeats} repeats; each repeat is a burst of 3-7 runs reduced to its {args.reduce}; "
+        f"interleaved ({repeats} repeats; each repeat is a burst of 3-7 runs reduced to its {reduce}; "
         f"speed = 1 / that time; the table gives the median and IQR over repeats). Clock: "
         + ("the CPU time of the (single) computing thread, `time.thread_time`: on this shared 2-core machine "
            "(see the load average above) the OS preempts any run longer than a few ms and wall times "
            "swing several-fold, while the thread's CPU time stays put; on an idle machine the two agree. "
-           if args.clock == "cpu" else "wall time. ")
+           if clock == "cpu" else "wall time. ")
         + "Ratios are taken "
         "repeat by repeat against the group's first row, then summarized. The paper's numbers are Ma et al. 2018 "
         "Tables 1, 2 and 4 (ARM Snapdragon 810, images/s). MACs and memory traffic (activations read + written + "
-        "weights, fp32) come from `lightnn.profile`.",
-        "",
-        "### G1: equal channel width minimizes memory access cost (10 blocks of 1x1 convs c1 -> c2 -> c1, 56x56)",
-        "",
-        markdown_table(["c1:c2", "width", "(c1, c2)"] + HEAD, g1_rows),
-        "",
-        "### G2: group convolution raises memory access cost (10 pointwise group convs, 56x56, MACs fixed)",
-        "",
-        markdown_table(["groups", "width", "c"] + HEAD, g2_rows),
-        "",
-        "### G4: element-wise ops are not negligible (10 ResNet bottlenecks, outer width c, inner c/4, 56x56)",
-        "",
-        markdown_table(["variant", "c", "outer/inner"] + HEAD, g4_rows),
-        "",
-        _reading(g1_rows, g2_rows, g4_rows),
-    ])
-    print(text)
-    if not args.no_write:
-        print(f"\nwrote {write_result('guidelines', text)}")
-    return text
+        "weights, fp32) come from `lightnn.profile`.")
+    parts = [
+        {"text": intro},
+        {"heading": "G1: equal channel width minimizes memory access cost (10 blocks of 1x1 convs c1 -> c2 -> c1, "
+                    "56x56)", "level": 3},
+        table("g1", G1_COLUMNS, g1_rows),
+        {"heading": "G2: group convolution raises memory access cost (10 pointwise group convs, 56x56, MACs fixed)",
+         "level": 3},
+        table("g2", G2_COLUMNS, g2_rows),
+        {"heading": "G4: element-wise ops are not negligible (10 ResNet bottlenecks, outer width c, inner c/4, "
+                    "56x56)", "level": 3},
+        table("g4", G4_COLUMNS, g4_rows),
+        {"text": _reading(g1_rows, g2_rows, g4_rows)},
+    ]
+    return make_record("guidelines", "ShuffleNet V2 guidelines G1, G2, G4 on this CPU",
+                       "python benchmarks/guidelines.py", parts, **ctx)
 
 
-def _ratio(row: list[str], col: int) -> float:
-    return float(row[col].split(" ")[0])
-
-
-def _reading(g1_rows: list[list[str]], g2_rows: list[list[str]], g4_rows: list[list[str]]) -> str:
+def _reading(g1_rows: list[list], g2_rows: list[list], g4_rows: list[list]) -> str:
     """One sentence per guideline, computed from the measured and the paper's ratios (never typed in)."""
-    rc = 3 + HEAD.index("ours: ratio vs first, median (IQR)")
-    pc = 3 + HEAD.index("paper ratio")
+    rc, pc = 6, 8  # the columns "ours: ratio vs first" and "paper ratio"
     out = ["**Reading.**"]
     r1 = [r for r in g1_rows if r[0] == "1:12"]
     out.append("G1: at equal MACs, 1:12 runs at " + ", ".join(
-        f"{_ratio(r, rc):.2f}x ({r[1]}; paper {_ratio(r, pc):.2f}x)" for r in r1) + " the speed of 1:1.")
+        f"{r[rc]['median']:.2f}x ({r[1]}; paper {r[pc]:.2f}x)" for r in r1) + " the speed of 1:1.")
     r2 = [r for r in g2_rows if r[0] == "g=8"]
     out.append("G2: at equal MACs, g=8 runs at " + ", ".join(
-        f"{_ratio(r, rc):.2f}x ({r[1]}; paper {_ratio(r, pc):.2f}x)" for r in r2) + " the speed of g=1.")
+        f"{r[rc]['median']:.2f}x ({r[1]}; paper {r[pc]:.2f}x)" for r in r2) + " the speed of g=1.")
     r4 = [r for r in g4_rows if r[0].startswith("ReLU no, shortcut no")]
     out.append("G4: removing both the ReLUs and the shortcut speeds the bottleneck stack up by "
-               + ", ".join(f"{_ratio(r, rc):.2f}x at {r[1]} (paper {_ratio(r, pc):.2f}x)" for r in r4) + ".")
+               + ", ".join(f"{r[rc]['median']:.2f}x at {r[1]} (paper {r[pc]:.2f}x)" for r in r4) + ".")
     return " ".join(out)
 
 

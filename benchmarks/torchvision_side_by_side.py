@@ -22,7 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import fmt_stat, interleaved, machine_line, ratio_stats, write_result  # noqa: E402
+from _common import interleaved, ratio_stats, stats  # noqa: E402
+from records import col, make_record, render, start, table, write_record  # noqa: E402
 
 SHARED = ["mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
           "shufflenet_v2_x1_5", "shufflenet_v2_x2_0", "mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3",
@@ -38,7 +39,6 @@ def main() -> int:
                     help="models also timed torchvision against a copy of itself (the noise floor of a ratio)")
     args = ap.parse_args()
     try:
-        import torchvision
         import torchvision.models as tvm
     except ImportError:
         print("torchvision is not installed in this environment; see this script's docstring for the peer "
@@ -48,6 +48,7 @@ def main() -> int:
     from lightnn.models.convert import load_foreign_state_dict
 
     torch.set_num_threads(1)
+    ctx = start(1, "torchvision")
     rows = []
     for name in args.models.split(","):
         torch.manual_seed(0)
@@ -62,9 +63,8 @@ def main() -> int:
             t = interleaved({"torchvision": lambda: tv(x), "lightnn": lambda: ours(x)}, repeats=args.repeats,
                             runs=args.runs, clock="cpu", order="alternate")
         r = ratio_stats(t["torchvision"], t["lightnn"])
-        rows.append((name, diff, fmt_stat(t["torchvision"]), fmt_stat(t["lightnn"]), r))
-        print(f"{name}: max|diff| {diff:.1e}, tv {fmt_stat(t['torchvision'])} ms, ours {fmt_stat(t['lightnn'])} ms, "
-              f"ratio {r['median']:.3f}", flush=True)
+        rows.append((name, diff, t["torchvision"], t["lightnn"]))
+        print(f"{name}: max|diff| {diff:.1e}, ratio {r['median']:.3f}", flush=True)
     controls = []
     for name in [n for n in args.controls.split(",") if n]:
         import copy
@@ -77,33 +77,46 @@ def main() -> int:
             t = interleaved({"a": lambda: a(x), "b": lambda: b(x)}, repeats=args.repeats, runs=args.runs,
                             clock="cpu", order="alternate")
         r = ratio_stats(t["a"], t["b"])
-        controls.append((name, fmt_stat(t["a"]), fmt_stat(t["b"]), r))
+        controls.append((name, t["a"], t["b"]))
         print(f"control {name}: ratio {r['median']:.3f} ({r['p25']:.3f}-{r['p75']:.3f})", flush=True)
-    lines = ["## lightnn vs torchvision: same weights, eager latency side by side", "",
-             f"Produced by `benchmarks/torchvision_side_by_side.py` in a peer environment with torchvision "
-             f"{torchvision.__version__}. {machine_line(1)}",
-             "Batch 1, 224x224 (inception_v3 299x299), fp32, `torch.inference_mode`, eval mode, 1 thread; both models "
-             f"timed interleaved round-robin ({args.repeats} repeats, each the median of {args.runs} runs, CPU time of "
-             "the computing thread; the order flips every repeat so neither model always runs first). Ratio = torchvision time / lightnn time per repeat; > 1 means "
-             "lightnn is faster. max |diff| = largest difference of the logits for the same weights and input.", "",
-             "| model | max abs diff | torchvision ms, median (IQR) | lightnn ms, median (IQR) | ratio tv/lightnn, median (p25-p75) |",
-             "|---|---:|---:|---:|---:|"]
-    for name, diff, a, b, r in rows:
-        lines.append(f"| {name} | {diff:.1e} | {a} | {b} | {r['median']:.3f} ({r['p25']:.3f}-{r['p75']:.3f}) |")
-    for name, a, b, r in controls:
-        lines.append(f"| control: {name} torchvision vs a copy of itself | - | {a} | {b} | "
-                     f"{r['median']:.3f} ({r['p25']:.3f}-{r['p75']:.3f}) |")
+    rec = side_by_side_record(rows, controls, args.repeats, args.runs, ctx)
+    write_record(rec)
+    print(render(rec))
+    return 0
+
+
+COLUMNS = [col("model"), col("max abs diff", "{value:.1e}", "logit", "r"),
+           col("torchvision ms, median (IQR)", "{median:.2f} (IQR {iqr:.2f})", "ms", "r"),
+           col("lightnn ms, median (IQR)", "{median:.2f} (IQR {iqr:.2f})", "ms", "r"),
+           col("ratio tv/lightnn, median (p25-p75)", "{median:.3f} ({p25:.3f}-{p75:.3f})", "x", "r")]
+
+
+def side_by_side_record(rows: list[tuple[str, float, list[float], list[float]]],
+                        controls: list[tuple[str, list[float], list[float]]], repeats: int, runs: int,
+                        ctx: dict) -> dict:
+    """The section's record from (model, max |diff|, torchvision ms per repeat, lightnn ms per repeat) and the A/A
+    controls' (model, ms, ms of the copy); ``ctx`` from :func:`records.start` (with the torchvision version)."""
+    table_rows = [[name, diff, stats(a), stats(b), ratio_stats(a, b)] for name, diff, a, b in rows]
+    ctl = [(name, ratio_stats(a, b)) for name, a, b in controls]
+    table_rows += [[f"control: {name} torchvision vs a copy of itself", "-", stats(a), stats(b), ratio_stats(a, b)]
+                   for name, a, b in controls]
     # slower = most paired repeats say so (upper quartile of the ratios below 1) AND the median is past the
     # noise floor the A/A controls show (at least 1%)
-    floor = max([0.01] + [abs(1 - r["median"]) for *_, r in controls])
-    slower = [n for n, _, _, _, r in rows if r["p75"] < 1.0 and r["median"] < 1.0 - floor]
-    lines += ["", f"Ratios are median (p25-p75) over the paired repeats. A model counts as slower when the upper "
-              f"quartile of its ratios is below 1 (three quarters of the paired repeats have lightnn slower) and its "
-              f"median is more than {100 * floor:.1f}% below 1 (the larger of 1% and the A/A controls' deviation). "
-              "Slower: " + (", ".join(slower) if slower else "none") + "."]
-    write_result("torchvision_side_by_side", "\n".join(lines))
-    print("\n".join(lines))
-    return 0
+    floor = max([0.01] + [abs(1 - r["median"]) for _, r in ctl])
+    slower = [r[0] for r in table_rows[:len(rows)] if r[4]["p75"] < 1.0 and r[4]["median"] < 1.0 - floor]
+    intro = (f"In a peer environment with torchvision {ctx['software'].get('torchvision', '?')}. Batch 1, 224x224 "
+             "(inception_v3 299x299), fp32, `torch.inference_mode`, eval mode, 1 thread; both models "
+             f"timed interleaved round-robin ({repeats} repeats, each the median of {runs} runs, CPU time of "
+             "the computing thread; the order flips every repeat so neither model always runs first). Ratio = "
+             "torchvision time / lightnn time per repeat; > 1 means lightnn is faster. max |diff| = largest "
+             "difference of the logits for the same weights and input.")
+    verdict = (f"Ratios are median (p25-p75) over the paired repeats. A model counts as slower when the upper "
+               f"quartile of its ratios is below 1 (three quarters of the paired repeats have lightnn slower) and its "
+               f"median is more than {100 * floor:.1f}% below 1 (the larger of 1% and the A/A controls' deviation). "
+               "Slower: " + (", ".join(slower) if slower else "none") + ".")
+    return make_record("torchvision_side_by_side", "lightnn vs torchvision: same weights, eager latency side by side",
+                       "python benchmarks/torchvision_side_by_side.py",
+                       [{"text": intro}, table("main", COLUMNS, table_rows), {"text": verdict}], **ctx)
 
 
 if __name__ == "__main__":

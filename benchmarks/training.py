@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -39,7 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RESULTS, cpu_name, write_result  # noqa: E402
+from _common import RESULTS, cpu_name  # noqa: E402
+from records import col, find_table, load_record, make_record, render, start, table, write_record  # noqa: E402
+from records import rows as rows_of  # noqa: E402
 from lightnn import create_model  # noqa: E402
 from lightnn.data import BatchLoader, load_dataset  # noqa: E402
 from lightnn.train import bf16_is_fast, pick_precision  # noqa: E402
@@ -165,22 +165,22 @@ def run_throughput(args) -> list[dict]:
     return rows
 
 
+WIDTH_COLUMNS = [col("model"), col("width", "{value}"), col("MACs (32x32)", "{value:.1f} M", "M"),
+                 col("fp32 img/s", "{value:,.0f}", "images/s"),
+                 col("bf16 + channels-last img/s", "{value:,.0f}", "images/s"), col("faster"),
+                 col("est. 30 epochs", "{value:.0f} min", "min")]
+COMPILED_COLUMNS = [col("compiled fp32 img/s", "{value:,.0f}", "images/s"),
+                    col("compiled bf16 + channels-last img/s", "{value:,.0f}", "images/s"),
+                    col("compile s", "{value:.0f}", "s"), col("est. 30 epochs compiled", "{value:.0f} min", "min")]
+
+
 def width_probe(specs: list[str], batch: int = 128, train_images: int = 45_000, epochs: int = 30,
-                compiled: bool = False) -> str:
+                compiled: bool = False) -> list[dict]:
     """Training speed of each ``NAME[:key=value...]`` in fp32 and in bf16 + channels-last (one batch of random
     32x32 images, median of 3 steps after a warm-up, this process's threads), and the 30-epoch time it implies;
-    with ``compiled`` also through ``torch.compile`` (``fit(compile=True)``) at both precisions."""
-    head = "| model | width | MACs (32x32) | fp32 img/s | bf16 + channels-last img/s | faster | est. 30 epochs |"
-    rule = "|---|---|---|---|---|---|---|"
-    if compiled:
-        head += " compiled fp32 img/s | compiled bf16 + channels-last img/s | compile s | est. 30 epochs compiled |"
-        rule += "---|---|---|---|"
-    lines = [f"Training step speed per model and width (batch {batch}, {torch.get_num_threads()} threads, median of 3 "
-             f"steps after a warm-up, `lightnn.train.pick_precision`); the estimate is {epochs} epochs x "
-             f"{train_images:,} images at the faster precision, validation excluded"
-             + ("; compiled: `torch.compile` (TorchInductor) as `lightnn train --compile` runs it, median of 3 steps "
-                "after two (`pick_precision(compile=True)`, which `fit(compile=True)` uses to choose the precision), the "
-                "compilation time is the first step's" if compiled else "") + ".", "", head, rule]
+    with ``compiled`` also through ``torch.compile`` (``fit(compile=True)``) at both precisions. Returns the
+    record parts (the description and the table)."""
+    probes = []
     g = torch.Generator().manual_seed(0)
     for spec in specs:
         name, *kvs = spec.split(":")
@@ -188,62 +188,90 @@ def width_probe(specs: list[str], batch: int = 128, train_images: int = 45_000, 
         model = create_model(name, num_classes=10, in_chans=3, **arch)  # CIFAR images, also for LeNet-5 (1 channel)
         x, y = torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g)
         p = pick_precision(model, (x, y), "cpu", steps=3)
+        c = pick_precision(model, (x, y), "cpu", steps=3, compile=True) if compiled else None
+        probes.append((name, arch, p, c))
+        print(name, arch, p, c, flush=True)
+    return width_parts(probes, batch, torch.get_num_threads(), train_images, epochs)
+
+
+def width_parts(probes: list[tuple[str, dict, dict, dict | None]], batch: int, threads: int,
+                train_images: int = 45_000, epochs: int = 30) -> list[dict]:
+    """The width table from ``(name, arch, eager probe, compiled probe or None)`` (``pick_precision``'s step times
+    in seconds)."""
+    compiled = any(c is not None for *_, c in probes)
+    rows = []
+    for name, arch, p, c in probes:
         best = batch / min(p["fp32_s"], p["bf16_cl_s"])
-        row = (f"| {name} | {arch.get('width_mult', 1.0)} | {_macs(name, arch)} | {batch / p['fp32_s']:,.0f} | "
-               f"{batch / p['bf16_cl_s']:,.0f} | {'bf16' if p['amp'] else 'fp32'} | "
-               f"{epochs * train_images / best / 60:.0f} min |")
+        row = [name, arch.get("width_mult", 1.0), _macs(name, arch), batch / p["fp32_s"], batch / p["bf16_cl_s"],
+               "bf16" if p["amp"] else "fp32", epochs * train_images / best / 60]
         if compiled:
-            c = pick_precision(model, (x, y), "cpu", steps=3, compile=True)
             cbest = batch / min(c["fp32_s"], c["bf16_cl_s"])
-            row += (f" {batch / c['fp32_s']:,.0f} | {batch / c['bf16_cl_s']:,.0f} | {c['compile_s']:.0f} | "
-                    f"{epochs * train_images / cbest / 60:.0f} min |")
-        lines.append(row)
-        print(lines[-1], flush=True)
-    return "\n".join(lines)
+            row += [batch / c["fp32_s"], batch / c["bf16_cl_s"], c["compile_s"], epochs * train_images / cbest / 60]
+        rows.append(row)
+    text = (f"Training step speed per model and width (batch {batch}, {threads} threads, median of 3 "
+            f"steps after a warm-up, `lightnn.train.pick_precision`); the estimate is {epochs} epochs x "
+            f"{train_images:,} images at the faster precision, validation excluded"
+            + ("; compiled: `torch.compile` (TorchInductor) as `lightnn train --compile` runs it, median of 3 steps "
+               "after two (`pick_precision(compile=True)`, which `fit(compile=True)` uses to choose the precision), "
+               "the compilation time is the first step's" if compiled else "") + ".")
+    return [{"text": text}, table("widths", WIDTH_COLUMNS + (COMPILED_COLUMNS if compiled else []), rows)]
 
 
-def machine() -> str:
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-            f"{time.strftime('%Y-%m-%d', time.gmtime())}")
+def machine(threads: int | None = None) -> dict:
+    """What a training record says about this machine, taken when the measurement starts."""
+    return start(threads)
 
 
-def throughput_table(rows: list[dict], args) -> str:
-    out = [f"Batch {args.batch_size}, the shipped 5,000-image CIFAR-10 sample (32x32), {args.repeats} interleaved "
-           f"repeats of {args.steps} training steps (x4 for the data-only row); reference DataLoader with "
-           f"num_workers={args.workers}; {torch.get_num_threads()} torch threads; each model trains in the precision "
-           f"`lightnn.train.fit` picks for it here (`pick_precision`), in both pipelines.", "",
-           "| measured | device | precision | per-image DataLoader+PIL img/s (IQR) | lightnn BatchLoader img/s (IQR) | "
-           "speed-up, median of pairs (IQR) |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        f = lambda q: f"{q[0]:,.0f} ({q[1]:,.0f}-{q[2]:,.0f})"  # noqa: E731
-        out.append(f"| {r['what']} | {r['device']} | {r.get('precision', '-')} | {f(r['ref'])} | {f(r['lightnn'])} | "
-                   f"**{r['ratio'][0]:.2f}x** ({r['ratio'][1]:.2f}-{r['ratio'][2]:.2f}) |")
-    return "\n".join(out)
+THROUGHPUT_COLUMNS = [col("measured"), col("device"), col("precision"),
+                      col("per-image DataLoader+PIL img/s (IQR)", "{median:,.0f} ({p25:,.0f}-{p75:,.0f})", "images/s"),
+                      col("lightnn BatchLoader img/s (IQR)", "{median:,.0f} ({p25:,.0f}-{p75:,.0f})", "images/s"),
+                      col("speed-up, median of pairs (IQR)", "**{median:.2f}x** ({p25:.2f}-{p75:.2f})", "x")]
 
 
-def _macs(name: str, arch: dict) -> str:
+def _q(q: tuple[float, float, float] | list[float]) -> dict:
+    return {"median": q[0], "p25": q[1], "p75": q[2]}
+
+
+def throughput_parts(rows: list[dict], batch_size: int, repeats: int, steps: int, workers: int,
+                     threads: int) -> list[dict]:
+    """The pipeline table from :func:`run_throughput`'s rows (images/s as (median, p25, p75))."""
+    text = (f"Batch {batch_size}, the shipped 5,000-image CIFAR-10 sample (32x32), {repeats} interleaved "
+            f"repeats of {steps} training steps (x4 for the data-only row); reference DataLoader with "
+            f"num_workers={workers}; {threads} torch threads; each model trains in the precision "
+            f"`lightnn.train.fit` picks for it here (`pick_precision`), in both pipelines.")
+    return [{"text": text}, table("throughput", THROUGHPUT_COLUMNS, [
+        [r["what"], r["device"], r.get("precision", "-"), _q(r["ref"]), _q(r["lightnn"]), _q(r["ratio"])]
+        for r in rows])]
+
+
+def _macs(name: str, arch: dict) -> float:
+    """Multiply-adds (M) of the CIFAR-size model at 32x32."""
     from lightnn import profile
 
-    return f"{profile(create_model(name, num_classes=10, in_chans=3, **arch), (1, 3, 32, 32)).macs / 1e6:.1f} M"
+    return profile(create_model(name, num_classes=10, in_chans=3, **arch), (1, 3, 32, 32)).macs / 1e6
 
 
-def cifar_table(summary: dict) -> str:
+GPU_COLUMNS = [col("model"), col("width", "{value}"), col("params", "{value:.3f} M", "M"),
+               col("MACs (32x32)", "{value:.1f} M", "M"), col("epochs", "{value}", "epochs"),
+               col("val top-1 %", "{value:.2f}", "%"), col("val top-5 %", "{value:.2f}", "%"),
+               col("GPU train time", "{value:.0f} s", "s")]
+
+
+def cifar_parts(summary: dict) -> list[dict]:
     """The GPU results from benchmarks/cifar10_full.py's summary.json."""
-    lines = [f"Trained on {summary['device']} (torch {summary['torch']}, bf16 autocast "
-             f"{'on' if summary['amp_bf16'] else 'off'}, channels-last {'on' if summary['channels_last'] else 'off'}), "
-             f"{summary['train_images']:,} train / {summary['val_images']:,} validation images (seeded stratified "
-             f"split of the 50,000 JPEG training images, seed 0), {summary['date']}. Recipe: "
-             + ", ".join(f"{k} {v}" for k, v in summary["recipe"].items()) + ", pad-4 crop + flip.", "",
-             "| model | width | params | MACs (32x32) | epochs | val top-1 % | val top-5 % | GPU train time |",
-             "|---|---|---|---|---|---|---|---|"]
+    text = (f"Trained on {summary['device']} (torch {summary['torch']}, bf16 autocast "
+            f"{'on' if summary['amp_bf16'] else 'off'}, channels-last {'on' if summary['channels_last'] else 'off'}), "
+            f"{summary['train_images']:,} train / {summary['val_images']:,} validation images (seeded stratified "
+            f"split of the 50,000 JPEG training images, seed 0), {summary['date']}. Recipe: "
+            + ", ".join(f"{k} {v}" for k, v in summary["recipe"].items()) + ", pad-4 crop + flip.")
+    rows = []
     for spec, m in summary["models"].items():
         if "error" in m:
-            lines.append(f"| {spec} | - | - | - | - | failed: {m['error'][:80]} | | |")
+            rows.append([spec, "-", "-", "-", "-", f"failed: {m['error'][:80]}", None, None])
             continue
-        width = m["arch"].get("width_mult", 1.0)
-        lines.append(f"| {m['model']} | {width} | {m['params'] / 1e6:.3f} M | {_macs(m['model'], m['arch'])} | "
-                     f"{m['epochs']} | {m['val_top1']:.2f} | {m['val_top5']:.2f} | {m['train_time_s']:.0f} s |")
-    return "\n".join(lines)
+        rows.append([m["model"], m["arch"].get("width_mult", 1.0), m["params"] / 1e6, _macs(m["model"], m["arch"]),
+                     m["epochs"], m["val_top1"], m["val_top5"], m["train_time_s"]])
+    return [{"text": text}, table("gpu", GPU_COLUMNS, rows)]
 
 
 RECORDS = Path(__file__).resolve().parent / "runs"
@@ -286,90 +314,91 @@ def save_record(run_dir: str | Path, records: Path = RECORDS) -> Path:
     return atomic_write_text(path, json.dumps(rec, indent=1) + "\n")
 
 
-def runs_table(run_dirs: list[str], keep: str | None = None) -> str:
-    """Full CIFAR-10 runs of ``lightnn train`` on this machine: one row per run directory (its ``config.yaml``
-    and ``metrics.jsonl``) or run record (:func:`load_run`); the time is the sum of the epochs' wall-clock times
-    (training + validation). ``keep``: an earlier table's text whose rows are kept, first and verbatim (runs whose
-    directories are gone), except a row for the same model, width and batch as a new run."""
-    lines = ["| model | width | params | MACs (32x32) | epochs | batch | lr (warm-up) | precision | val top-1 % "
-             "(best) | val top-5 % | train img/s (median) | wall-clock (sum of epochs) | median epoch x epochs | CPU |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    recipes = set()
-    new_rows = []
+RUNS_COLUMNS = [col("model"), col("width", "{value}"), col("params", "{value:.3f} M", "M"),
+                col("MACs (32x32)", "{value:.1f} M", "M"), col("epochs", "{value}", "epochs"),
+                col("batch", "{value}", "images"), col("lr (warm-up)", "{lr} ({warmup})", {"warmup": "epochs"}),
+                col("precision"), col("val top-1 % (best)", "**{final:.2f}** ({best:.2f})", "%"),
+                col("val top-5 %", "{value:.2f}", "%"), col("train img/s (median)", "{value:,.0f}", "images/s"),
+                col("wall-clock (sum of epochs)", "{value:.1f} min", "min"),
+                col("median epoch x epochs", "{value:.1f} min", "min"), col("CPU")]
+RECIPE_KEYS = ("momentum", "nesterov", "weight_decay", "schedule", "label_smoothing")
+
+
+def _run_row(cfg: dict, hist: list[dict], cpu: str) -> list:
+    arch = cfg.get("arch") or {}
+    model = create_model(cfg["model"], num_classes=10, **arch)
+    params = sum(p.numel() for p in model.parameters())
+    last = hist[-1]
+    done = last["epoch"] if last["epoch"] == cfg["epochs"] else {"value": last["epoch"], "of": cfg["epochs"],
+                                                                 "fmt": "{value} of {of}"}
+    prec = "bf16 + channels-last" if cfg.get("amp") else "fp32"
+    probe = cfg.get("precision_probe")
+    if probe:
+        prec += f" (bf16 step {probe['fp32_s'] / probe['bf16_cl_s']:.2f}x fp32's speed)"
+    if cfg.get("compile"):  # `--compile auto` records both timings; `--compile` alone does not
+        eager, compiled = (probe or {}).get("eager"), (probe or {}).get("compiled")
+        prec += ", torch.compile" + (f" (step {eager['step_s'] / compiled['step_s']:.2f}x eager's speed)"
+                                     if eager and compiled else "")
+    if cfg.get("ema"):
+        prec += f"; validated and saved: moving average of the weights (decay {cfg['ema']})"
+    if cfg.get("cutout"):
+        prec += f"; Cutout {cfg['cutout']}x{cfg['cutout']}"
+    return [cfg["model"], arch.get("width_mult", 1.0), params / 1e6, _macs(cfg["model"], arch), done,
+            cfg["batch_size"], {"lr": cfg["lr"], "warmup": cfg["warmup_epochs"]}, prec,
+            {"final": last["val_top1"], "best": max(r["val_top1"] for r in hist)}, last["val_top5"],
+            statistics.median(r["images_per_s"] for r in hist), sum(r["epoch_time_s"] for r in hist) / 60,
+            statistics.median(r["epoch_time_s"] for r in hist) * len(hist) / 60, cpu]
+
+
+def runs_parts(run_dirs: list[str], keep: dict | None = None) -> tuple[list[dict], list[dict]]:
+    """Full CIFAR-10 runs of ``lightnn train``: one row per run directory (its ``config.yaml`` and
+    ``metrics.jsonl``) or run record (:func:`load_run`); the time is the sum of the epochs' wall-clock times
+    (training + validation). ``keep``: an earlier ``training_runs`` record whose rows are kept, first (runs whose
+    directories are gone), except a row for the same model, width and batch as a new run; a kept row without a
+    CPU gets :data:`KEPT_CPU`. Returns the record parts and the recipes (the record's ``data``)."""
+    recipes, new_rows = [], []
     for d in run_dirs:
         cfg, hist, cpu = load_run(d)
         if not hist:
             continue
-        arch = cfg.get("arch") or {}
-        model = create_model(cfg["model"], num_classes=10, **arch)
-        params = sum(p.numel() for p in model.parameters())
-        last = hist[-1]
-        done = f"{last['epoch']}" if last["epoch"] == cfg["epochs"] else f"{last['epoch']} of {cfg['epochs']}"
-        wall = sum(r["epoch_time_s"] for r in hist)
-        prec = "bf16 + channels-last" if cfg.get("amp") else "fp32"
-        probe = cfg.get("precision_probe")
-        if probe:
-            prec += f" (bf16 step {probe['fp32_s'] / probe['bf16_cl_s']:.2f}x fp32's speed)"
-        if cfg.get("compile"):  # `--compile auto` records both timings; `--compile` alone does not
-            eager, compiled = (probe or {}).get("eager"), (probe or {}).get("compiled")
-            prec += ", torch.compile" + (f" (step {eager['step_s'] / compiled['step_s']:.2f}x eager's speed)"
-                                         if eager and compiled else "")
-        if cfg.get("ema"):
-            prec += f"; validated and saved: moving average of the weights (decay {cfg['ema']})"
-        if cfg.get("cutout"):
-            prec += f"; Cutout {cfg['cutout']}x{cfg['cutout']}"
-        best = max(r["val_top1"] for r in hist)
-        recipes.add((cfg["momentum"], cfg["nesterov"], cfg["weight_decay"], cfg["schedule"], cfg["label_smoothing"]))
-        new_rows.append(f"| {cfg['model']} | {arch.get('width_mult', 1.0)} | {params / 1e6:.3f} M | "
-                     f"{_macs(cfg['model'], arch)} | {done} | {cfg['batch_size']} | {cfg['lr']} ({cfg['warmup_epochs']}) | "
-                     f"{prec} | **{last['val_top1']:.2f}** ({best:.2f}) | {last['val_top5']:.2f} | "
-                     f"{statistics.median(r['images_per_s'] for r in hist):,.0f} | {wall / 60:.1f} min | "
-                     f"{statistics.median(r['epoch_time_s'] for r in hist) * len(hist) / 60:.1f} min | {cpu} |")
+        recipe = {k: cfg[k] for k in RECIPE_KEYS}
+        if recipe not in recipes:
+            recipes.append(recipe)
+        new_rows.append(_run_row(cfg, hist, cpu))
+    rows = []
     if keep:
         replaced = {_row_key(r) for r in new_rows}
-        n_cols = lines[0].count("|")  # rows of a table from before the CPU column get the earlier machine's
-        old = [ln if ln.count("|") == n_cols else ln.rstrip() + f" {KEPT_CPU} |"
-               for ln in _table_lines(keep) if _row_key(ln) not in replaced]
-        recipes |= set(_recipes_of(keep))
-        lines += old
-    lines += new_rows
-    common = "; ".join(f"momentum {m}, Nesterov {n}, weight decay {w} (not on norms/biases), {s} schedule, label "
-                       f"smoothing {ls}" for m, n, w, s, ls in sorted(recipes))
-    return "\n".join([f"Recipe: {common}; pad-4 crop + flip; 45,000 / 5,000 seeded split (seed 0) of the JPEG "
-                      "training images. Precision is what `fit` picked by timing both on the first batch (with "
-                      "`--compile auto`, also compiled against eager). Wall-clock is the sum of the epochs' times "
-                      "(training + validation; data decoding and compilation excluded); the last column shows what "
-                      "an epoch shared with another job costs it.", ""]
-                     + lines)
+        labels = [c["label"] for c in RUNS_COLUMNS]
+        for old in rows_of(find_table(keep, "runs")):
+            row = [old.get(k, KEPT_CPU if k == "CPU" else None) for k in labels]
+            if _row_key(row) not in replaced:
+                rows.append(row)
+        recipes = [r for r in keep.get("data", {}).get("recipes", []) if r not in recipes] + recipes
+    rows += new_rows
+    common = "; ".join(f"momentum {r['momentum']}, Nesterov {r['nesterov']}, weight decay {r['weight_decay']} (not "
+                       f"on norms/biases), {r['schedule']} schedule, label smoothing {r['label_smoothing']}"
+                       for r in sorted(recipes, key=lambda r: tuple(r[k] for k in RECIPE_KEYS)))
+    text = (f"Recipe: {common}; pad-4 crop + flip; 45,000 / 5,000 seeded split (seed 0) of the JPEG "
+            "training images. Precision is what `fit` picked by timing both on the first batch (with "
+            "`--compile auto`, also compiled against eager). Wall-clock is the sum of the epochs' times "
+            "(training + validation; data decoding and compilation excluded); the last column shows what "
+            "an epoch shared with another job costs it.")
+    return [{"text": text}, table("runs", RUNS_COLUMNS, rows)], recipes
 
 
-def _table_lines(text: str) -> list[str]:
-    """The data rows of the runs table in ``text`` (the one whose header starts with '| model | width |')."""
-    out, inside = [], False
-    for ln in text.splitlines():
-        if ln.startswith("| model | width |"):
-            inside = True
-            continue
-        if inside:
-            if not ln.startswith("|"):
-                break
-            if not ln.startswith("|---"):
-                out.append(ln)
-    return out
+def _row_key(row: list) -> tuple:
+    return row[0], row[1], row[5]  # model, width, batch
 
 
-def _row_key(row: str) -> tuple[str, str, str]:
-    cells = [c.strip() for c in row.strip().strip("|").split("|")]
-    return cells[0], cells[1], cells[5]  # model, width, batch
-
-
-def _recipes_of(text: str) -> list[tuple]:
-    """The recipes a kept table's text names, as runs_table's tuples."""
-    import re
-
-    return [(float(m), n == "True", float(w), s, float(ls)) for m, n, w, s, ls in re.findall(
-        r"momentum ([\d.]+), Nesterov (\w+), weight decay ([\d.e-]+) \(not on norms/biases\), (\w+) schedule, "
-        r"label smoothing ([\d.]+)", text)]
+def runs_record(run_dirs: list[str], keep: dict | None = None, ctx: dict | None = None) -> dict:
+    """The ``training_runs`` record of :func:`runs_parts`; ``ctx`` from :func:`records.start` (default: now)."""
+    ctx = ctx or machine()
+    parts, recipes = runs_parts(run_dirs, keep=keep)
+    m = ctx["machine"] or {}
+    rec = make_record("training_runs", f"Full CIFAR-10 on this machine ({m.get('cpu')}, {m.get('cores')} cores)",
+                      "python benchmarks/training.py --runs-only --runs DIR ...", parts, **ctx)
+    rec["data"] = {"recipes": recipes}
+    return rec
 
 
 def main(argv=None) -> int:
@@ -393,67 +422,64 @@ def main(argv=None) -> int:
                     "shufflenet_v2_cifar,igcv3_cifar:width_mult=0.125,igcv3_cifar:width_mult=0.25,"
                     "igcv3_cifar:width_mult=0.5",
                     help="models/widths whose training speed (fp32 and bf16) is tabled; '' to skip")
-    ap.add_argument("--runs-only", action="store_true", help="only the table of --runs (results/training_runs.md)")
+    ap.add_argument("--runs-only", action="store_true", help="only the table of --runs (results/training_runs.json)")
     ap.add_argument("--keep-rows", action="store_true",
-                    help="keep the rows of the current results/training_runs.md (runs whose directories are gone)")
+                    help="keep the rows of the current results/training_runs.json (runs whose directories are gone)")
     ap.add_argument("--save-records", action="store_true",
                     help="also write each --runs directory's record (config + per-epoch metrics) to benchmarks/runs/")
     ap.add_argument("--probe-compile", action="store_true",
                     help="add torch.compile columns to the width table (each model compiles twice: minutes)")
     ap.add_argument("--probe-only", action="store_true",
-                    help="only the width table with its torch.compile columns (results/training_compile.md)")
+                    help="only the width table with its torch.compile columns (results/training_compile.json)")
     ap.add_argument("--json-out", default=None, help="also write the measured rows as JSON lines here")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.runs_only and not args.runs:
         ap.error("--runs-only needs --runs DIR ...")
-    if args.runs:  # a section of its own (results/training_runs.md): a finished run adds its row in seconds
+    ctx = machine(args.threads)
+    if args.runs:  # a section of its own (results/training_runs.json): a finished run adds its row in seconds
         keep = None
         if args.keep_rows:
-            kept = RESULTS / "training_runs.md"
+            kept = RESULTS / "training_runs.json"
             if not kept.is_file():
                 ap.error(f"--keep-rows: {kept} does not exist")
-            keep = kept.read_text()
+            keep = load_record(kept)
         if args.save_records:
             for d in args.runs:
                 if Path(d).is_dir():
                     print(f"record: {save_record(d)}")
-        text = "\n".join([f"## Full CIFAR-10 on this machine ({platform.processor() or platform.machine()}, "
-                          f"{os.cpu_count()} cores)", "", f"`python benchmarks/training.py --runs-only --runs DIR ...`; "
-                          f"machine: {machine()}.", "", runs_table(args.runs, keep=keep)]) + "\n"
-        print(text)
-        if not args.no_write:
-            write_result("training_runs", text)  # appends benchmarks/notes/training_runs.md
+        _emit(runs_record(args.runs, keep=keep, ctx=ctx), args.no_write)  # with notes/training_runs.md
         if args.runs_only:
             return 0
+    specs = [m for m in args.probe_models.split(",") if m]
     if args.probe_only:  # the compiled width table alone; the eager one is part of the "training" section
-        text = "\n".join(["## Training through torch.compile: which widths train in under an hour here", "",
-                          f"`python benchmarks/training.py --probe-only --probe-models ...`; machine: {machine()}.",
-                          "", width_probe([m for m in args.probe_models.split(",") if m], compiled=True)]) + "\n"
-        print(text)
-        if not args.no_write:
-            write_result("training_compile", text)
+        _emit(make_record("training_compile", "Training through torch.compile: which widths train in under an hour "
+                          "here", "python benchmarks/training.py --probe-only --probe-models ...",
+                          width_probe(specs, compiled=True), **ctx), args.no_write)
         return 0
     rows = run_throughput(args)
     if args.json_out:
         Path(args.json_out).write_text("".join(json.dumps(r) + "\n" for r in rows))
     if args.gpu_rows:
         rows += [json.loads(line) for line in Path(args.gpu_rows).read_text().splitlines() if line.strip()]
-    md = ["# Training", "", f"Machine: {machine()}.", "",
-          "## Pipeline throughput: lightnn batch augmentation vs per-image DataLoader + PIL", "",
-          throughput_table(rows, args)]
-    if args.probe_models and torch.device(args.device or "cpu").type == "cpu":
-        md += ["", "## Which widths train in under an hour here", "",
-               width_probe([m for m in args.probe_models.split(",") if m], compiled=args.probe_compile)]
+    parts = [{"heading": "Pipeline throughput: lightnn batch augmentation vs per-image DataLoader + PIL", "level": 2},
+             *throughput_parts(rows, args.batch_size, args.repeats, args.steps, args.workers, torch.get_num_threads())]
+    if specs and torch.device(args.device or "cpu").type == "cpu":
+        parts += [{"heading": "Which widths train in under an hour here", "level": 2},
+                  *width_probe(specs, compiled=args.probe_compile)]
     if args.from_summary:
         summary = json.loads(Path(args.from_summary).read_text())
-        md += ["", "## Full CIFAR-10 on a lent GPU (45,000 / 5,000 split)", "", cifar_table(summary)]
-    text = "\n".join(md) + "\n"
-    print(text)
-    if not args.no_write:
-        write_result("training", text)  # appends benchmarks/notes/training.md
+        parts += [{"heading": "Full CIFAR-10 on a lent GPU (45,000 / 5,000 split)", "level": 2}, *cifar_parts(summary)]
+    command = "python benchmarks/training.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:]))
+    _emit(make_record("training", "Training", command.strip(), parts, level=1, **ctx), args.no_write)
     return 0
+
+
+def _emit(rec: dict, no_write: bool) -> None:
+    print(render(rec))
+    if not no_write:
+        print(f"wrote {write_record(rec)}")  # with benchmarks/notes/<topic>.md as its notes
 
 
 if __name__ == "__main__":

@@ -6,8 +6,7 @@ augmentation (``lightnn.train.evaluate(tta="flip")``), reads the run's per-epoch
 
 - ``benchmarks/runs/<name>.json``: each run's record (recipe, per-epoch raw and EMA validation top-1, epoch times,
   the four scores), committed so the table can be rebuilt and checked without the data or the checkpoints;
-- ``benchmarks/results/training_levers.md``: the table (the hand-written analysis in ``notes/training_levers.md``
-  is appended).
+- ``benchmarks/results/training_levers.json``: the section's record (its notes are ``notes/training_levers.md``).
 
     python benchmarks/training_levers.py --run runs/r20_bs32_ema --data ../shared/data/cifar10-train-jpeg.tar.gz
     python benchmarks/training_levers.py     # the table again from the committed records, no data needed
@@ -22,7 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, cpu_name, machine_line, today, write_result  # noqa: E402
+from _common import ROOT, cpu_name, machine_line, today  # noqa: E402
+from records import col, render, table, write_record  # noqa: E402
+from records import make_record as section_record  # noqa: E402  (make_record here is a run's record)
 
 RECORDS = ROOT / "benchmarks" / "runs"
 
@@ -77,36 +78,43 @@ def _run_label(c: dict) -> str:
     return f"batch {c['batch_size']}, lr {c['lr']}" + (f", cutout {c['cutout']}" if c.get("cutout") else "")
 
 
-def levers_table(records: list[dict]) -> str:
-    """The section's text from run records alone (one table row per run and weights)."""
+COLUMNS = [col("run"), col("weights"), col("val top-1 %", "{value:.2f}", "%", "r"),
+           col("val top-5 %", "{value:.2f}", "%", "r"), col("with mirror TTA: top-1 %", "{value:.2f}", "%", "r"),
+           col("top-5 %", "{value:.2f}", "%", "r"),
+           col("train time", "{epochs} epochs, {minutes:.1f} min", {"epochs": "epochs", "minutes": "min"}, "r")]
+
+
+def levers_record(records: list[dict]) -> dict:
+    """The section's record from run records alone (one table row per run and weights)."""
     recipes = sorted({_recipe(r["config"]) for r in records})
     cpus = sorted({r["cpu"] for r in records})
-    lines = [
-        "## ResNet-20, 30 epochs: what a weight average, mirror test-time augmentation and Cutout add", "",
-        "`python benchmarks/training_levers.py --run DIR ... --data PATH` on `lightnn train ... --ema DECAY` runs "
-        f"(records: {', '.join('`benchmarks/runs/' + r['name'] + '.json`' for r in records)}); "
-        f"CPU: {', '.join(cpus)}; scored {', '.join(sorted({r['recorded'] for r in records}))}.", "",
-        f"Recipe: {'; or '.join(recipes)}. Weight average: EMA of the weights and BN statistics after every step. "
-        "Wall-clock is the sum of the epoch times (training + two validations).", "",
-        "| run | weights | val top-1 % | val top-5 % | with mirror TTA: top-1 % | top-5 % | train time |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
+    intro = (f"On `lightnn train ... --ema DECAY` runs (records: "
+             f"{', '.join('`benchmarks/runs/' + r['name'] + '.json`' for r in records)}); the dates are when each was "
+             "scored.")
+    recipe = (f"Recipe: {'; or '.join(recipes)}. Weight average: EMA of the weights and BN statistics after every "
+              "step. Wall-clock is the sum of the epoch times (training + two validations).")
+    rows = []
     for rec in records:
         c, s, ep = rec["config"], rec["scores"], rec["epochs"]
         wall = sum(r["epoch_time_s"] for r in ep)
         for which, label in (("raw", "trained (last step)"), ("ema", f"moving average (decay {c['ema']})")):
             a, b = s[which], s[f"{which}_flip"]
-            lines.append(f"| {_run_label(c)} | {label} | {a['top1']:.2f} | {a['top5']:.2f} | {b['top1']:.2f} | "
-                         f"{b['top5']:.2f} | {len(ep)} epochs, {wall / 60:.1f} min |")
-    every = [e for e in records[0]["epochs"] if e["epoch"] % 5 == 0 or e["epoch"] == 1]
-    lines += ["", "Validation top-1 during the runs (every 5th epoch):", "",
-              "| run | weights | " + " | ".join(str(e["epoch"]) for e in every) + " |",
-              "|---|---|" + "---:|" * len(every)]
+            rows.append([_run_label(c), label, a["top1"], a["top5"], b["top1"], b["top5"],
+                         {"epochs": len(ep), "minutes": wall / 60}])
+    every = [e["epoch"] for e in records[0]["epochs"] if e["epoch"] % 5 == 0 or e["epoch"] == 1]
+    epoch_rows = []
     for rec in records:
-        ep = [e for e in rec["epochs"] if e["epoch"] % 5 == 0 or e["epoch"] == 1]
+        by_epoch = {e["epoch"]: e for e in rec["epochs"]}
         for key, label in (("val_top1_raw", "trained"), ("val_top1", "average")):
-            lines.append(f"| {_run_label(rec['config'])} | {label} | " + " | ".join(f"{e[key]:.2f}" for e in ep) + " |")
-    return "\n".join(lines) + "\n"
+            epoch_rows.append([_run_label(rec["config"]), label] + [by_epoch[e][key] for e in every])
+    epoch_columns = [col("run"), col("weights")] + [col(str(e), "{value:.2f}", "%", "r") for e in every]
+    parts = [{"text": intro}, {"text": recipe}, table("scores", COLUMNS, rows),
+             {"text": "Validation top-1 during the runs (every 5th epoch):"},
+             table("epochs", epoch_columns, epoch_rows)]
+    return section_record("training_levers", "ResNet-20, 30 epochs: what a weight average, mirror test-time "
+                       "augmentation and Cutout add", "python benchmarks/training_levers.py --run DIR ... --data PATH",
+                       parts, machine={"cpu": ", ".join(cpus)},
+                       date=", ".join(sorted({r["recorded"] for r in records})), software={})
 
 
 def committed_records() -> list[dict]:
@@ -145,10 +153,10 @@ def main(argv=None) -> int:
     records.update({r["name"]: r for r in new})
     if not records:
         ap.error("no run records in benchmarks/runs/ yet: give --run DIR ... --data PATH")
-    text = levers_table([records[k] for k in sorted(records)])
-    print(text)
+    rec = levers_record([records[k] for k in sorted(records)])
+    print(render(rec))
     if not args.no_write:
-        write_result("training_levers", text)
+        print(f"wrote {write_record(rec)}")  # with notes/training_levers.md as its notes
     return 0
 
 

@@ -7,7 +7,7 @@ each round times a short burst of every model in turn, so all models see the sam
 measured only for models up to ``--b32-max-gmacs`` multiply-adds per image (the others would take minutes per
 run on this 2-core machine; their cells say "skipped").
 
-    python benchmarks/zoo.py                # writes benchmarks/results/zoo.md (about 10 minutes)
+    python benchmarks/zoo.py                # writes benchmarks/results/zoo.json (about 10 minutes)
     python benchmarks/zoo.py --quick        # 2 rounds, a few models: smoke run
 """
 
@@ -17,16 +17,16 @@ import argparse
 
 import _common  # noqa: F401  (puts the repository on sys.path)
 import torch
-from _common import interleaved, machine_line, ratio_stats, stats, write_result
+from _common import interleaved, ratio_stats, stats
+from records import col, make_record, render, start, table, write_record
 
 import lightnn
 from lightnn.profile import profile
-from lightnn.report.tables import markdown_table
 
 REFERENCE = "mobilenet_v2"
 
-# Published multiply-adds (M) to compare with (paper_tables.md): "tv" = torchvision's `_ops` metadata (section 14),
-# otherwise the paper's table named.
+# Published multiply-adds (M) to compare with: "tv" = torchvision's `_ops` weights metadata, otherwise the paper's
+# table named.
 PUBLISHED_MACS = {
     "mobilenet_v1": (569, "MobileNet V1 T6"), "mobilenet_v1_075": (325, "MobileNet V1 T6"),
     "mobilenet_v1_050": (149, "MobileNet V1 T6"), "mobilenet_v1_025": (41, "MobileNet V1 T6"),
@@ -42,12 +42,12 @@ PUBLISHED_MACS = {
     "igcv3_100": (318, "ShuffleNet V2 T8"), "igcv3_140": (610, "ShuffleNet V2 T8"),
 }
 
-# MobileNet V1 Table 2 (paper_tables.md section 1): % of mult-adds, % of parameters.
+# MobileNet V1 Table 2 (Howard et al. 2017): % of mult-adds, % of parameters.
 TABLE2 = {"Conv 1x1": (94.86, 74.59), "Conv DW 3x3": (3.06, 1.06), "Conv 3x3": (1.19, 0.02),
           "Fully Connected": (0.18, 24.33)}
 
 
-# ShuffleNet V2 Table 8 (paper_tables.md section 4): ARM images/s at batch 1, grouped by complexity level; the first
+# ShuffleNet V2 Table 8 (Ma et al. 2018): ARM images/s at batch 1, grouped by complexity level; the first
 # model of each level is the reference the paper's and our speed ratios are taken against.
 TABLE8 = {
     "~40 M": [("shufflenet_v2_x0_5", 57.0), ("mobilenet_v1_025", 36.4), ("igcv2_0_25", 31.5)],
@@ -58,7 +58,14 @@ TABLE8 = {
 }
 
 
-def table8_section(reps: dict, lat1: dict[str, list[float]]) -> str:
+TABLE8_COLUMNS = [col("level"), col("model"), col("MACs (M)", "{value:.1f}", "M", "r"),
+                  col("memory traffic (MB)", "{value:.1f}", "MB", "r"),
+                  col("ours: speed vs ShuffleNet V2 (IQR)", "{median:.2f} ({iqr:.2f})", "x", "r"),
+                  col("paper ARM images/s", "{value:g}", "images/s", "r"),
+                  col("paper: speed vs ShuffleNet V2", "{value:.2f}", "x", "r")]
+
+
+def table8_parts(reps: dict, lat1: dict[str, list[float]]) -> list[dict]:
     rows = []
     for level, entries in TABLE8.items():
         entries = [(n, arm) for n, arm in entries if n in lat1]
@@ -66,21 +73,19 @@ def table8_section(reps: dict, lat1: dict[str, list[float]]) -> str:
             continue
         ref, ref_arm = entries[0]
         for n, arm in entries:
-            r = ratio_stats(lat1[ref], lat1[n])
-            rows.append([level, n, f"{reps[n].macs / 1e6:.1f}", f"{reps[n].memory_bytes / 1e6:.1f}",
-                         f"{r['median']:.2f} ({r['iqr']:.2f})", f"{arm:g}", f"{arm / ref_arm:.2f}"])
+            rows.append([level, n, reps[n].macs / 1e6, reps[n].memory_bytes / 1e6, ratio_stats(lat1[ref], lat1[n]),
+                         arm, arm / ref_arm])
     if not rows:
-        return ""
-    return "\n".join([
-        "### ShuffleNet V2 Table 8 on this CPU: speed at equal complexity, relative to ShuffleNet V2",
-        "",
-        "Batch-1 speed of each model relative to the ShuffleNet V2 of its complexity level, from the same rounds as "
-        "the table above, next to the paper's ratio on ARM (Snapdragon 810, images/s at batch 1). Models are ours "
-        "(random weights); the paper's MobileNet V2 variants at other widths/resolutions are not in the zoo.",
-        "",
-        markdown_table(["level", "model", "MACs (M)", "memory traffic (MB)", "ours: speed vs ShuffleNet V2 (IQR)",
-                        "paper ARM images/s", "paper: speed vs ShuffleNet V2"], rows),
-    ])
+        return []
+    return [
+        {"heading": "ShuffleNet V2 Table 8 on this CPU: speed at equal complexity, relative to ShuffleNet V2",
+         "level": 3},
+        {"text": "Batch-1 speed of each model relative to the ShuffleNet V2 of its complexity level, from the same "
+                 "rounds as the table above, next to the paper's ratio on ARM (Snapdragon 810, images/s at batch 1). "
+                 "Models are ours (random weights); the paper's MobileNet V2 variants at other widths/resolutions "
+                 "are not in the zoo."},
+        table("table8", TABLE8_COLUMNS, rows),
+    ]
 
 
 def imagenet_models() -> list[str]:
@@ -142,51 +147,86 @@ def reading(names: list[str], reps: dict, lat1: dict[str, list[float]]) -> str:
     return " ".join(lines)
 
 
-def by_type_section() -> str:
+BY_TYPE_COLUMNS = [col("layer type"), col("MACs (M)", "{value:.2f}", "M", "r"),
+                   col("ours % mult-adds", "{value:.2f}%", "%", "r"),
+                   col("paper % mult-adds", "{value:.2f}%", "%", "r"),
+                   col("params", "{value:,}", "params", "r"), col("ours % params", "{value:.2f}%", "%", "r"),
+                   col("paper % params", "{value:.2f}%", "%", "r")]
+ALL_TYPES_COLUMNS = [col("layer type"), col("layers", "{value}", "layers", "r"),
+                     col("% MACs", "{value:.2f}%", "%", "r"), col("% params", "{value:.2f}%", "%", "r"),
+                     col("memory traffic (MB)", "{value:.2f}", "MB", "r"),
+                     col("% memory traffic", "{value:.2f}%", "%", "r")]
+
+
+def by_type_parts() -> list[dict]:
     if not lightnn.models.is_model("mobilenet_v1"):
-        return "MobileNet V1 is not registered; no per-layer-type table."
+        return [{"text": "MobileNet V1 is not registered; no per-layer-type table."}]
     rep = profile(lightnn.create_model("mobilenet_v1"), (1, 3, 224, 224))
     four = {t["type"]: t for t in rep.by_type(only=list(TABLE2))}
-    rows = [[k, f"{four[k]['macs'] / 1e6:.2f}", f"{four[k]['macs_pct']:.2f}%", f"{v[0]:.2f}%",
-             f"{four[k]['params']:,}", f"{four[k]['params_pct']:.2f}%", f"{v[1]:.2f}%"] for k, v in TABLE2.items()]
-    rows.append(["sum", f"{sum(t['macs'] for t in four.values()) / 1e6:.2f}",
-                 f"{sum(t['macs_pct'] for t in four.values()):.2f}%", f"{sum(v[0] for v in TABLE2.values()):.2f}%",
-                 f"{sum(t['params'] for t in four.values()):,}", f"{sum(t['params_pct'] for t in four.values()):.2f}%",
-                 f"{sum(v[1] for v in TABLE2.values()):.2f}%"])
-    t1 = markdown_table(["layer type", "MACs (M)", "ours % mult-adds", "paper % mult-adds", "params",
-                         "ours % params", "paper % params"], rows)
-    all_rows = [[t["type"], t["layers"], f"{t['macs_pct']:.2f}%", f"{t['params_pct']:.2f}%",
-                 f"{t['memory_bytes'] / 1e6:.2f}", f"{t['memory_pct']:.2f}%"] for t in rep.by_type()]
-    t2 = markdown_table(["layer type", "layers", "% MACs", "% params", "memory traffic (MB)", "% memory traffic"],
-                        all_rows)
+    rows = [[k, four[k]["macs"] / 1e6, four[k]["macs_pct"], v[0], four[k]["params"], four[k]["params_pct"], v[1]]
+            for k, v in TABLE2.items()]
+    rows.append(["sum", sum(t["macs"] for t in four.values()) / 1e6, sum(t["macs_pct"] for t in four.values()),
+                 sum(v[0] for v in TABLE2.values()), sum(t["params"] for t in four.values()),
+                 sum(t["params_pct"] for t in four.values()), sum(v[1] for v in TABLE2.values())])
+    all_rows = [[t["type"], t["layers"], t["macs_pct"], t["params_pct"], t["memory_bytes"] / 1e6, t["memory_pct"]]
+                for t in rep.by_type()]
     stem = four["Conv 3x3"]["macs_pct"]
     others = max(max(abs(four[k]["macs_pct"] - v[0]), abs(four[k]["params_pct"] - v[1]))
                  for k, v in TABLE2.items() if k != "Conv 3x3")
     whole = {t["type"]: t for t in rep.by_type()}
     eltwise = sum(whole[k]["memory_pct"] for k in ("BatchNorm", "ReLU", "ReLU6") if k in whole)
     eltwise_macs = sum(whole[k]["macs"] for k in ("BatchNorm", "ReLU", "ReLU6") if k in whole)
-    return "\n".join([
-        "### MobileNet V1 (1.0, 224): resources per layer type vs the paper's Table 2",
-        "",
-        f"Percentages over the four layer types of Table 2 (the paper leaves BatchNorm and biases out). "
-        f"Total {rep.macs / 1e6:.1f} M MACs (paper 569 M), {rep.params:,} params (paper 4.2 M).",
-        "",
-        t1,
-        "",
-        f"The paper's four mult-add percentages add up to {sum(v[0] for v in TABLE2.values()):.2f}%; the one stem "
-        f"conv (3x3x3x32 at 112x112 = {four['Conv 3x3']['macs'] / 1e6:.2f} M MACs) is {stem:.2f}%, so the printed "
-        f"1.19% reads as 1.91% with two digits transposed. Every other cell agrees to within {others:.2f} points "
-        "(tests/test_profile.py checks 0.5).",
-        "",
-        "Every layer type, percentages of the whole model, with the memory traffic each type causes "
-        f"(activations read + written + weights, fp32, batch 1): BatchNorm and ReLU layers cost "
-        f"{eltwise_macs / 1e6:g} M multiply-adds but {eltwise:.1f}% of the traffic (ShuffleNet V2 guideline G4).",
-        "",
-        t2,
-    ])
+    return [
+        {"heading": "MobileNet V1 (1.0, 224): resources per layer type vs the paper's Table 2", "level": 3},
+        {"text": f"Percentages over the four layer types of Table 2 (the paper leaves BatchNorm and biases out). "
+                 f"Total {rep.macs / 1e6:.1f} M MACs (paper 569 M), {rep.params:,} params (paper 4.2 M)."},
+        table("by_type", BY_TYPE_COLUMNS, rows),
+        {"text": f"The paper's four mult-add percentages add up to {sum(v[0] for v in TABLE2.values()):.2f}%; the one "
+                 f"stem conv (3x3x3x32 at 112x112 = {four['Conv 3x3']['macs'] / 1e6:.2f} M MACs) is {stem:.2f}%, so "
+                 f"the printed 1.19% reads as 1.91% with two digits transposed. Every other cell agrees to within "
+                 f"{others:.2f} points (tests/test_profile.py checks 0.5)."},
+        {"text": "Every layer type, percentages of the whole model, with the memory traffic each type causes "
+                 f"(activations read + written + weights, fp32, batch 1): BatchNorm and ReLU layers cost "
+                 f"{eltwise_macs / 1e6:g} M multiply-adds but {eltwise:.1f}% of the traffic (ShuffleNet V2 guideline "
+                 "G4)."},
+        table("all_types", ALL_TYPES_COLUMNS, all_rows),
+    ]
 
 
-def main(argv: list[str] | None = None) -> str:
+COLUMNS = [col("model"), col("input"), col("params (M)", "{value:.2f}", "M", "r"),
+           col("MACs (M)", "{value:.1f}", "M", "r"),
+           col("published MACs (M, source)", "{value:g} ({source})", "M", "r"),
+           col("memory traffic (MB)", "{value:.1f}", "MB", "r"), col("peak activations (MB)", "{value:.1f}", "MB", "r"),
+           col("batch 1: ms, median (IQR)", "{median:.2f} ({iqr:.2f})", "ms", "r"),
+           col(f"batch 1: speed vs {REFERENCE}", "{median:.2f} ({iqr:.2f})", "x", "r"),
+           col("batch 1: MACs per ms (M)", "{value:.1f}", "M/ms", "r"),
+           col("batch 32: ms, median (IQR)", "{median:.1f} ({iqr:.1f})", "ms"),
+           col(f"batch 32: speed vs {REFERENCE}", "{median:.2f} ({iqr:.2f})", "x", "r"),
+           col("batch 32: MACs per ms (M)", "{value:.1f}", "M/ms", "r")]
+
+
+def zoo_rows(names: list[str], sizes: dict, reps: dict, lat1: dict[str, list[float]],
+             lat32: dict[str, list[float]], batch32_run: bool) -> list[list]:
+    """One row per model (fewest MACs first) from its profile and per-round times (ms) at batch 1 and 32."""
+    rows = []
+    for n in sorted(names, key=lambda k: reps[k].macs):
+        rep = reps[n]
+        pub = PUBLISHED_MACS.get(n)
+        s1 = stats(lat1[n])
+        row = [n, "x".join(map(str, sizes[n][1:])), rep.params / 1e6, rep.macs / 1e6,
+               {"value": pub[0], "source": pub[1]} if pub else None, rep.memory_bytes / 1e6,
+               rep.peak_activation_bytes / 1e6, s1, ratio_stats(lat1[REFERENCE], lat1[n]),
+               rep.macs / 1e6 / s1["median"]]
+        if n in lat32 and lat32[n]:
+            s32 = stats(lat32[n])
+            row += [s32, ratio_stats(lat32[REFERENCE], lat32[n]), 32 * rep.macs / 1e6 / s32["median"]]
+        else:
+            row += ["skipped" if batch32_run else "not run", None, None]
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5, help="rounds at batch 1 (default 5)")
     ap.add_argument("--rounds-b32", type=int, default=3, help="rounds at batch 32 (default 3)")
@@ -201,7 +241,7 @@ def main(argv: list[str] | None = None) -> str:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    machine = machine_line(1)
+    ctx = start(1)
     names = lightnn.list_models(args.models) if args.models else imagenet_models()
     if REFERENCE not in names:
         names = [REFERENCE] + names
@@ -216,56 +256,36 @@ def main(argv: list[str] | None = None) -> str:
     lat1 = _rounds(models, sizes, 1, rounds, args.runs, args.clock)
     small = {n: m for n, m in models.items() if reps[n].macs <= args.b32_max_gmacs * 1e9}
     lat32 = _rounds(small, sizes, 32, rounds32, 1, args.clock) if rounds32 else {}
+    rec = zoo_record(names, sizes, reps, lat1, lat32, rounds, rounds32, args.runs, args.clock, args.b32_max_gmacs,
+                     ctx)
+    print(render(rec))
+    if not args.no_write:
+        print(f"\nwrote {write_record(rec)}")
+    return rec
 
-    rows = []
-    for n in sorted(names, key=lambda k: reps[k].macs):
-        rep = reps[n]
-        pub = PUBLISHED_MACS.get(n)
-        s1, r1 = stats(lat1[n]), ratio_stats(lat1[REFERENCE], lat1[n])
-        row = [n, "x".join(map(str, sizes[n][1:])), f"{rep.params / 1e6:.2f}", f"{rep.macs / 1e6:.1f}",
-               f"{pub[0]:g} ({pub[1]})" if pub else "", f"{rep.memory_bytes / 1e6:.1f}",
-               f"{rep.peak_activation_bytes / 1e6:.1f}", f"{s1['median']:.2f} ({s1['iqr']:.2f})",
-               f"{r1['median']:.2f} ({r1['iqr']:.2f})", f"{rep.macs / 1e6 / s1['median']:.1f}"]
-        if n in lat32 and lat32[n]:
-            s32, r32 = stats(lat32[n]), ratio_stats(lat32[REFERENCE], lat32[n])
-            row += [f"{s32['median']:.1f} ({s32['iqr']:.1f})", f"{r32['median']:.2f} ({r32['iqr']:.2f})",
-                    f"{32 * rep.macs / 1e6 / s32['median']:.1f}"]
-        else:
-            row += ["skipped" if rounds32 else "not run", "", ""]
-        rows.append(row)
-    headers = ["model", "input", "params (M)", "MACs (M)", "published MACs (M, source)", "memory traffic (MB)",
-               "peak activations (MB)", "batch 1: ms, median (IQR)", f"batch 1: speed vs {REFERENCE}",
-               "batch 1: MACs per ms (M)", "batch 32: ms, median (IQR)", f"batch 32: speed vs {REFERENCE}",
-               "batch 32: MACs per ms (M)"]
-    text = "\n".join([
-        "## Model zoo: size, multiply-adds, memory traffic and eager latency on this CPU",
-        "",
-        "Produced by `python benchmarks/zoo.py`. " + machine,
+
+def zoo_record(names: list[str], sizes: dict, reps: dict, lat1: dict[str, list[float]],
+               lat32: dict[str, list[float]], rounds: int, rounds32: int, runs: int, clock: str,
+               b32_max_gmacs: float, ctx: dict) -> dict:
+    """The section's record from the models' profiles and per-round times (ms); ``ctx`` from
+    :func:`records.start`."""
+    intro = (
         f"Counts from `lightnn.profile` (MACs = multiply-adds; FLOPs would be 2x; memory traffic = activations "
         f"read + written + weights, fp32, batch 1; peak activations = the most bytes of activations alive at once). "
         f"Latency: PyTorch eager, NCHW, 1 thread, `torch.inference_mode`, random weights; {rounds} rounds at batch 1 "
-        f"({args.runs}-run bursts, median) and {rounds32} at batch 32 (1 run), every model timed once per round in "
+        f"({runs}-run bursts, median) and {rounds32} at batch 32 (1 run), every model timed once per round in "
         f"turn; the table gives the median and IQR over rounds. Clock: "
         + ("CPU time of the computing thread (`time.thread_time`; with one intra-op thread PyTorch computes on the "
            "calling thread): on this shared 2-core machine the OS preempts any run longer than a few ms and wall "
            "times swing several-fold, while the thread's CPU time stays put; on an idle machine the two agree. "
-           if args.clock == "cpu" else "wall time. ")
+           if clock == "cpu" else "wall time. ")
         + f"Speed vs {REFERENCE} = its time / the model's "
-        f"time, round by round (> 1 is faster). Batch 32 is skipped above {args.b32_max_gmacs:g} GMACs per image. "
-        "torchvision is not installed here, so the side-by-side torchvision comparison is not in this table.",
-        "",
-        markdown_table(headers, rows),
-        "",
-        reading(names, reps, lat1),
-        "",
-        table8_section(reps, lat1),
-        "",
-        by_type_section(),
-    ])
-    print(text)
-    if not args.no_write:
-        print(f"\nwrote {write_result('zoo', text)}")
-    return text
+        f"time, round by round (> 1 is faster). Batch 32 is skipped above {b32_max_gmacs:g} GMACs per image. "
+        "torchvision is not installed here, so the side-by-side torchvision comparison is not in this table.")
+    parts = [{"text": intro}, table("main", COLUMNS, zoo_rows(names, sizes, reps, lat1, lat32, bool(rounds32))),
+             {"text": reading(names, reps, lat1)}, *table8_parts(reps, lat1), *by_type_parts()]
+    return make_record("zoo", "Model zoo: size, multiply-adds, memory traffic and eager latency on this CPU",
+                       "python benchmarks/zoo.py", parts, **ctx)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ counter; the module itself is callable, so ``lightnn.profile.measure_latency`` w
 from __future__ import annotations
 
 from . import profile  # callable module: lightnn.profile(model, input_size)
+from .export import backends as _backends  # noqa: F401  (registers ONNX Runtime into profile's latency backends)
 from .errors import LightnnError
 from .models import create_model, list_models, model_info
 

@@ -219,7 +219,7 @@ def _profile_row(model: nn.Module, input_size: tuple[int, int, int]) -> dict[str
 
 
 def _ort_latency(onnx_path: Path, input_size, cfg: dict) -> dict[str, dict]:
-    from .export.runtime import OrtSession
+    from .runtime import OrtSession
 
     lc = cfg["latency"]
     sess = OrtSession(onnx_path, threads=int(lc["threads"]))
@@ -231,7 +231,7 @@ def _ort_latency(onnx_path: Path, input_size, cfg: dict) -> dict[str, dict]:
 
 
 def _onnx_top1(onnx_path: Path, x: np.ndarray, y: np.ndarray, threads: int) -> float:
-    from .export.runtime import OrtSession
+    from .runtime import OrtSession
 
     sess = OrtSession(onnx_path, threads=threads)
     correct = 0
@@ -429,7 +429,8 @@ def _stage_quantize(ctx: Ctx, train, val) -> None:
     # when int8 is not faster than fp32 at its first batch
     rep = quantize_report(fp32, int8, calib_x, val_data=ImageSet(val_x, val_y, list(val.classes), "val"),
                           method=ctx.cfg["quantize"]["method"], batches=[deploy] + [b for b in batches if b != deploy],
-                          threads=int(lc["threads"]), runs=int(lc["runs"]))
+                          threads=int(lc["threads"]), runs=int(lc["runs"]),
+                          mixed_path=ctx.out / "models" / f"{row0['name']}-mixed.onnx")
     d = rep.as_dict()
     lat = {b: d["latency"][f"int8@{b}"] for b in map(str, batches)}
     int8_path = Path(rep.int8_path)
@@ -441,6 +442,11 @@ def _stage_quantize(ctx: Ctx, train, val) -> None:
            "latency": lat, "params": row0["params"], "macs": row0["macs"], "memory_bytes": row0["memory_bytes"],
            "deploy_batch": deploy, "shipped": kind, "shipped_onnx": str(shipped.relative_to(ctx.out)),
            "shipped_why": why}
+    if rep.mixed_path is not None:
+        row["mixed"] = {"onnx": str(Path(rep.mixed_path).relative_to(ctx.out)), "size_bytes": rep.mixed_bytes,
+                        "top1": rep.mixed_top1, "top1_agreement": rep.mixed_agreement,
+                        "speedup_vs_fp32": {b: rep.mixed_speedup[b] for b in map(str, batches)},
+                        "latency": {b: d["latency"][f"mixed@{b}"] for b in map(str, batches)}}
     row.update(_lat_fields(lat))
     ctx.state["quantize"] = row
 
@@ -448,20 +454,32 @@ def _stage_quantize(ctx: Ctx, train, val) -> None:
 def ship_decision(rep: QuantReport, fp32_path: Path, batch: int) -> tuple[str, Path, str]:
     """Which model the quantize stage ships: ``("int8" | "mixed" | "fp32", path, why)``.
 
-    The int8 model (``"mixed"`` when :func:`~lightnn.export.quantize.quantize_report` kept some op types in float)
-    ships only when it is faster than the fp32 ONNX model at the deployment batch, in the report's back-to-back
-    measurement; otherwise the fp32 model ships, so the deployed model is never slower than the float one.
+    The fastest of the models :func:`~lightnn.export.quantize.quantize_report` timed side by side at the deployment
+    batch: the int8 model, the mixed one (slow op types kept in float, when the search found one) or the fp32 ONNX
+    model. A quantized model ships only when it is strictly faster than fp32, so the deployed model is never slower
+    than the float one.
     """
     b = str(batch)
-    kind = "mixed" if rep.kept_float else "int8"
-    f_ms, q_ms = rep.latency[f"fp32@{b}"]["median_ms"], rep.latency[f"int8@{b}"]["median_ms"]
-    what = f"int8 with {', '.join(rep.kept_float)} kept in float" if rep.kept_float else "int8"
-    nums = f"{what} {q_ms:.2f} ms vs fp32 {f_ms:.2f} ms median at batch {b}, {rep.speedup[b]:.2f}x"
-    if rep.speedup[b] > 1.0:
-        return kind, Path(rep.int8_path), f"{kind} is faster than fp32 at the deployment batch ({nums})"
-    tried = ("keeping the slow op types in float helped but not enough" if rep.kept_float
-             else "no mixed model (slow op types kept in float) was faster either")
-    return "fp32", Path(fp32_path), f"{kind} is not faster than fp32 at the deployment batch ({nums}); {tried}"
+    f_ms = rep.latency[f"fp32@{b}"]["median_ms"]
+    options = {"int8": (rep.speedup[b], rep.latency[f"int8@{b}"]["median_ms"], Path(rep.int8_path), "int8")}
+    if rep.mixed_path is not None:
+        options["mixed"] = (rep.mixed_speedup[b], rep.latency[f"mixed@{b}"]["median_ms"], Path(rep.mixed_path),
+                            f"int8 with {', '.join(rep.kept_float)} kept in float")
+    kind = max(options, key=lambda k: options[k][0])
+    s, q_ms, path, what = options[kind]
+    nums = f"{what} {q_ms:.2f} ms vs fp32 {f_ms:.2f} ms median at batch {b}, {s:.2f}x"
+    others = "; ".join(f"{w} {ms:.2f} ms, {sp:.2f}x" for k, (sp, ms, _, w) in options.items() if k != kind)
+    if s > 1.0:
+        return kind, path, (f"{kind} is faster than fp32 at the deployment batch ({nums}"
+                            + (f"; {others}" if others else "") + ")")
+    i_s, i_ms = options["int8"][:2]
+    head = f"int8 is not faster than fp32 at the deployment batch (int8 {i_ms:.2f} ms vs fp32 {f_ms:.2f} ms median " \
+           f"at batch {b}, {i_s:.2f}x)"
+    if "mixed" in options:
+        m_s, m_ms, _, m_what = options["mixed"]
+        return "fp32", Path(fp32_path), (f"{head}; keeping the slow op types in float helped but not enough "
+                                         f"({m_what} {m_ms:.2f} ms, {m_s:.2f}x)")
+    return "fp32", Path(fp32_path), f"{head}; no mixed model (slow op types kept in float) was faster either"
 
 
 # -- report --------------------------------------------------------------------------------------------------------
@@ -539,8 +557,13 @@ def write_report(ctx: Ctx) -> None:
         sp = ", ".join(f"batch {b}: {s:.2f}x" for b, s in q["speedup_vs_fp32"].items())
         lines += ["", f"int8 (ONNX Runtime static, {q['method']} calibration, per-channel weights): top-1 "
                       f"{_fmt(q['top1'])}% vs fp32 {_fmt(q['fp32_top1_ort'])}% (top-1 agreement "
-                      f"{_fmt(q['top1_agreement'], '{:.1f}')}%); speed-up over the fp32 ONNX model: {sp}"
-                      + (f"; kept in float: {', '.join(q['kept_float'])}" if q["kept_float"] else "") + "."]
+                      f"{_fmt(q['top1_agreement'], '{:.1f}')}%); speed-up over the fp32 ONNX model: {sp}."]
+        if q.get("mixed"):
+            m = q["mixed"]
+            msp = ", ".join(f"batch {b}: {s:.2f}x" for b, s in m["speedup_vs_fp32"].items())
+            lines += ["", f"Mixed model (`{m['onnx']}`, {', '.join(q['kept_float'])} kept in float, "
+                          f"{m['size_bytes'] / 1e3:.1f} KB): top-1 {_fmt(m['top1'])}% (top-1 agreement with fp32 "
+                          f"{_fmt(m['top1_agreement'], '{:.1f}')}%); speed-up over the fp32 ONNX model: {msp}."]
         if q.get("verdict"):
             lines += ["", q["verdict"]]
         if q.get("shipped"):

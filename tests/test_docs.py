@@ -1,11 +1,13 @@
-"""The published tables agree with their sources: BENCHMARKS.md is exactly the assembled benchmark results, the
-channel-pruning table's derived columns and verdicts follow from its measured columns, and every MACs / params
-figure of a model that can be rebuilt from the registry alone is recomputed here."""
+"""The published tables agree with their sources: BENCHMARKS.md is exactly the rendering of the benchmark records
+(``benchmarks/results/*.json``), the channel-pruning table's derived columns and verdicts follow from its measured
+columns, and every MACs / params figure of a model that can be rebuilt from the registry alone is recomputed here.
+Every check reads the records' typed cells, never markdown."""
 
 from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,88 +17,108 @@ from lightnn import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+if str(ROOT / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import records as R  # noqa: E402  (benchmarks/records.py: the record schema, reader and renderer)
 
 
-def _assemble():
-    spec = importlib.util.spec_from_file_location("lightnn_bench_assemble", ROOT / "benchmarks" / "assemble.py")
+def _bench(name: str):
+    """A script of benchmarks/ as a module."""
+    spec = importlib.util.spec_from_file_location(f"lightnn_bench_{name}", ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
-def _table(text: str, first_col: str) -> list[dict[str, str]]:
-    """The first markdown table whose header's first cell is ``first_col``, as dicts keyed by the header cells."""
-    lines = text.splitlines()
-    start = next(i for i, ln in enumerate(lines)
-                 if ln.startswith("|") and ln.strip("|").split("|")[0].strip() == first_col)
-    head = [c.strip() for c in lines[start].strip("|").split("|")]
-    rows = []
-    for ln in lines[start + 2:]:
-        if not ln.startswith("|"):
-            break
-        rows.append(dict(zip(head, (c.strip() for c in ln.strip("|").split("|")))))
-    return rows
+def _record(topic: str) -> dict:
+    path = RESULTS / f"{topic}.json"
+    if not path.exists():
+        pytest.skip(f"benchmarks/results/{topic}.json is not in this checkout")
+    return R.load_record(path)
 
 
-def _num(cell: str) -> float:
-    return float(re.match(r"[-+]?[\d,]*\.?\d+", cell.replace("*", "")).group(0).replace(",", ""))
+def _text(t: dict, label: str, cell) -> str:
+    """The cell's text as BENCHMARKS.md prints it."""
+    return R.render_cell(next(c for c in t["columns"] if c["label"] == label), cell)
 
 
-def test_benchmarks_md_is_the_assembled_results():
+def _lines(rec: dict) -> list[str]:
+    return [ln for p in rec["parts"] if "text" in p for ln in p["text"].splitlines()]
+
+
+def test_benchmarks_md_is_the_rendered_records():
     if not RESULTS.is_dir():
         pytest.skip("benchmarks/results is not in this checkout")
-    text, n = _assemble().render(RESULTS)
+    text, n = _bench("assemble").render(RESULTS)
     assert n >= 10
-    assert (ROOT / "BENCHMARKS.md").read_text() == text, \
-        "BENCHMARKS.md differs from benchmarks/results/*.md: run `python benchmarks/assemble.py`"
+    assert (ROOT / "BENCHMARKS.md").read_text(encoding="utf-8") == text, \
+        "BENCHMARKS.md differs from the records in benchmarks/results/: run `python benchmarks/assemble.py`"
+    assert not list(RESULTS.glob("*.md")), "the records are the only source of BENCHMARKS.md"
 
 
 def test_assemble_orders_known_sections_first(tmp_path):
-    (tmp_path / "zzz_new.md").write_text("# New\n")
-    (tmp_path / "zoo.md").write_text("# Zoo\n")
-    (tmp_path / "guidelines.md").write_text("# Guidelines\n")
-    text, n = _assemble().render(tmp_path)
-    assert n == 3 and text.index("# Guidelines") < text.index("# Zoo") < text.index("# New")
+    for topic in ("zzz_new", "zoo", "guidelines"):
+        R.write_record(R.make_record(topic, topic.title(), None, [{"text": "x"}], machine=None, date=None),
+                       tmp_path, notes_dir=tmp_path)
+    text, n = _bench("assemble").render(tmp_path)
+    assert n == 3 and text.index("## Guidelines") < text.index("## Zoo") < text.index("## Zzz_New")
+
+
+def test_every_committed_record_is_well_formed_and_its_speeds_name_machine_and_date():
+    # timed cells (a median with its spread) are speed figures: the record must say where and when
+    recs = R.load_records(RESULTS) if RESULTS.is_dir() else {}
+    if not recs:
+        pytest.skip("no records in this checkout")
+    for topic, rec in recs.items():
+        timed = [c for t in R.tables(rec) for r in t["rows"] for c in r if isinstance(c, dict) and "median" in c]
+        if timed:
+            assert all("iqr" in c or "p25" in c for c in timed), topic
+            m = rec["machine"] or {}
+            assert (m.get("cpu") or m.get("gpu")) and rec["date"], topic
+        notes = ROOT / "benchmarks" / "notes" / f"{topic}.md"
+        if notes.exists():  # the hand-written analysis is the notes file, as write_record copies it
+            assert rec["notes"] == notes.read_text(encoding="utf-8").strip(), topic
 
 
 @pytest.fixture(scope="module")
-def pruning_table() -> tuple[str, list[dict[str, str]]]:
-    path = RESULTS / "channel_pruning.md"
-    if not path.exists():
-        pytest.skip("benchmarks/results/channel_pruning.md is not in this checkout")
-    text = path.read_text()
-    return text, _table(text, "model")
+def pruning() -> dict:
+    return _record("channel_pruning")
 
 
-def test_channel_pruning_derived_columns_follow_from_the_measured_ones(pruning_table):
-    _check_pruning_columns(*pruning_table)
+def test_channel_pruning_derived_columns_follow_from_the_measured_ones(pruning):
+    _check_pruning_columns(pruning)
 
 
-def test_channel_pruning_verdicts_follow_from_the_table(pruning_table):
-    assert _check_pruning_verdicts(*pruning_table) >= 2
+def test_channel_pruning_verdicts_follow_from_the_table(pruning):
+    assert _check_pruning_verdicts(pruning) >= 2
 
 
-def test_channel_pruning_registry_rows_have_the_quoted_size(pruning_table):
-    assert _check_pruning_registry_rows(*pruning_table) >= 4
+def test_channel_pruning_registry_rows_have_the_quoted_size(pruning):
+    assert _check_pruning_registry_rows(pruning) >= 4
 
 
-def _check_pruning_columns(text: str, rows: list[dict[str, str]]) -> None:
+def _pruning_rows(rec: dict) -> list[dict]:
+    return R.rows(R.find_table(rec, "main"))
+
+
+def _check_pruning_columns(rec: dict) -> None:
+    rows = _pruning_rows(rec)
     base = {r["model"]: r for r in rows if r["variant"] == "baseline"}
     assert set(base) == {r["model"] for r in rows}, "every model has a baseline row"
     for r in rows:
         b = base[r["model"]]
-        delta = _num(r["top-1 (%)"]) - _num(b["top-1 (%)"])
-        assert _num(r["Δ top-1"]) == pytest.approx(delta, abs=0.006), r
+        assert r["Δ top-1"] == pytest.approx(r["top-1 (%)"] - b["top-1 (%)"], abs=0.006), r
         for bs in ("b1", "b32"):
-            ms, ms0 = _num(r[f"{bs} ms (IQR)"]), _num(b[f"{bs} ms (IQR)"])
-            # speed-up = baseline median / model median, both printed to 3 decimals (so each is within 0.0005 of
-            # the measured value: tiny models on the sample run in ~0.1 ms), the ratio rounded to 2 decimals
+            ms, ms0 = r[f"{bs} ms (IQR)"]["median"], b[f"{bs} ms (IQR)"]["median"]
+            # speed-up = baseline median / model median; the committed record holds both as printed (3 decimals,
+            # so each within 0.0005 of the measured value: tiny models on the sample run in ~0.1 ms), the ratio to 2
             lo, hi = (ms0 - 5e-4) / (ms + 5e-4) - 0.005, (ms0 + 5e-4) / (ms - 5e-4) + 0.005
-            assert lo <= _num(r[f"{bs} speed-up"]) <= hi, (r, bs, lo, hi)
+            assert lo <= r[f"{bs} speed-up"] <= hi, (r, bs, lo, hi)
 
 
-def _check_pruning_verdicts(text: str, rows: list[dict[str, str]]) -> int:
-    lines = text.splitlines()
+def _check_pruning_verdicts(rec: dict) -> int:
+    rows, lines = _pruning_rows(rec), _lines(rec)
     checked = 0
     for m in {r["model"] for r in rows}:
         width = next(r for r in rows if r["model"] == m and r["variant"].startswith("uniform"))
@@ -108,27 +130,25 @@ def _check_pruning_verdicts(text: str, rows: list[dict[str, str]]) -> int:
             if pruned is None:
                 continue
             line = next(ln for ln in lines if ln.startswith(prefix))
-            lost = -_num(pruned["Δ top-1"])
-            speed = _num(pruned["b32 speed-up"])
+            lost, speed = -pruned["Δ top-1"], pruned["b32 speed-up"]
             acc_ok, speed_ok = ("met" if lost <= 1 else "NOT met"), ("met" if speed >= 1.5 else "NOT met")
             if targets:
                 acc_ok, speed_ok = f"target <= 1: {acc_ok}", f"target >= 1.5x: {speed_ok}"
             assert f"accuracy lost {lost:.2f} points ({acc_ok})" in line, line
             assert f"batch-32 speed-up {speed:.2f}x ({speed_ok})" in line, line
-            gap = _num(pruned["top-1 (%)"]) - _num(width["top-1 (%)"])
-            assert f"vs width scaling: top-1 {gap:+.2f} points" in line
-            assert f"speed-up {speed:.2f}x vs {_num(width['b32 speed-up']):.2f}x" in line
+            assert f"vs width scaling: top-1 {pruned['top-1 (%)'] - width['top-1 (%)']:+.2f} points" in line
+            assert f"speed-up {speed:.2f}x vs {width['b32 speed-up']:.2f}x" in line
             checked += 1
     return checked
 
 
-def _check_pruning_registry_rows(text: str, rows: list[dict[str, str]]) -> int:
+def _check_pruning_registry_rows(rec: dict) -> int:
     # baselines and the uniform width baselines are plain registry models: recompute their MACs and params
     from lightnn.compress.sensitivity import count_macs
 
     x = torch.randn(1, 3, 32, 32)
     checked = 0
-    for r in rows:
+    for r in _pruning_rows(rec):
         if r["variant"] == "baseline":
             kw = {}
         elif r["variant"].startswith("uniform "):
@@ -137,8 +157,8 @@ def _check_pruning_registry_rows(text: str, rows: list[dict[str, str]]) -> int:
         else:
             continue  # pruned models need their checkpoints
         m = create_model(r["model"], num_classes=10, **kw).eval()
-        assert _num(r["MACs (M)"]) == pytest.approx(count_macs(m, x) / 1e6, abs=0.051), r
-        assert _num(r["params (k)"]) == pytest.approx(sum(p.numel() for p in m.parameters()) / 1e3, abs=0.51), r
+        assert r["MACs (M)"] == pytest.approx(count_macs(m, x) / 1e6, abs=0.051), r
+        assert r["params (k)"] == pytest.approx(sum(p.numel() for p in m.parameters()) / 1e3, abs=0.51), r
         checked += 1
     return checked
 
@@ -146,14 +166,14 @@ def _check_pruning_registry_rows(text: str, rows: list[dict[str, str]]) -> int:
 @pytest.mark.slow
 def test_channel_pruning_benchmark_stages_on_the_sample(tmp_path):
     # benchmarks/channel_pruning.py adopt + measure end to end on untrained CIFAR-size checkpoints and the shipped
-    # sample: the table it writes passes the same checks as the committed one (retrained row included)
+    # sample: the record it writes passes the same checks as the committed one (retrained row included)
     import subprocess
-    import sys
 
     from lightnn.checkpoint import save_checkpoint
     from lightnn.cli import main
 
-    committed = (RESULTS / "channel_pruning.md").read_bytes() if (RESULTS / "channel_pruning.md").exists() else None
+    committed_path = RESULTS / "channel_pruning.json"
+    committed = committed_path.read_bytes() if committed_path.exists() else None
     torch.manual_seed(0)
     base, width = tmp_path / "base.pt", tmp_path / "width.pt"
     save_checkpoint(base, create_model("resnet20", num_classes=10))
@@ -171,16 +191,21 @@ def test_channel_pruning_benchmark_stages_on_the_sample(tmp_path):
     subprocess.run(script + ["measure", "--runs-dir", str(runs), "--rounds", "1", "--runs", "3", "--tmp",
                              str(tmp_path / "onnx"), "--results-dir", str(results)], check=True, cwd=ROOT,
                    stdout=subprocess.DEVNULL)
-    text = (results / "channel_pruning.md").read_text()
-    rows = _table(text, "model")
+    rec = R.load_record(results / "channel_pruning.json")
+    rows = _pruning_rows(rec)
     assert [r["variant"].split(" (")[0] for r in rows] == ["baseline", "channel-pruned", "channel-pruned",
                                                            "uniform width=11"]
-    _check_pruning_columns(text, rows)
-    assert _check_pruning_verdicts(text, rows) == 2
-    assert _check_pruning_registry_rows(text, rows) == 2
+    _check_pruning_columns(rec)
+    assert _check_pruning_verdicts(rec) == 2
+    assert _check_pruning_registry_rows(rec) == 2
+    assert rec["machine"]["cpu"] and rec["machine"]["threads"] == 1 and rec["date"]
+    # every drop in the sensitivity table is against the one baseline the section prints
+    bases = {round(r["prune 50%"]["value"] - r["prune 50%"]["delta"], 9) for r in
+             R.rows(R.find_table(rec, "sensitivity"))}
+    assert len(bases) == 1 and f"baseline: {bases.pop():.2f}" in _lines(rec)
     assert (results / "channel_pruning_sensitivity_resnet.png").stat().st_size > 0
-    if committed is not None:  # --results-dir kept the committed table untouched
-        assert (RESULTS / "channel_pruning.md").read_bytes() == committed
+    if committed is not None:  # --results-dir kept the committed record untouched
+        assert committed_path.read_bytes() == committed
 
 
 def test_zoo_table_sizes_are_what_the_profiler_counts():
@@ -189,23 +214,33 @@ def test_zoo_table_sizes_are_what_the_profiler_counts():
     import lightnn
     from lightnn.profile import profile
 
-    path = RESULTS / "zoo.md"
-    if not path.exists():
-        pytest.skip("benchmarks/results/zoo.md is not in this checkout")
-    rows = _table(path.read_text(), "model")
+    t = R.find_table(_record("zoo"), "main")
+    rows = R.rows(t)
     assert len(rows) >= 30
     torch.manual_seed(0)
     for r in rows:
         name = r["model"]
         size = tuple(int(v) for v in r["input"].split("x"))
         rep = profile(lightnn.create_model(name).eval(), (1, 3, *size))
-        assert r["params (M)"] == f"{rep.params / 1e6:.2f}", name
-        assert r["MACs (M)"] == f"{rep.macs / 1e6:.1f}", name
-        assert r["memory traffic (MB)"] == f"{rep.memory_bytes / 1e6:.1f}", name
-        assert r["peak activations (MB)"] == f"{rep.peak_activation_bytes / 1e6:.1f}", name
-        ms = _num(r["batch 1: ms, median (IQR)"])
+        assert _text(t, "params (M)", r["params (M)"]) == f"{rep.params / 1e6:.2f}", name
+        assert _text(t, "MACs (M)", r["MACs (M)"]) == f"{rep.macs / 1e6:.1f}", name
+        assert _text(t, "memory traffic (MB)", r["memory traffic (MB)"]) == f"{rep.memory_bytes / 1e6:.1f}", name
+        assert _text(t, "peak activations (MB)", r["peak activations (MB)"]) == \
+            f"{rep.peak_activation_bytes / 1e6:.1f}", name
+        ms = r["batch 1: ms, median (IQR)"]["median"]
         # the ratio was taken before the latency was rounded to 2 decimals
-        assert _num(r["batch 1: MACs per ms (M)"]) == pytest.approx(rep.macs / 1e6 / ms, rel=0.01, abs=0.051), name
+        assert r["batch 1: MACs per ms (M)"] == pytest.approx(rep.macs / 1e6 / ms, rel=0.01, abs=0.051), name
+
+
+def test_zoo_mobilenet_v1_layer_types_are_what_the_profiler_counts():
+    # BENCHMARKS.md "MobileNet V1 (1.0, 224): resources per layer type": both tables and the sentences that quote
+    # them are the profiler's today (nothing in them is timed)
+    rec = _record("zoo")
+    want = _bench("zoo").by_type_parts()
+    start = next(i for i, p in enumerate(rec["parts"]) if p.get("heading", "").startswith("MobileNet V1 (1.0, 224)"))
+    got = rec["parts"][start:start + len(want)]
+    assert [R.render_table(p["table"]) if "table" in p else p for p in got] == \
+        [R.render_table(p["table"]) if "table" in p else p for p in want]
 
 
 def test_igc_width_table_sizes_are_the_blocks():
@@ -215,65 +250,50 @@ def test_igc_width_table_sizes_are_the_blocks():
     from lightnn.ops.conv import conv2d
     from lightnn.ops.igc import IGCV1Block
 
-    path = RESULTS / "igc_width.md"
-    if not path.exists():
-        pytest.skip("benchmarks/results/igc_width.md is not in this checkout")
-    rows = [r for r in _table(path.read_text(), "regular C") if r["IGC block"].startswith("L")]
+    t = R.find_table(_record("igc_width"), "main")
+    rows = [r for r in R.rows(t) if r["IGC block"].startswith("L")]
     assert len(rows) >= 10
     for r in rows:
-        C = int(r["regular C"])
+        C = r["regular C"]
         L, M = map(int, re.match(r"L(\d+)M(\d+)", r["IGC block"]).groups())
         block = IGCV1Block(L * M, L * M, L, M, 3, norm=False, act=None)
-        p_reg, p_igc = (int(v.replace(",", "")) for v in r["params (regular -> IGC)"].split("->"))
-        assert p_reg == 9 * C * C == sum(q.numel() for q in conv2d(C, C, 3).parameters())
-        assert p_igc == sum(q.numel() for q in block.parameters()) <= p_reg, r
-        assert int(r["width G = L M"]) == L * M and r["G / C"] == f"{L * M / C:.2f}"
-        macs_reg, macs_igc = (float(v) for v in r["MACs per image (M), regular -> IGC"].split("->"))
-        assert macs_reg == pytest.approx(profile(conv2d(C, C, 3), (1, C, 32, 32)).macs / 1e6, abs=0.051)
-        assert macs_igc == pytest.approx(profile(block, (1, L * M, 32, 32)).macs / 1e6, abs=0.051)
+        params = r["params (regular -> IGC)"]
+        assert params["regular"] == 9 * C * C == sum(q.numel() for q in conv2d(C, C, 3).parameters())
+        assert params["igc"] == sum(q.numel() for q in block.parameters()) <= params["regular"], r
+        assert r["width G = L M"] == L * M and _text(t, "G / C", r["G / C"]) == f"{L * M / C:.2f}"
+        macs = r["MACs per image (M), regular -> IGC"]
+        assert macs["regular"] == pytest.approx(profile(conv2d(C, C, 3), (1, C, 32, 32)).macs / 1e6, abs=0.051)
+        assert macs["igc"] == pytest.approx(profile(block, (1, L * M, 32, 32)).macs / 1e6, abs=0.051)
 
 
-@pytest.mark.parametrize("name", ["training.md", "training_compile.md"])
-def test_training_width_estimates_follow_from_the_speeds(name):
+@pytest.mark.parametrize("topic", ["training", "training_compile"])
+def test_training_width_estimates_follow_from_the_speeds(topic):
     # "est. 30 epochs" = 30 x 45,000 images at the faster precision's images/s (the speeds are printed rounded)
-    path = RESULTS / name
-    if not path.exists():
-        pytest.skip(f"benchmarks/results/{name} is not in this checkout")
-    rows = _table(path.read_text(), "model")
+    rows = R.rows(R.find_table(_record(topic), "widths"))
     assert rows
     for r in rows:
-        fast = max(_num(r["fp32 img/s"]), _num(r["bf16 + channels-last img/s"]))
-        assert r["faster"] == ("bf16" if _num(r["bf16 + channels-last img/s"]) > _num(r["fp32 img/s"]) else "fp32")
-        assert _num(r["est. 30 epochs"]) == pytest.approx(30 * 45_000 / fast / 60, abs=1.0), r
+        fp32, bf16 = r["fp32 img/s"], r["bf16 + channels-last img/s"]
+        assert r["faster"] == ("bf16" if bf16 > fp32 else "fp32")
+        assert r["est. 30 epochs"] == pytest.approx(30 * 45_000 / max(fp32, bf16) / 60, abs=1.0), r
         if "compiled fp32 img/s" in r:
-            cfast = max(_num(r["compiled fp32 img/s"]), _num(r["compiled bf16 + channels-last img/s"]))
-            assert _num(r["est. 30 epochs compiled"]) == pytest.approx(30 * 45_000 / cfast / 60, abs=1.0), r
-
-
-def _training_bench():
-    spec = importlib.util.spec_from_file_location("lightnn_bench_training", ROOT / "benchmarks" / "training.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+            cfast = max(r["compiled fp32 img/s"], r["compiled bf16 + channels-last img/s"])
+            assert r["est. 30 epochs compiled"] == pytest.approx(30 * 45_000 / cfast / 60, abs=1.0), r
 
 
 def test_training_pipeline_bounds_quoted_in_the_notes_follow_from_the_table():
     # "even a data pipeline that cost nothing would train at most A x faster ... for ResNet-20 and B x for LeNet-5":
     # the model's time per image is lightnn's end-to-end time minus its data-only time, and the bound adds the
     # per-image pipeline's data time back to it
-    path = RESULTS / "training.md"
-    if not path.exists():
-        pytest.skip("benchmarks/results/training.md is not in this checkout")
-    text = path.read_text()
-    rows = {r["measured"]: r for r in _table(text, "measured")}
+    rec = _record("training")
+    rows = {r["measured"]: r for r in R.rows(R.find_table(rec, "throughput"))}
     ref_col, ours_col = "per-image DataLoader+PIL img/s (IQR)", "lightnn BatchLoader img/s (IQR)"
     data = rows["data pipeline only"]
-    t_ref, t_ours = 1 / _num(data[ref_col]), 1 / _num(data[ours_col])
+    t_ref, t_ours = 1 / data[ref_col]["median"], 1 / data[ours_col]["median"]
     hit = re.search(r"at most (\d+\.\d+)x faster than the per-image one for ResNet-20 and (\d+\.\d+)x for LeNet-5, "
-                    r"because the per-image\s+pipeline only adds its (\d+) us per image", text)
+                    r"because the per-image\s+pipeline only adds its (\d+) us per image", rec["notes"])
     assert hit, "the bound sentence is not in the notes"
     for quoted, key in ((hit.group(1), "train resnet20"), (hit.group(2), "train lenet5:img_size=32")):
-        t_model = 1 / _num(rows[key][ours_col]) - t_ours
+        t_model = 1 / rows[key][ours_col]["median"] - t_ours
         assert float(quoted) == round((t_model + t_ref) / t_model, 2), key
         assert (t_model + t_ref) / t_model < 2.0
     assert int(hit.group(3)) == round(t_ref * 1e6)
@@ -282,29 +302,25 @@ def test_training_pipeline_bounds_quoted_in_the_notes_follow_from_the_table():
 def test_training_runs_table_sizes_and_quoted_accuracies():
     # "Full CIFAR-10 on this machine": params and MACs of every row are rebuilt from the registry, and each accuracy the
     # notes quote for a model ("<model> ... NN.NN% validation top-1") is that row's final validation top-1
-    path = RESULTS / "training_runs.md"
-    if not path.exists():
-        pytest.skip("benchmarks/results/training_runs.md is not in this checkout")
     from lightnn import profile
 
-    text = path.read_text()
-    rows = _table(text, "model")
+    rec = _record("training_runs")
+    rows = R.rows(R.find_table(rec, "runs"))
     assert len(rows) >= 3
     for r in rows:
-        arch = {} if r["width"] == "1.0" else {"width_mult": float(r["width"])}  # the table's 1.0 is the default
+        arch = {} if r["width"] == 1.0 else {"width_mult": r["width"]}  # the table's 1.0 is the default
         m = create_model(r["model"], num_classes=10, **arch)
-        assert _num(r["params"]) == pytest.approx(sum(p.numel() for p in m.parameters()) / 1e6, abs=0.0006), r
-        assert _num(r["MACs (32x32)"]) == pytest.approx(profile(m, (1, 3, 32, 32)).macs / 1e6, abs=0.051), r
-        assert _num(r["val top-1 % (best)"]) <= _num(r["val top-1 % (best)"].split("(")[1]), r
-    notes = text[text.index("## What the runs say"):]
+        assert r["params"] == pytest.approx(sum(p.numel() for p in m.parameters()) / 1e6, abs=0.0006), r
+        assert r["MACs (32x32)"] == pytest.approx(profile(m, (1, 3, 32, 32)).macs / 1e6, abs=0.051), r
+        assert r["val top-1 % (best)"]["final"] <= r["val top-1 % (best)"]["best"], r
     quoted = {"resnet20": "ResNet-20", "mobilenet_v2_cifar": "MobileNetV2-CIFAR", "shufflenet_v2_cifar":
               "ShuffleNetV2-CIFAR", "igcv3_cifar": "IGCV3-CIFAR"}
-    finals = {}
+    finals: dict[str, set] = {}
     for r in rows:
-        finals.setdefault(r["model"], set()).add(_num(r["val top-1 % (best)"]))
+        finals.setdefault(r["model"], set()).add(r["val top-1 % (best)"]["final"])
     checked = 0
     for model, values in finals.items():
-        for hit in re.finditer(re.escape(quoted[model]) + r"[^%]{0,60}?(\d+\.\d\d)% validation top-1", notes):
+        for hit in re.finditer(re.escape(quoted[model]) + r"[^%]{0,60}?(\d+\.\d\d)% validation top-1", rec["notes"]):
             assert float(hit.group(1)) in values, (model, hit.group(0))  # one of that model's rows
             checked += 1
     assert checked >= 4
@@ -326,62 +342,55 @@ def test_training_runs_table_reads_a_run_directory(tmp_path):
     hist = [{"epoch": e, "val_top1": v, "val_top5": 99.0, "images_per_s": 1000.0 + e, "epoch_time_s": 60.0}
             for e, v in ((1, 50.0), (2, 61.5))]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in hist))
-    text = _training_bench().runs_table([str(tmp_path)])
-    row = _table(text, "model")[0]
-    assert row["epochs"] == "2 of 3" and row["val top-1 % (best)"] == "**61.50** (61.50)"
+    mod = _bench("training")
+    parts, _ = mod.runs_parts([str(tmp_path)])
+    t = parts[1]["table"]
+    row = R.rows(t)[0]
+    text = {k: _text(t, k, v) for k, v in row.items()}
+    assert text["epochs"] == "2 of 3" and text["val top-1 % (best)"] == "**61.50** (61.50)"
     assert row["precision"] == ("bf16 + channels-last (bf16 step 2.50x fp32's speed), torch.compile "
                                 "(step 1.50x eager's speed)")
-    assert row["wall-clock (sum of epochs)"] == "2.0 min" and row["params"] == "0.270 M"
-    assert "momentum 0.9, Nesterov True, weight decay 0.0005" in text
+    assert text["wall-clock (sum of epochs)"] == "2.0 min" and text["params"] == "0.270 M"
+    assert "momentum 0.9, Nesterov True, weight decay 0.0005" in parts[0]["text"]
     # the run's record (config + epochs, a few KB) rebuilds the same row once the directory is gone
-    mod = _training_bench()
     rec = mod.save_record(tmp_path, records=tmp_path / "records")
     assert mod.load_run(rec) == mod.load_run(tmp_path)
-    assert _table(mod.runs_table([str(rec)]), "model")[0] == row and row["CPU"] == mod.cpu_name()
-    # --keep-rows: an earlier table's rows stay (without a CPU column they get the earlier machine's), except the
+    assert R.rows(mod.runs_parts([str(rec)])[0][1]["table"])[0] == row and row["CPU"] == mod.cpu_name()
+    # --keep-rows: an earlier record's rows stay (without a CPU column they get the earlier machine's), except the
     # one the new run replaces (same model, width, batch)
-    old = ("Recipe: momentum 0.9, Nesterov True, weight decay 0.0005 (not on norms/biases), cosine schedule, label "
-           "smoothing 0.0; ...\n\n| model | width | params | MACs (32x32) | epochs | batch | lr (warm-up) | precision | "
-           "val top-1 % (best) | val top-5 % | train img/s (median) | wall-clock (sum of epochs) | median epoch x "
-           "epochs |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
-           "| resnet20 | 1.0 | 0.270 M | 40.6 M | 30 | 64 | 0.1 (1.0) | fp32 | **80.00** (80.00) | 99.00 | 1 | 1 min "
-           "| 1 min |\n"
-           "| resnet20 | 1.0 | 0.270 M | 40.6 M | 30 | 128 | 0.1 (0) | fp32 | **81.00** (81.00) | 99.00 | 1 | 1 min "
-           "| 1 min |\n")
-    kept = mod.runs_table([str(rec)], keep=old)
-    rows = _table(kept, "model")
-    assert [(r["batch"], r["val top-1 % (best)"], r["CPU"]) for r in rows] == [
-        ("128", "**81.00** (81.00)", mod.KEPT_CPU), ("64", "**61.50** (61.50)", row["CPU"])]
-    assert "label smoothing 0.0" in kept and "label smoothing 0.1" in kept
+    cols = [c for c in mod.RUNS_COLUMNS if c["label"] != "CPU"]
+    old_rows = [["resnet20", 1.0, 0.27, 40.6, 30, batch, {"lr": 0.1, "warmup": w}, "fp32",
+                 {"final": top1, "best": top1}, 99.0, 1, 1.0, 1.0]
+                for batch, w, top1 in ((64, 1.0, 80.0), (128, 0, 81.0))]
+    old = R.make_record("training_runs", "old", None, [R.table("runs", cols, old_rows)], machine=None, date=None)
+    old["data"] = {"recipes": [{"momentum": 0.9, "nesterov": True, "weight_decay": 0.0005, "schedule": "cosine",
+                                "label_smoothing": 0.0}]}
+    kept, recipes = mod.runs_parts([str(rec)], keep=old)
+    t = kept[1]["table"]
+    assert [(r["batch"], _text(t, "val top-1 % (best)", r["val top-1 % (best)"]), r["CPU"]) for r in R.rows(t)] == [
+        (128, "**81.00** (81.00)", mod.KEPT_CPU), (64, "**61.50** (61.50)", row["CPU"])]
+    assert "label smoothing 0.0" in kept[0]["text"] and "label smoothing 0.1" in kept[0]["text"]
+    assert len(recipes) == 2
+    assert R.validate(mod.runs_record([str(rec)], keep=old))["data"]["recipes"] == recipes
 
 
 def test_deploy_table_sizes_and_ratios_are_consistent():
     # BENCHMARKS.md "Deployment": every model's size ratio follows from the sizes on disk, and the ORT fp32 row of each
     # (model, batch, threads) is the 1.00 reference the other rows of the same run are divided by
-    path = RESULTS / "deploy.md"
-    if not path.exists():
-        pytest.skip("benchmarks/results/deploy.md is not in this checkout")
-    rows = _table(path.read_text(), "model")
+    rows = R.rows(R.find_table(_record("deploy"), "main"))
     fp32 = {(r["model"], r["batch"], r["threads"]): r for r in rows if r["backend"] == "ort fp32"}
     assert fp32
     for r in rows:
         ref = fp32[(r["model"], r["batch"], r["threads"])]
-        assert _num(ref["speed-up vs ORT fp32, median (IQR)"]) == 1.0
+        assert ref["speed-up vs ORT fp32, median (IQR)"]["median"] == 1.0
         if r["size on disk (MB)"] != "-":
-            ratio = _num(ref["size on disk (MB)"]) / _num(r["size on disk (MB)"])
-            assert _num(r["size vs fp32"].split("/")[1]) == pytest.approx(ratio, abs=0.02), r
-
-
-def _levers_bench():
-    spec = importlib.util.spec_from_file_location("lightnn_bench_levers", ROOT / "benchmarks" / "training_levers.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+            ratio = ref["size on disk (MB)"] / r["size on disk (MB)"]
+            assert r["size vs fp32"] == pytest.approx(ratio, abs=0.02), r
 
 
 def test_training_levers_scores_a_run_and_rebuilds_its_table(tmp_path):
     # a tiny `fit(..., ema=...)` run: the four scores are evaluate()'s on last.pt / model.pt with and without the
-    # mirror, the record keeps every epoch, and the table prints exactly those numbers
+    # mirror, the record keeps every epoch, and the table holds exactly those numbers
     from lightnn.checkpoint import load_any, read_checkpoint
     from lightnn.data import ImageData
     from lightnn.train import evaluate, fit
@@ -400,7 +409,7 @@ def test_training_levers_scores_a_run_and_rebuilds_its_table(tmp_path):
         config={"model": "resnet20", "arch": {}, "val_fraction": 0.1, "split_seed": 0, "train_images": 32,
                 "val_images": 16})
     assert "cutout: 0" in (run / "config.yaml").read_text()
-    mod = _levers_bench()
+    mod = _bench("training_levers")
     scores = mod.score_run(run, va, batch_size=5)
     for which, fname in (("raw", "last.pt"), ("ema", "model.pt")):
         m = load_any(str(run / fname))
@@ -409,13 +418,14 @@ def test_training_levers_scores_a_run_and_rebuilds_its_table(tmp_path):
             assert scores[key]["top1"] == want["top1"] and scores[key]["n"] == 16, key
     rec = mod.make_record(run, scores)
     assert [e["epoch"] for e in rec["epochs"]] == [1, 2] and rec["config"]["ema"] == 0.9
-    text = mod.levers_table([rec])
-    rows = _table(text, "run")
+    t = R.find_table(mod.levers_record([rec]), "scores")
+    rows = R.rows(t)
     assert [r["weights"] for r in rows] == ["trained (last step)", "moving average (decay 0.9)"]
-    assert rows[0]["run"] == "batch 16, lr 0.05" and rows[0]["train time"].startswith("2 epochs, ")
+    assert rows[0]["run"] == "batch 16, lr 0.05" and _text(t, "train time", rows[0]["train time"]).startswith(
+        "2 epochs, ")
     for r, which in zip(rows, ("raw", "ema")):
-        assert _num(r["val top-1 %"]) == round(scores[which]["top1"], 2)
-        assert _num(r["with mirror TTA: top-1 %"]) == round(scores[which + "_flip"]["top1"], 2)
+        assert r["val top-1 %"] == scores[which]["top1"]
+        assert r["with mirror TTA: top-1 %"] == scores[which + "_flip"]["top1"]
     # an unfinished run is refused with the reason
     lines = (run / "metrics.jsonl").read_text().splitlines()
     (run / "metrics.jsonl").write_text(lines[0] + "\n")
@@ -424,29 +434,24 @@ def test_training_levers_scores_a_run_and_rebuilds_its_table(tmp_path):
 
 
 def test_training_levers_section_is_its_committed_record():
-    # BENCHMARKS.md "what a weight average and mirror TTA add": the table is rebuilt from the committed run record,
+    # BENCHMARKS.md "what a weight average and mirror TTA add": the record is rebuilt from the committed run records,
     # and each figure the notes quote as "<what> NN.NN%" is one of the record's scores
-    import json
-
-    path = RESULTS / "training_levers.md"
-    mod = _levers_bench()
+    mod = _bench("training_levers")
     records = mod.committed_records()
-    if not path.exists() or not records:
-        pytest.skip("benchmarks/results/training_levers.md or its records are not in this checkout")
-    text = path.read_text()
-    assert text.startswith(mod.levers_table(records).strip())
-    # each quoted "<run label>: <weights> NN.NN%" in the notes is that run's score
-    notes = text[text.index("## What the runs say"):]
+    rec = _record("training_levers")
+    if not records:
+        pytest.skip("the run records of benchmarks/runs/ are not in this checkout")
+    assert {**mod.levers_record(records), "notes": rec["notes"]} == rec
     checked = 0
-    for rec in records:
-        s = rec["scores"]
-        assert s["raw"]["n"] == rec["config"]["val_images"] == 5000
-        assert rec["epochs"][-1]["val_top1"] == s["ema"]["top1"]
-        assert rec["epochs"][-1]["val_top1_raw"] == s["raw"]["top1"]
-        label = mod._run_label(rec["config"])
+    for run in records:
+        s = run["scores"]
+        assert s["raw"]["n"] == run["config"]["val_images"] == 5000
+        assert run["epochs"][-1]["val_top1"] == s["ema"]["top1"]
+        assert run["epochs"][-1]["val_top1_raw"] == s["raw"]["top1"]
+        label = mod._run_label(run["config"])
         for what, key in (("trained", "raw"), ("average", "ema"), ("trained + mirror", "raw_flip"),
                           ("average + mirror", "ema_flip")):
-            for hit in re.finditer(re.escape(f"({label}: {what} ") + r"(\d+\.\d\d)%", notes):
+            for hit in re.finditer(re.escape(f"({label}: {what} ") + r"(\d+\.\d\d)%", rec["notes"]):
                 assert float(hit.group(1)) == round(s[key]["top1"], 2), hit.group(0)
                 checked += 1
     assert checked >= 4

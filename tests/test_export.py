@@ -147,7 +147,7 @@ def test_onnxruntime_latency_backend():
 
 
 def test_latency_sessions_follow_the_model(tmp_path):
-    from lightnn.export.runtime import _session_for
+    from lightnn.export.backends import _session_for
 
     x = torch.randn(2, 3, 8, 8)
 

@@ -1,4 +1,4 @@
-"""Building blocks: parameters and multiply-adds against the closed forms of SYSTEM.md section 1, shuffle / split /
+"""Building blocks: parameters and multiply-adds against the closed forms (H W N K^2 M / G), shuffle / split /
 permute semantics, activations, squeeze-excite, Inception factorizations and versatile filters (merged vs branches)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""lightnn.profile: MACs against torch.utils.flop_counter and the closed forms of SYSTEM.md section 1, memory traffic
+"""lightnn.profile: MACs against torch.utils.flop_counter and the conv's closed forms, memory traffic
 against ShuffleNet V2's formulas, strict mode, per-type breakdown against MobileNet V1 Table 2, latency, CLI."""
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def test_macs_agree_with_flop_counter(batch):
     ("5x5 strided", 8, 16, 5, 1, 2),
 ])
 def test_conv_closed_forms(kind, n, m, k, g, stride):
-    """SYSTEM.md section 1: H W N K^2 M / G MACs and K^2 N M / G params (H x W the output)."""
+    """The closed forms: H W N K^2 M / G MACs and K^2 N M / G params (H x W the output)."""
     hw_in = 20
     conv = nn.Conv2d(n, m, k, stride, padding=k // 2, groups=g, bias=False)
     r = profile(conv, (1, n, hw_in, hw_in))
@@ -324,7 +324,7 @@ def test_zoo_model_agrees_with_flop_counter(name):
         assert kinds & {"ChannelShuffle", "ChannelSplit"}, kinds
 
 
-# MobileNet V1 Table 2 (paper_tables.md section 1): % of mult-adds, % of parameters, over the four layer types.
+# MobileNet V1 Table 2 (Howard et al. 2017): % of mult-adds, % of parameters, over the four layer types.
 # The paper prints 1.19% for "Conv 3x3" mult-adds, but its four rows then sum to 99.29%; the stem conv
 # (112*112*3*9*32 = 10.8 M of 569 M) is 1.91%, so the printed value has its digits transposed. We test 1.91.
 TABLE2 = {"Conv 1x1": (94.86, 74.59), "Conv DW 3x3": (3.06, 1.06), "Conv 3x3": (1.91, 0.02),

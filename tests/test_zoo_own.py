@@ -1,6 +1,6 @@
-"""lightnn's own zoo families (not in torchvision), checked against the papers' numbers (paper_tables.md).
+"""lightnn's own zoo families (not in torchvision), checked against the papers' numbers (each table named below).
 
-Counting conventions (paper_tables.md, top): MACs are multiply-adds of convolutions and FC layers, as
+Counting conventions: MACs are multiply-adds of convolutions and FC layers, as
 ``lightnn.profile`` counts them; the papers' "Mult-Adds" (MobileNet), "FLOPs" (ShuffleNet, "floating-point
 multiplication-adds", classifier included) and ResNet's "FLOPs" are all multiply-adds. Parameter counts include
 BN affine parameters and biases; papers that round to 0.1 M (MobileNet Table 6, ResNet Table 6, megvii's
@@ -56,7 +56,7 @@ def _printed(value_m: float, paper_m: float, decimals: int = 1) -> bool:
 
 
 @pytest.mark.parametrize("width, macs_m, params_m, conv_fc_params_m", [
-    # Table 6 (M Mult-Adds, M Params); conv+FC params from Table 1 (paper_tables.md "derived cross-check")
+    # Table 6 (M Mult-Adds, M Params); conv+FC params summed from the layer shapes of Table 1
     (1.0, 569, 4.2, 4.210),
     (0.75, 325, 2.6, 2.569),
     (0.5, 149, 1.3, 1.321),
@@ -142,7 +142,7 @@ def test_shufflenet_v1_1x_complexity_per_groups(groups, mflops):
 
 
 @pytest.mark.parametrize("width, groups, mflops, params_m", [
-    # megvii-model/ShuffleNet-Series official models (paper_tables.md section 3): FLOPs (mult-adds), params
+    # megvii-model/ShuffleNet-Series official models (ShuffleNetV1/README.md there): FLOPs (mult-adds), params
     (0.5, 3, 38, 0.7), (0.5, 8, 40, 1.0), (1.0, 3, 138, 1.9), (1.0, 8, 138, 2.4),
     (1.5, 3, 292, 3.4), (1.5, 8, 290, 4.3), (2.0, 3, 524, 5.4), (2.0, 8, 522, 6.5),
     (0.5, 4, 38, None),  # Table 5: ShuffleNet 0.5x (g=4), 38 MFLOPs

@@ -1,6 +1,6 @@
 """The torchvision-shared zoo families: exact parameter counts, paper multiply-adds, structure, key conversion.
 
-Parameter counts are torchvision's documented ``num_params`` (paper_tables.md section 14); MACs come from
+Parameter counts are torchvision's documented ``num_params`` (its weights metadata); MACs come from
 ``lightnn.profile`` and must be within 2% of the paper (or of torchvision's ``_ops`` where the two disagree;
 each such case says why). Models are built on the meta device for parameter counts, so those tests are instant.
 """
@@ -15,7 +15,7 @@ import lightnn
 from lightnn.errors import CheckpointError, LightnnError
 from lightnn.models.convert import convert_state_dict, load_foreign_state_dict
 
-# torchvision weights metadata num_params (paper_tables.md section 14; vgg16 from the torchvision docs)
+# torchvision weights metadata num_params (vgg16 from the torchvision docs)
 TV_PARAMS = {
     "mobilenet_v2": 3_504_872,
     "mobilenet_v3_large": 5_483_032,

@@ -48,7 +48,7 @@ def run(args) -> int:
     from ..export.calib import load_images
     from ..export.onnx import model_input_size, onnx_input_size, source_normalization
     from ..export.quantize import file_size
-    from ..export.runtime import OrtSession
+    from ..runtime import OrtSession
 
     out = Path(args.output)
     if out.suffix != ".onnx":

@@ -17,7 +17,7 @@ def add_parser(sub):
                      "lightnn quantize model.onnx --calibration-data calib_images/ --method entropy --output q/m"])
     p.add_argument("source", help="registry name, checkpoint (.pt/.lnz) or fp32 .onnx file")
     p.add_argument("--calibration-data", required=True, help="folder, zip, .npy of images, or 'sample'")
-    p.add_argument("--output", "-o", required=True, help="directory for model.fp32.onnx, model.int8.onnx, report")
+    p.add_argument("--output", "-o", required=True, help="directory for model.fp32.onnx, model.int8.onnx (model.mixed.onnx), report")
     p.add_argument("--method", "--calibration-method", dest="method", default="minmax",
                    choices=["minmax", "percentile", "entropy"])
     p.add_argument("--calibration-size", type=int, default=300)
@@ -83,7 +83,8 @@ def run(args) -> int:
     rep = quantize_report(fp32, out / "model.int8.onnx", calib, val, method=args.method, batches=batches,
                           threads=args.threads, runs=args.runs, auto_mixed=not args.no_auto_mixed,
                           fmt=args.format, per_channel=not args.per_tensor,
-                          op_types_to_keep_float=[t for t in args.keep_float.split(",") if t])
+                          op_types_to_keep_float=[t for t in args.keep_float.split(",") if t],
+                          mixed_path=out / "model.mixed.onnx")
     d = rep.as_dict()
     d.update({"source": src, "calibration_data": str(args.calibration_data), "calibration_images": len(calib),
               "threads": args.threads, "format": args.format})
@@ -94,7 +95,8 @@ def run(args) -> int:
         print(json.dumps(d, indent=1))
     else:
         print(md)
-        print(f"wrote {out / 'model.int8.onnx'}, {out / 'report.json'}, {out / 'report.md'}")
+        mixed = f"{rep.mixed_path}, " if rep.mixed_path else ""
+        print(f"wrote {out / 'model.int8.onnx'}, {mixed}{out / 'report.json'}, {out / 'report.md'}")
     return 0
 
 

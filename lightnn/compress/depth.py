@@ -1,4 +1,4 @@
-"""Depth pruning: remove whole residual blocks whose shortcut is the identity (SYSTEM.md section 5).
+"""Depth pruning: remove whole residual blocks whose shortcut is the identity.
 
 Channel pruning cannot make every layer faster. On CPUs whose kernels work on channel blocks of 16 (ONNX
 Runtime's NCHWc convolutions and oneDNN with AVX-512; see :func:`lightnn.compress.channel.deployment_channel_multiple`)

@@ -1,4 +1,4 @@
-"""Low-rank factorization of a trained model's convs and linears by truncated SVD (SYSTEM.md section 5).
+"""Low-rank factorization of a trained model's convs and linears by truncated SVD.
 
 Each chosen layer W (out x in K K) becomes a rank-r pair (:class:`~lightnn.ops.lowrank.LowRankConv2d` /
 :class:`~lightnn.ops.lowrank.LowRankLinear`). The rank is given per model, per layer, or picked from an energy

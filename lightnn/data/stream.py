@@ -11,23 +11,41 @@ takes either. Archives (.zip/.tar) are extracted once into :func:`~lightnn.data.
 from __future__ import annotations
 
 import hashlib
+import lzma
 import math
 import os
 import random
+import shutil
 import tarfile
 import warnings
 import zipfile
-from pathlib import Path
+import zlib
+from pathlib import Path, PurePosixPath
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from ..errors import DataError
-from .datasets import IMAGE_EXTENSIONS, SAMPLE_PATH, SPLIT_NAMES, _is_hidden, split_indices, cache_dir
+from .datasets import (IMAGE_EXTENSIONS, SAMPLE_PATH, SPLIT_NAMES, _check_declared_size, _check_name, _open_rgb,
+                       _read_file, _shown, _walk, cache_dir, split_indices)
 from .loader import IMAGENET_MEAN, IMAGENET_STD, _EpochLoader, dist_info, normalize_affine
 
 __all__ = ["StreamingImageFolder", "StreamLoader", "stream_image_folder"]
+
+_EXTRACT_ERRORS = (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError,
+                   RuntimeError, NotImplementedError)
+
+
+def _bounded_data_filter(archive: Path):
+    """tarfile's ``data`` filter (nothing lands outside the destination, no device files, no links out) plus the
+    per-file bound of :func:`lightnn.data.load_dataset`, checked on each member's header before it is written."""
+    def filt(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+        member = tarfile.data_filter(member, dest)
+        if member is not None and member.isfile():
+            _check_declared_size(member.size, member.name, f"{archive}:{_shown(member.name)}")
+        return member
+    return filt
 
 
 def _extract_once(path: Path) -> Path:
@@ -37,28 +55,49 @@ def _extract_once(path: Path) -> Path:
     if (dest / ".complete").exists():
         return dest
     tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
     try:
+        tmp.mkdir(parents=True, exist_ok=True)
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as z:
-                z.extractall(tmp)
+                for info in z.infolist():  # declared sizes, before anything is written
+                    _check_declared_size(info.file_size, info.filename, f"{path}:{info.filename}")
+                z.extractall(tmp)  # zipfile drops absolute and ".." parts of names
         else:
             with tarfile.open(path, "r:*") as t:
-                t.extractall(tmp, filter="data")
-    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as e:
-        raise DataError(f"archive {str(path)!r} cannot be extracted: {e}") from None
-    (tmp / ".complete").touch()
+                t.extractall(tmp, filter=_bounded_data_filter(path))
+        (tmp / ".complete").touch()
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk or a refused member leaves no half-extracted tree
+        if isinstance(e, _EXTRACT_ERRORS):
+            reason = getattr(e, "strerror", None) or e
+            raise DataError(f"archive {str(path)!r} cannot be extracted into the cache {dest.parent} ({reason}); "
+                            "set LIGHTNN_CACHE to a writable folder with room, or extract it and pass the "
+                            "folder") from None
+        raise
     try:
         os.replace(tmp, dest)
     except OSError:  # another process finished first
-        pass
+        shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def _list_dir(root: Path) -> list[Path]:
+    try:
+        return sorted(root.iterdir())
+    except OSError as e:
+        raise DataError(f"dataset folder {_shown(root)} cannot be listed: {e.strerror or e}") from None
 
 
 def _find_root(root: Path, split: str) -> tuple[Path, bool]:
     """The class-folder root of ``split`` and whether it is used whole (False: train/val are carved from it)."""
+    seen: set[tuple[int, int]] = set()
     while True:
-        subs = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        entries = _list_dir(root)
+        st = root.stat()
+        if (st.st_dev, st.st_ino) in seen:
+            raise DataError(f"{_shown(root)} is a symlink loop: it leads back to a folder it is in")
+        seen.add((st.st_dev, st.st_ino))
+        subs = [d for d in entries if not d.name.startswith(".") and d.is_dir()]
         named = {SPLIT_NAMES[d.name.lower()]: d for d in subs if d.name.lower() in SPLIT_NAMES}
         if named:
             if split in named:
@@ -66,10 +105,18 @@ def _find_root(root: Path, split: str) -> tuple[Path, bool]:
             if split == "val" and "train" in named:
                 return named["train"], False
             raise DataError(f"dataset {str(root)!r} has no {split!r} folder (it has {sorted(named)})")
-        if len(subs) == 1 and not any(f.is_file() for f in root.iterdir() if not f.name.startswith(".")):
+        if len(subs) == 1 and not any(f.is_file() for f in entries if not f.name.startswith(".")):
             root = subs[0]  # a wrapper folder
             continue
         return root, False
+
+
+class _Failure:
+    """A sample that could not be read, carried back as data: an exception raised in a DataLoader worker reaches
+    the parent as the worker's whole traceback, so :class:`StreamLoader` raises this message itself."""
+
+    def __init__(self, message: str):
+        self.message = message
 
 
 class StreamingImageFolder(torch.utils.data.Dataset):
@@ -121,26 +168,32 @@ class StreamingImageFolder(torch.utils.data.Dataset):
         return img.crop((x0, y0, x0 + s, y0 + s))
 
     def __getitem__(self, i: int):
-        from PIL import Image, UnidentifiedImageError
-
         rel, label = self.samples[i]
-        path = self.root / rel
-        try:
-            with Image.open(path) as im:
-                img = self._transform(im.convert("RGB"))
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-            if self.skip_corrupt:
-                return None
-            raise DataError(f"{path} is not a readable image: {type(e).__name__}: {e}") from None
+        path = str(self.root / rel)
+        try:  # read and decoded with load_dataset's bounds and checks (size, pixels, bit depth)
+            img = self._transform(_open_rgb(_read_file(path, rel), _shown(path)))
+        except DataError as e:
+            return None if self.skip_corrupt else _Failure(str(e))
         return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1), label
 
 
 def _collate(batch):
-    good = [b for b in batch if b is not None]
+    """(images, labels, how many samples were skipped, the message of a failed sample or None)."""
+    failed = next((b.message for b in batch if isinstance(b, _Failure)), None)
+    good = [b for b in batch if b is not None and not isinstance(b, _Failure)]
     dropped = len(batch) - len(good)
-    if not good:
-        return None, None, dropped
-    return torch.stack([b[0] for b in good]), torch.tensor([b[1] for b in good], dtype=torch.long), dropped
+    if failed is not None or not good:
+        return None, None, dropped, failed
+    return torch.stack([b[0] for b in good]), torch.tensor([b[1] for b in good], dtype=torch.long), dropped, None
+
+
+def _worker_error(e: Exception, source: str) -> DataError | None:
+    """A DataLoader worker's failure (a crash, or an exception wrapped with its traceback) as one line."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if not lines or "DataLoader worker" not in lines[0]:
+        return None
+    return DataError(f"a DataLoader worker reading {source} failed: {lines[-1]} (with --workers 0 the images are "
+                     "read in this process)")
 
 
 class StreamLoader(_EpochLoader):
@@ -181,14 +234,29 @@ class StreamLoader(_EpochLoader):
                                          num_workers=self.workers, collate_fn=_collate, drop_last=self.drop_last,
                                          pin_memory=self.device.type == "cuda", worker_init_fn=init)
         skipped = 0
-        for x, y, dropped in dl:
-            skipped += dropped
-            if x is None:
-                continue
-            x = x.to(self.device, non_blocking=True).float().mul_(self._scale).add_(self._shift)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x, y.to(self.device, non_blocking=True)
+        it = iter(dl)
+        try:
+            while True:
+                try:
+                    x, y, dropped, failed = next(it)
+                except StopIteration:
+                    break
+                except Exception as e:
+                    err = _worker_error(e, self.data.source)
+                    if err is None:
+                        raise
+                    raise err from None
+                if failed is not None:
+                    raise DataError(failed)
+                skipped += dropped
+                if x is None:
+                    continue
+                x = x.to(self.device, non_blocking=True).float().mul_(self._scale).add_(self._shift)
+                if self.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                yield x, y.to(self.device, non_blocking=True)
+        finally:
+            del it  # dropping the iterator stops its workers, which a traceback holding it would keep alive
         if skipped:
             warnings.warn(f"skipped {skipped} unreadable image(s) in {self.data.source}", stacklevel=2)
 
@@ -208,20 +276,23 @@ def stream_image_folder(path: str | os.PathLike, split: str = "train", *, image_
         raise DataError(f"dataset path {str(p)!r} does not exist")
     root = p if p.is_dir() else _extract_once(p.resolve())
     class_root, real = _find_root(root, split)
-    classes = sorted(d.name for d in class_root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = sorted(d.name for d in _list_dir(class_root) if d.is_dir() and not d.name.startswith("."))
     if not classes:
         raise DataError(f"dataset {str(class_root)!r} has no class folders (expected <class>/<image> files)")
     samples: list[tuple[str, int]] = []
     for ci, c in enumerate(classes):
-        files = sorted(f for f in (class_root / c).rglob("*") if f.is_file() and not _is_hidden(f.name))
+        _check_name(c, str(class_root / c))
+        # load_dataset's walk: follows symlinks, refuses loops and names that are not UTF-8, skips hidden files
+        files = sorted(_walk(class_root / c)[0], key=lambda f: PurePosixPath(f[0]))
         if not files:
             raise DataError(f"class folder {str(class_root / c)!r} is empty")
-        for f in files:
-            if not f.name.lower().endswith(IMAGE_EXTENSIONS):
+        for name, full, _ in files:
+            if not name.lower().endswith(IMAGE_EXTENSIONS):
                 if skip_corrupt:
                     continue
-                raise DataError(f"{f} is not an image file (extension {f.suffix or 'none'!r})")
-            samples.append((str(f.relative_to(class_root)), ci))
+                raise DataError(f"{_shown(full)} is not an image file (extension "
+                                f"{PurePosixPath(name).suffix or 'none'!r})")
+            samples.append((f"{c}/{name}", ci))
     if not real and split in ("train", "val") and val_fraction > 0:
         labels = torch.tensor([s[1] for s in samples])
         tr, va = split_indices(labels, val_fraction, seed)

@@ -9,13 +9,14 @@
 - :func:`export_fp16` (weights stored as float16).
 """
 
+from . import backends  # noqa: F401  (registers the ONNX Runtime latency backends)
 from .calib import ImageSet, load_images
 from .fold import fold_bn
 from .onnx import DEFAULT_OPSET, ParityReport, check_parity, export_onnx, onnx_input_size, resolve_model
 from .qat import convert_qat, export_qat_int8, prepare_qat, qat_finetune
 from .quantize import (CALIBRATION_METHODS, QuantReport, export_fp16, op_type_times, quantize_int8, quantize_naive,
                        quantize_report, runtime_op_types)
-from .runtime import OrtSession
+from ..runtime import OrtSession
 
 __all__ = ["export_onnx", "check_parity", "ParityReport", "resolve_model", "onnx_input_size", "DEFAULT_OPSET",
            "fold_bn", "OrtSession", "quantize_int8", "quantize_naive", "quantize_report", "QuantReport", "export_fp16",

@@ -12,6 +12,8 @@ folder through :func:`~lightnn.data.datasets.load_unlabeled`), with its error me
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -91,14 +93,20 @@ def _load_array(src: str, size: tuple[int, int, int], limit: int | None) -> Imag
     p = Path(src)
     if not p.is_file():
         raise DataError(f"calibration data {src!r} does not exist")
-    obj = np.load(p)
-    labels = None
-    if isinstance(obj, np.lib.npyio.NpzFile):
-        keys = list(obj.keys())
-        x = obj["images"] if "images" in keys else obj[keys[0]]
-        labels = obj["labels"] if "labels" in keys else None
-    else:
-        x = obj
+    try:  # allow_pickle=False: an object array (pickled code) is refused, never unpickled
+        obj = np.load(p, allow_pickle=False)
+        x, labels = obj, None
+        if isinstance(obj, np.lib.npyio.NpzFile):
+            keys = list(obj.keys())
+            x = obj["images"] if "images" in keys else (obj[keys[0]] if keys else None)
+            labels = obj["labels"] if "labels" in keys else None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(f"calibration data {src!r} is not a readable numeric .npy/.npz array: {e}") from None
+    if x is None:
+        raise DataError(f"calibration data {src!r} holds no arrays")
+    if x.dtype.kind not in "biuf" or (labels is not None and labels.dtype.kind not in "iu"):
+        raise DataError(f"calibration data {src!r} holds {x.dtype} images"
+                        f"{'' if labels is None else f' and {labels.dtype} labels'}; expected numbers")
     if x.ndim != 4 or tuple(x.shape[1:]) != size:
         raise DataError(f"array in {src!r} has shape {tuple(x.shape)}, expected (N, {size[0]}, {size[1]}, {size[2]})")
     if len(x) == 0:

@@ -362,7 +362,7 @@ def check_parity(
     error (an exact tie can flip either way); the agreement must reach ``min_top1``. Raises
     :class:`LightnnError` when either check fails (unless ``raise_on_fail=False``).
     """
-    from .runtime import OrtSession
+    from ..runtime import OrtSession
 
     net = resolve_model(model).eval()
     sess = OrtSession(onnx_path, threads=1)

@@ -25,7 +25,6 @@ it never ships a slower model silently. Float16 (weights stored as half) is a th
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ from ..errors import DataError, LightnnError
 from ..utils.io import atomic_write_bytes
 from .calib import ImageSet, load_images
 from ..profile.latency import LatencyResult, interleaved
-from .runtime import OrtSession
+from ..runtime import OrtSession
 
 __all__ = ["quantize_int8", "quantize_naive", "quantize_report", "export_fp16", "cpu_has_vnni", "QuantReport",
            "CALIBRATION_METHODS", "as_image_set", "evaluate_onnx", "op_type_times", "file_size", "runtime_op_types"]
@@ -389,7 +388,12 @@ def _float_op(op: str) -> str:
 
 @dataclass
 class QuantReport:
-    """What the int8 model gives, measured: size on disk, accuracy and latency before/after."""
+    """What the int8 model gives, measured: size on disk, accuracy and latency before/after.
+
+    ``int8_*`` always describe the fully quantized model. When int8 was not fast enough and the mixed-model search
+    found op types worth keeping in float, that model is written next to it (``mixed_path``) and measured in the
+    same interleaved rounds: ``latency["mixed@<batch>"]``, ``mixed_speedup``, ``mixed_top1``.
+    """
 
     fp32_path: str
     int8_path: str
@@ -402,7 +406,12 @@ class QuantReport:
     n_val: int = 0
     latency: dict[str, dict[str, Any]] = field(default_factory=dict)  # "fp32@1" -> LatencyResult.to_dict()
     speedup: dict[str, float] = field(default_factory=dict)  # "1" -> fp32 median / int8 median
-    kept_float: list[str] = field(default_factory=list)
+    kept_float: list[str] = field(default_factory=list)  # op types the mixed model keeps in float
+    mixed_path: str | None = None
+    mixed_bytes: int | None = None
+    mixed_top1: float | None = None
+    mixed_agreement: float | None = None
+    mixed_speedup: dict[str, float] = field(default_factory=dict)  # "1" -> fp32 median / mixed median
     verdict: str = ""
 
     @property
@@ -418,29 +427,41 @@ class QuantReport:
         def acc(v):
             return "-" if v is None else f"{v:.2f}%"
 
-        lines = ["| | fp32 | int8 |", "|---|---|---|",
+        mixed = self.mixed_path is not None
+        head = "| | fp32 | int8 |" + (f" mixed ({', '.join(self.kept_float)} in float) |" if mixed else "")
+        lines = [head, "|---|---|---|" + ("---|" if mixed else ""),
                  f"| size on disk | {self.fp32_bytes / 1e6:.2f} MB | {self.int8_bytes / 1e6:.2f} MB "
-                 f"({self.size_ratio:.3f}x) |",
-                 f"| top-1 ({self.n_val} val images) | {acc(self.fp32_top1)} | {acc(self.int8_top1)} |"]
+                 f"({self.size_ratio:.3f}x) |"
+                 + (f" {self.mixed_bytes / 1e6:.2f} MB ({self.mixed_bytes / self.fp32_bytes:.3f}x) |" if mixed else ""),
+                 f"| top-1 ({self.n_val} val images) | {acc(self.fp32_top1)} | {acc(self.int8_top1)} |"
+                 + (f" {acc(self.mixed_top1)} |" if mixed else "")]
         if self.top1_agreement is not None:
-            lines.append(f"| top-1 agreement int8 vs fp32 | | {self.top1_agreement:.2f}% |")
+            lines.append(f"| top-1 agreement with fp32 | | {self.top1_agreement:.2f}% |"
+                         + (f" {self.mixed_agreement:.2f}% |" if mixed and self.mixed_agreement is not None
+                            else " |" if mixed else ""))
         for b, s in self.speedup.items():
             f, q = self.latency[f"fp32@{b}"], self.latency[f"int8@{b}"]
-            lines.append(f"| latency batch {b} (median, IQR) | {f['median_ms']:.2f} ms ({f['iqr_ms']:.2f}) | "
-                         f"{q['median_ms']:.2f} ms ({q['iqr_ms']:.2f}), {s:.2f}x |")
-        if self.kept_float:
-            lines.append(f"| kept in float | | {', '.join(self.kept_float)} |")
+            row = (f"| latency batch {b} (median, IQR) | {f['median_ms']:.2f} ms ({f['iqr_ms']:.2f}) | "
+                   f"{q['median_ms']:.2f} ms ({q['iqr_ms']:.2f}), {s:.2f}x |")
+            if mixed:
+                m = self.latency[f"mixed@{b}"]
+                row += f" {m['median_ms']:.2f} ms ({m['iqr_ms']:.2f}), {self.mixed_speedup[b]:.2f}x |"
+            lines.append(row)
         return "\n".join(lines) + (f"\n\n{self.verdict}\n" if self.verdict else "\n")
 
 
-def _compare_latency(fp32: str | Path, int8: str | Path, size: Sequence[int], batch: int, threads: int,
-                     runs: int) -> tuple[LatencyResult, LatencyResult]:
-    # Interleave the two models in rounds so machine noise hits both alike; the ratio is of the pooled medians.
-    a, b = OrtSession(fp32, threads=threads, spinning=False), OrtSession(int8, threads=threads, spinning=False)
-    x = a.random_input(batch, size)
-    res = interleaved({"onnxruntime": a.bind(x), "onnxruntime-int8": b.bind(x)}, x.shape, threads, rounds=3,
-                      runs=max(3, runs // 3), warmup=2)
-    return res["onnxruntime"], res["onnxruntime-int8"]
+def _compare_latency(models: dict[str, str | Path], size: Sequence[int], batch: int, threads: int,
+                     runs: int) -> dict[str, LatencyResult]:
+    # Interleave the models in rounds so machine noise hits them alike; each ratio is of the pooled medians.
+    sessions = {k: OrtSession(p, threads=threads, spinning=False) for k, p in models.items()}
+    x = next(iter(sessions.values())).random_input(batch, size)
+    return interleaved({k: s.bind(x) for k, s in sessions.items()}, x.shape, threads, rounds=3,
+                       runs=max(3, runs // 3), warmup=2)
+
+
+def _default_mixed_path(out: Path) -> Path:
+    return out.with_name(out.name[:-len(".onnx")] + ".mixed.onnx" if out.name.endswith(".onnx")
+                         else out.name + ".mixed.onnx")
 
 
 def quantize_report(
@@ -454,6 +475,7 @@ def quantize_report(
     runs: int = 20,
     auto_mixed: bool = True,
     min_speedup: float = 1.0,
+    mixed_path: str | os.PathLike | None = None,
     **quant_kwargs: Any,
 ) -> QuantReport:
     """Quantize with :func:`quantize_int8`, then measure size, accuracy (when ``val_data`` has labels) and latency
@@ -461,8 +483,10 @@ def quantize_report(
 
     When the int8 model is not at least ``min_speedup`` times faster than fp32 at the first batch size and
     ``auto_mixed`` is set, the op types int8 spends more time on than fp32 (ONNX Runtime's per-node profile) are
-    kept in float one by one while that makes the model faster. If nothing beats fp32 the report says so in
-    ``verdict`` — the caller decides whether to ship it.
+    kept in float one by one while that makes the model faster; the result is written to ``mixed_path`` (default:
+    ``<out>.mixed.onnx``) and the int8 model at ``out_path`` is kept as it is. fp32, int8 and the mixed model are
+    then timed in the same interleaved rounds at every batch size. If nothing beats fp32 the report says so in
+    ``verdict`` — the caller decides what to ship (the pipeline ships the fastest).
     """
     fp32 = Path(onnx_fp32_path)
     _, size, _ = _input_meta(fp32)
@@ -472,26 +496,35 @@ def quantize_report(
                          quant_kwargs.pop("resize", False), quant_kwargs.get("mean"), quant_kwargs.get("std"))
     out = quantize_int8(fp32, out_path, calib, method=method, **quant_kwargs)
     b0 = batches[0]
+    models: dict[str, Path] = {"fp32": fp32, "int8": Path(out)}
     kept: list[str] = []
-    f_lat, q_lat = _compare_latency(fp32, out, size, b0, threads, runs)
+    first = _compare_latency(models, size, b0, threads, runs)
     verdict = ""
-    if auto_mixed and f_lat.median_ms / q_lat.median_ms < min_speedup:
-        kept, q_lat = _search_mixed(fp32, out, calib, size, b0, threads, runs, method, q_lat, quant_kwargs)
+    if auto_mixed and first["fp32"].median_ms / first["int8"].median_ms < min_speedup:
+        mixed = Path(mixed_path) if mixed_path is not None else _default_mixed_path(Path(out))
+        kept = _search_mixed(fp32, Path(out), mixed, calib, size, b0, threads, runs, method, first["int8"],
+                             quant_kwargs)
         if kept:
-            verdict = (f"int8 was not faster than fp32 for every layer type; kept {', '.join(kept)} in float "
-                       f"(mixed model).")
+            models["mixed"] = mixed
+            verdict = (f"int8 was not faster than fp32 for every layer type; a mixed model keeps "
+                       f"{', '.join(kept)} in float ({mixed.name}).")
     rep = QuantReport(str(fp32), str(out), method, file_size(fp32), file_size(out), kept_float=kept)
-    rep.latency[f"fp32@{b0}"], rep.latency[f"int8@{b0}"] = f_lat.to_dict(), q_lat.to_dict()
-    rep.speedup[str(b0)] = f_lat.median_ms / q_lat.median_ms
-    for b in batches[1:]:
-        f, q = _compare_latency(fp32, out, size, b, threads, max(6, runs // 3))
-        rep.latency[f"fp32@{b}"], rep.latency[f"int8@{b}"] = f.to_dict(), q.to_dict()
-        rep.speedup[str(b)] = f.median_ms / q.median_ms
-    slow = [b for b, s in rep.speedup.items() if s < min_speedup]
+    if "mixed" in models:
+        rep.mixed_path, rep.mixed_bytes = str(models["mixed"]), file_size(models["mixed"])
+    for i, b in enumerate(batches):
+        res = _compare_latency(models, size, b, threads, runs if i == 0 else max(6, runs // 3))
+        for k, r in res.items():
+            rep.latency[f"{k}@{b}"] = r.to_dict()
+        rep.speedup[str(b)] = res["fp32"].median_ms / res["int8"].median_ms
+        if "mixed" in res:
+            rep.mixed_speedup[str(b)] = res["fp32"].median_ms / res["mixed"].median_ms
+    best = {b: max(s, rep.mixed_speedup.get(b, 0.0)) for b, s in rep.speedup.items()}
+    slow = [b for b, s in best.items() if s < min_speedup]
     if slow:
         need = "faster than fp32" if min_speedup == 1.0 else f"{min_speedup:.2f}x faster than fp32 (required)"
-        verdict += (f" int8 is NOT {need} at batch {', '.join(slow)} on this CPU "
-                    f"({', '.join(f'{rep.speedup[b]:.2f}x' for b in slow)}); prefer the fp32 model there.")
+        what = "int8 (nor the mixed model) is NOT" if "mixed" in models else "int8 is NOT"
+        verdict += (f" {what} {need} at batch {', '.join(slow)} on this CPU "
+                    f"({', '.join(f'{best[b]:.2f}x' for b in slow)}); prefer the fp32 model there.")
     rep.verdict = verdict.strip()
     if val_data is not None:
         val = as_image_set(val_data, size, None, quant_kwargs.get("resize", False), quant_kwargs.get("mean"),
@@ -499,29 +532,40 @@ def quantize_report(
         rep.n_val = len(val)
         rep.fp32_top1 = evaluate_onnx(fp32, val, threads)
         rep.int8_top1 = evaluate_onnx(out, val, threads)
-        a, b = OrtSession(fp32, threads=threads), OrtSession(out, threads=threads)
-        agree = [np.mean(a.run(x).argmax(1) == b.run(x).argmax(1)) * len(x) for x in val.batches(64)]
-        rep.top1_agreement = 100.0 * float(np.sum(agree)) / len(val)
+        rep.top1_agreement = _agreement(fp32, out, val, threads)
+        if "mixed" in models:
+            rep.mixed_top1 = evaluate_onnx(models["mixed"], val, threads)
+            rep.mixed_agreement = _agreement(fp32, models["mixed"], val, threads)
     return rep
 
 
-def _search_mixed(fp32: Path, out: Path, calib: ImageSet, size, batch: int, threads: int, runs: int, method: str,
-                  best: LatencyResult, quant_kwargs: dict) -> tuple[list[str], LatencyResult]:
-    """Greedy: keep in float the op types whose int8 kernels take longer than their float ones, while it helps."""
+def _agreement(ref: Path, other: str | Path, val: ImageSet, threads: int) -> float:
+    """Top-1 agreement (%) of ``other`` with ``ref`` on ``val``."""
+    a, b = OrtSession(ref, threads=threads), OrtSession(other, threads=threads)
+    agree = [np.mean(a.run(x).argmax(1) == b.run(x).argmax(1)) * len(x) for x in val.batches(64)]
+    return 100.0 * float(np.sum(agree)) / len(val)
+
+
+def _search_mixed(fp32: Path, int8: Path, mixed: Path, calib: ImageSet, size, batch: int, threads: int, runs: int,
+                  method: str, best: LatencyResult, quant_kwargs: dict) -> list[str]:
+    """Greedy: keep in float the op types whose int8 kernels take longer than their float ones, while it helps.
+    The best model found is written to ``mixed``; returns the op types it keeps in float ([] = none helped)."""
     tf = op_type_times(fp32, size, batch, threads)
-    tq = op_type_times(out, size, batch, threads)
+    tq = op_type_times(int8, size, batch, threads)
     candidates = [op for op, t in sorted(tq.items(), key=lambda kv: -kv[1])
                   if op not in ("QuantizeLinear", "DequantizeLinear") and t > tf.get(op, 0.0)]
     kept: list[str] = []
-    base_keep = list(quant_kwargs.pop("op_types_to_keep_float", ()))
+    current = int8
+    base_keep = list(quant_kwargs.get("op_types_to_keep_float", ()))
+    kw = {k: v for k, v in quant_kwargs.items() if k != "op_types_to_keep_float"}
     with tempfile.TemporaryDirectory(prefix="lightnn-mix-") as d:
         for op in candidates:
             trial = Path(d) / f"mixed_{len(kept)}_{op}.onnx"
-            quantize_int8(fp32, trial, calib, method=method, op_types_to_keep_float=base_keep + kept + [op],
-                          **quant_kwargs)
-            _, lat = _compare_latency(out, trial, size, batch, threads, runs)
+            quantize_int8(fp32, trial, calib, method=method, op_types_to_keep_float=base_keep + kept + [op], **kw)
+            lat = _compare_latency({"current": current, "trial": trial}, size, batch, threads, runs)["trial"]
             if lat.median_ms < best.median_ms * 0.97:
                 kept.append(op)
                 best = lat
-                shutil.copyfile(trial, out)
-    return kept, best
+                atomic_write_bytes(mixed, trial.read_bytes())
+                current = mixed
+    return kept

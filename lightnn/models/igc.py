@@ -7,7 +7,7 @@
   M at fixed L, or by doubling L at fixed M for IGC-L100M2).
 - IGCV2 (Xie et al., CVPR 2018, arXiv:1804.06202): depthwise + interleaved group 1x1 chains in place of the
   depthwise-separable units of MobileNet V1 (ImageNet layout) and a ResNet-style CIFAR net. The paper's exact
-  networks are unconfirmed (paper_tables.md section 5), so these are lightnn's layouts, not paper numbers.
+  networks could not be checked against the paper's text, so these are lightnn's layouts, not paper numbers.
 - IGCV3-D (Sun et al., BMVC 2018, arXiv:1806.00178), the official ``symbols/igcv3.py``: MobileNetV2 widths with
   about twice the blocks per stage (t, c, n, s table below) and IGCV3 inverted residuals (G1 = G2 = 2).
 

@@ -1,6 +1,6 @@
 """Convolution building blocks: standard, group, depthwise, pointwise, and the Conv-BN-activation unit.
 
-Cost (SYSTEM.md section 1; H x W output, N input, M output channels, K x K kernel, G groups):
+Cost (MACs = multiply-adds; H x W output, N input, M output channels, K x K kernel, G groups):
 standard H W N K^2 M MACs and K^2 N M params; group conv divides both by G; depthwise (G = N = M) is H W K^2 M;
 pointwise is H W N M; a depthwise-separable pair costs 1/M + 1/K^2 of the standard conv.
 """

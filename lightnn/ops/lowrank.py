@@ -1,4 +1,4 @@
-"""Low-rank convolution: a K x K conv W (out x in K K) factored as B A with rank r (SYSTEM.md section 1, seed 000).
+"""Low-rank convolution: a K x K conv W (out x in K K) factored as B A with rank r, two thinner layers for one.
 
 A is a K x K conv with r output channels, B a 1x1 conv from r to out channels (with the original bias). The
 truncated SVD W = U S V^T gives the best rank-r approximation in Frobenius norm (Eckart-Young): A = S_r^(1/2) V_r^T,

@@ -5,7 +5,7 @@ How it sees everything: a :class:`~torch.utils._python_dispatch.TorchDispatchMod
 (modules, ``torch.*`` functions, tensor methods), and forward pre/post hooks on every submodule keep a stack of
 the modules being run, so each op is attributed to the innermost module: that gives the per-layer rows.
 
-Costs (SYSTEM.md section 1; ShuffleNet V2 Sec. 2):
+Costs (ShuffleNet V2 Sec. 2):
 
 - MACs = multiply-adds of convolutions and matrix products (:mod:`lightnn.profile.ops`); FLOPs = 2 x MACs.
 - Memory traffic (ShuffleNet V2's "MAC", here ``memory_bytes`` to avoid the clash of names) = bytes of every

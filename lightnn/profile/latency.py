@@ -1,11 +1,11 @@
 """Measured latency: warm-up, a fixed number of threads, many timed runs, median and spread.
 
-A smaller model must also be a faster one on the target runtime (SYSTEM.md), and only measurement says so. Each
+A smaller model must also be a faster one on the target runtime, and only measurement says so. Each
 backend is a function that runs the model on one input ``runs`` times and returns the wall time of every run;
 :func:`measure_latency` fixes the thread count (and restores it), chooses the memory format and turns the samples
 into statistics. PyTorch eager is built in; other runtimes plug in with :func:`register_latency_backend`.
 
-Backend interface (for example ONNX Runtime, added by :mod:`lightnn.export`)::
+Backend interface (for example ONNX Runtime, which :mod:`lightnn.export` registers on import)::
 
     def my_backend(model: nn.Module, example: torch.Tensor, *, warmup: int, runs: int, threads: int,
                    channels_last: bool) -> list[float]:
@@ -189,8 +189,6 @@ def measure_latency(model: nn.Module, input_size: Any = (3, 224, 224), batch: in
             machine the OS preempts any run longer than a scheduler slice and wall times swing several-fold; the
             thread's CPU time does not, and on an idle machine the two agree.
     """
-    if backend not in _BACKENDS and backend.startswith("onnxruntime"):
-        import lightnn.export  # noqa: F401  (registers the ONNX Runtime backends)
     if backend not in _BACKENDS:
         raise LightnnError(f"measure_latency: unknown backend {backend!r}; registered: {latency_backends()}")
     if runs < 1 or warmup < 0:

@@ -3,7 +3,7 @@
 Every op the profiler sees falls in exactly one of three kinds:
 
 - ``"mac"``: an op with multiply-adds (convolutions, matrix products, attention); a formula gives its MACs from
-  the shapes of its inputs and outputs. Convention (SYSTEM.md section 1, the papers' "Mult-Adds"): one MAC per
+  the shapes of its inputs and outputs. Convention (the papers' "Mult-Adds"): one MAC per
   multiply-accumulate of a weight with an activation; bias additions are not counted (MobileNet, ShuffleNet and
   torchvision's ``_ops`` leave them out too).
 - ``"memory"``: an op with zero MACs whose whole cost is memory traffic (ShuffleNet V2 guideline G4): element-wise

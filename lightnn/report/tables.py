@@ -1,6 +1,6 @@
 """Markdown and CSV tables for people, plus the number formats every report shares.
 
-Number conventions (SYSTEM.md section 1): MACs are multiply-adds, FLOPs = 2 x MACs; sizes in bytes use decimal
+Number conventions: MACs are multiply-adds, FLOPs = 2 x MACs; sizes in bytes use decimal
 units (1 MB = 10^6 bytes) so they compare with the papers' "M" counts.
 """
 
