@@ -27,3 +27,16 @@ class CheckpointError(LightnnError):
 
 class UnsupportedOpError(LightnnError):
     """An op the profiler, pruner or exporter cannot handle; the message names the op and the layer."""
+
+
+class OutputError(LightnnError, OSError):
+    """An output that cannot be written (disk full, read-only folder, no permission): names the path and the
+    operating system's reason. Also an ``OSError``, so code that tolerates failed writes keeps catching it."""
+
+    def __init__(self, path: object, err: OSError) -> None:
+        super().__init__(err.errno, err.strerror)
+        self.errno, self.strerror, self.filename = err.errno, err.strerror, str(path)
+        self.message = f"cannot write {str(path)!r}: {err.strerror or err}"
+
+    def __str__(self) -> str:
+        return self.message

@@ -19,6 +19,7 @@ Libraries doing the heavy lifting: PyTorch (training), ONNX (export), ONNX Runti
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import platform
@@ -33,7 +34,9 @@ import torch
 import torch.nn as nn
 
 from .errors import LightnnError
+from .utils.checks import Number
 from .utils.io import atomic_write_json, atomic_write_text
+from .utils.runfolder import lock_folder, remove_partial_writes
 
 if TYPE_CHECKING:
     from .export.quantize import QuantReport
@@ -56,7 +59,13 @@ def _deep_update(base: dict, new: dict) -> dict:
 
 
 def resolve_config(user: dict | None = None, **overrides: Any) -> dict[str, Any]:
-    """The default config, updated by a user config (nested keys merge), then by explicit overrides."""
+    """The default config, updated by a user config (nested keys merge), then by explicit overrides.
+
+    Every key must be one of :data:`SCHEMA` (an unknown one is refused, naming it and the allowed ones) and every
+    value must have its type and range (``train.epochs: ten``, ``train.batch_size: 8.5``, ``prune.target_macs:
+    lots`` are refused naming the key); each ``models`` entry is built on the meta device first, so an unknown,
+    unbuildable or oversized architecture is refused before any work."""
+    check_keys(user or {})
     cfg = _deep_update(default_config(), user or {})
     for k, v in overrides.items():
         if v is not None:
@@ -65,22 +74,114 @@ def resolve_config(user: dict | None = None, **overrides: Any) -> dict[str, Any]
     return cfg
 
 
+class _OneOf:
+    """A config value from a fixed set (``None`` in ``values`` allows null)."""
+
+    def __init__(self, *values: Any) -> None:
+        self.values = values
+
+    def __call__(self, v: Any) -> Any:
+        if isinstance(v, bool) and not any(isinstance(x, bool) for x in self.values) or v not in self.values:
+            raise LightnnError(f"must be one of {[x for x in self.values]}, got {v!r}")
+        return v
+
+
+def _optional(check: Number) -> Callable[[Any], Any]:
+    return lambda v: None if v is None else check(v)
+
+
+def _round_to(v: Any) -> int | str:
+    if v == "auto":
+        return v
+    try:
+        return Number(int, 1)(v)
+    except argparse.ArgumentTypeError:
+        raise LightnnError(f"must be a positive integer or 'auto', got {v!r}") from None
+
+
+def _positive_ints(v: Any) -> list[int]:
+    if not isinstance(v, list) or not v:
+        raise LightnnError(f"must be a non-empty list of batch sizes, got {v!r}")
+    return [Number(int, 1)(b) for b in v]
+
+
+# every key a `lightnn run` config may hold -> its check (type, range); nested mappings are sections
+SCHEMA: dict[str, Any] = {
+    "output": str, "seed": Number(int, 0), "threads": Number(int, 1), "progress": bool,
+    "data": {"path": str, "val_fraction": Number(float, 0, 1, lo_open=True, hi_open=True),
+             "max_train_images": _optional(Number(int, 1)), "max_val_images": _optional(Number(int, 1)),
+             "skip_corrupt": bool},
+    "models": list,
+    "train": {"epochs": Number(int, 1), "batch_size": Number(int, 1), "lr": Number(float, 0, lo_open=True),
+              "weight_decay": Number(float, 0), "schedule": _OneOf("cosine", "onecycle", "constant"),
+              "warmup_epochs": Number(float, 0), "label_smoothing": Number(float, 0, 1, hi_open=True)},
+    "select": {"latency_batch": Number(int, 1), "reward_w": Number(float)},
+    "prune": {"enabled": bool, "target_macs": Number(float, 0.05, 1, hi_open=True),
+              "criterion": _OneOf("l1", "l2", "bn_scale", "random"), "round_to": _round_to,
+              "finetune_epochs": Number(int, 1), "finetune_lr": Number(float, 0, lo_open=True), "distill": bool,
+              "search_steps": Number(int, 1)},
+    "quantize": {"enabled": bool, "method": _OneOf("minmax", "percentile", "entropy"),
+                 "calibration_images": Number(int, 1)},
+    "latency": {"batches": _positive_ints, "threads": Number(int, 1), "warmup": Number(int, 0),
+                "runs": Number(int, 1)},
+}
+
+
+def check_keys(cfg: Any, schema: dict | None = None, where: str = "") -> None:
+    """Refuse keys :data:`SCHEMA` does not have (a misspelt key would otherwise be silently ignored) and sections
+    that are not mappings."""
+    schema = SCHEMA if schema is None else schema
+    if not isinstance(cfg, dict):
+        raise LightnnError(f"config {where.rstrip('.') or 'file'!r} must be a mapping, got {cfg!r}")
+    for k, v in cfg.items():
+        if k not in schema:
+            raise LightnnError(f"config has unknown key {where + str(k)!r}; allowed "
+                               f"{'in ' + repr(where.rstrip('.')) if where else 'at the top level'}: "
+                               f"{', '.join(schema)}")
+        if isinstance(schema[k], dict):
+            check_keys(v, schema[k], f"{where}{k}.")
+
+
+def _check_values(cfg: dict, schema: dict, where: str = "") -> None:
+    """Check (and normalize: ``"1e-3"`` -> 0.001) every value against :data:`SCHEMA`, naming the key."""
+    for k, check in schema.items():
+        key = f"{where}{k}"
+        if k not in cfg:
+            if k in ("skip_corrupt", "search_steps"):  # optional keys (absent from older run folders' configs)
+                continue
+            raise LightnnError(f"config is missing {key!r}")
+        v = cfg[k]
+        if isinstance(check, dict):
+            if not isinstance(v, dict):
+                raise LightnnError(f"config {key!r} must be a mapping, got {v!r}")
+            _check_values(v, check, key + ".")
+        elif check in (str, bool, list):
+            if not isinstance(v, check):
+                what = {str: "a string", bool: "true or false", list: "a list"}[check]
+                raise LightnnError(f"config {key!r} must be {what}, got {v!r}")
+        else:
+            try:
+                cfg[k] = check(v)
+            except (argparse.ArgumentTypeError, LightnnError) as e:
+                raise LightnnError(f"config {key!r} {e}") from None
+
+
 def _validate(cfg: dict) -> None:
+    _check_values(cfg, SCHEMA)
     models = cfg.get("models")
     if not models or not isinstance(models, list):
         raise LightnnError("config 'models' must be a non-empty list of {name: ..., <arch args>} entries")
     from .models import model_info
+    from .models.size_check import check_model_args
 
-    for m in models:
-        if not isinstance(m, dict) or "name" not in m:
+    for i, m in enumerate(models):
+        if not isinstance(m, dict) or not isinstance(m.get("name"), str):
             raise LightnnError(f"config 'models' entry {m!r} needs a 'name'")
         model_info(m["name"])  # unknown names fail here, before any work
-    t = float(cfg["prune"]["target_macs"])
-    if not 0.05 <= t < 1.0:
-        raise LightnnError(f"config prune.target_macs must be in [0.05, 1), got {t}")
-    for b in cfg["latency"]["batches"]:
-        if int(b) < 1:
-            raise LightnnError(f"config latency.batches must be positive, got {b}")
+        arch = {k: v for k, v in m.items() if k not in ("name", "label")}
+        check_model_args(m["name"], arch, num_classes=10, what=f"config models[{i}]")
+    if len({m.get("label") or m["name"] for m in models}) < len(models):
+        raise LightnnError("config 'models' lists a model twice: give the entries distinct 'label's")
 
 
 @dataclass
@@ -150,8 +251,10 @@ def _stage_data(ctx: Ctx):
     from .data import load_dataset
 
     d = ctx.cfg["data"]
-    train = load_dataset(d["path"], "train", val_fraction=float(d["val_fraction"]), seed=int(ctx.cfg["seed"]))
-    val = load_dataset(d["path"], "val", val_fraction=float(d["val_fraction"]), seed=int(ctx.cfg["seed"]))
+    kw = dict(val_fraction=float(d["val_fraction"]), seed=int(ctx.cfg["seed"]),
+              skip_corrupt=bool(d.get("skip_corrupt")))
+    train = load_dataset(d["path"], "train", **kw)
+    val = load_dataset(d["path"], "val", **kw)
     if d.get("max_train_images") and len(train) > int(d["max_train_images"]):
         g = torch.Generator().manual_seed(int(ctx.cfg["seed"]))
         train = train.subset(torch.randperm(len(train), generator=g)[: int(d["max_train_images"])].sort().values)
@@ -201,6 +304,7 @@ def _export_and_measure(model: nn.Module, name: str, ctx: Ctx, val_xy, input_siz
 def _stage_candidates(ctx: Ctx, train, val) -> None:
     from .checkpoint import save_checkpoint
     from .models import create_model
+    from .train import check_input_size, seed_everything
 
     done = ctx.state.setdefault("candidates", {})
     size = tuple(train.image_size)
@@ -211,8 +315,9 @@ def _stage_candidates(ctx: Ctx, train, val) -> None:
         if key in done:
             ctx.log(f"    {key}: done earlier (top-1 {done[key]['top1']:.1f}%), skipped")
             continue
-        torch.manual_seed(int(ctx.cfg["seed"]))
+        seed_everything(int(ctx.cfg["seed"]))  # each candidate's initial weights depend on the seed alone
         model = create_model(name, num_classes=len(train.classes), in_chans=size[0], **spec)
+        check_input_size(model, train)
         row: dict[str, Any] = {"name": key, "model": name, "arch_kwargs": spec, "baseline": i == 0}
         row.update(_profile_row(model, size))
         t0 = time.perf_counter()
@@ -486,19 +591,54 @@ def _meta() -> dict[str, str]:
             "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
 
 
+def read_state(path: Path) -> dict[str, Any]:
+    """A run folder's ``state.json``, checked: a file that is not valid JSON, or whose stages do not fit together,
+    raises :class:`LightnnError` naming it (``--fresh`` starts over) instead of failing somewhere later."""
+    fix = "pass --fresh to start the run over (or delete it)"
+    try:
+        state = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise LightnnError(f"run state {str(path)!r} is not valid JSON ({str(e)[:120]}): {fix}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("config"), dict) \
+            or not isinstance(state.get("done", []), list):
+        raise LightnnError(f"run state {str(path)!r} is not a lightnn run state (no 'config' mapping and 'done' "
+                           f"list): {fix}")
+    for name in state.get("done", []):
+        if name not in STAGES or (name not in ("data", "report") and not isinstance(state.get(name), dict)):
+            raise LightnnError(f"run state {str(path)!r} lists stage {name!r} as done without its results: {fix}")
+    return state
+
+
 def run(cfg: dict | None = None, output: str | Path | None = None, log: Callable[[str], None] = print,
         fresh: bool = False) -> dict[str, Any]:
-    """Run the whole pipeline; returns the final state. Re-running on the same ``output`` resumes."""
-    import yaml
+    """Run the whole pipeline; returns the final state. Re-running on the same ``output`` resumes.
 
+    The run holds a lock on the folder (:func:`lightnn.utils.runfolder.lock_folder`): a second run on it is
+    refused naming the first. Partial files a killed run left are removed before anything else; ``fresh`` deletes
+    the earlier run's state, ``models/`` and ``train/`` (the candidates' resume checkpoints) first."""
     cfg = resolve_config(cfg)
     out = Path(output or cfg["output"])
-    out.mkdir(parents=True, exist_ok=True)
+    with lock_folder(out, "run folder"):
+        return _run_locked(cfg, out, log, fresh)
+
+
+def _run_locked(cfg: dict, out: Path, log: Callable[[str], None], fresh: bool) -> dict[str, Any]:
+    import shutil
+
+    import yaml
+
     state_path = out / "state.json"
+    if fresh:
+        state_path.unlink(missing_ok=True)
+        for sub in ("models", "train"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    gone = remove_partial_writes(out) + remove_partial_writes(out / "models")
+    if gone:
+        log(f"removed {len(gone)} partial file(s) an interrupted run left in {out}")
     state: dict[str, Any] = {}
-    if state_path.exists() and not fresh:
-        state = json.loads(state_path.read_text())
-        if state.get("config") != cfg:
+    if state_path.exists():
+        state = read_state(state_path)
+        if _deep_update(default_config(), state["config"]) != cfg:  # keys added since then take their defaults
             raise LightnnError(f"run folder {str(out)!r} holds a run with another configuration; pass another "
                                f"--output or --fresh to start over")
         log(f"resuming the run in {out} (done: {', '.join(s for s in STAGES if s in state.get('done', [])) or 'nothing'})")

@@ -74,8 +74,12 @@ def test_report_tables(tiny_run):
 
 def test_resume_skips_done_stages(tiny_run):
     out, state, _ = tiny_run
+    partial = [out / ".state.json.k1l2.tmp", out / "models" / ".resnet20.onnx.x9y8.tmp"]  # as a kill leaves them
+    for p in partial:
+        p.write_bytes(b"half")
     lines: list[str] = []
     again = pipeline.run(pipeline.resolve_config(TINY), output=out, log=lines.append)
+    assert not any(p.exists() for p in partial) and any("removed 2 partial file(s)" in line for line in lines)
     assert any("resuming" in line for line in lines)
     assert any("candidates done earlier, skipped" in line for line in lines)
     assert any("prune      done earlier, skipped" in line for line in lines)

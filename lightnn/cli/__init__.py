@@ -1,7 +1,8 @@
 """The ``lightnn`` command: one small module per subcommand, each with ``add_parser(sub)`` and ``run(args)``.
 
 Every subcommand's ``--help`` ends with runnable examples. ``--config file.yaml`` (where a subcommand takes one)
-supplies defaults that explicit flags override. User errors (:class:`lightnn.errors.LightnnError`) print one line
+supplies defaults that explicit flags override. User errors (:class:`lightnn.errors.LightnnError`) and refused file
+operations (``OSError``: disk full, read-only folder, permission denied; the path and the reason) print one line
 and exit 2; nothing prints a traceback for bad input.
 """
 
@@ -56,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         rc = args._run(args)
     except LightnnError as e:
         print(f"lightnn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a write the system refused (disk full, read-only, permission) or a file gone missing
+        where = f"{e.filename!r}: " if e.filename else ""
+        print(f"lightnn {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"lightnn {args.command}: interrupted", file=sys.stderr)

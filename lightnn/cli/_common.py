@@ -1,12 +1,16 @@
-"""Helpers shared by subcommands: help formatting, YAML configs under flags, model-name wildcards."""
+"""Helpers shared by subcommands: help formatting, YAML configs under flags, typed and bounded numbers (the same
+checks for a flag and for a config file's value), model-name wildcards."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import LightnnError
+from ..utils.checks import Number
+
+__all__ = ["add_command", "load_yaml", "Number", "check_value", "merge_config", "expand_models"]
 
 
 def add_command(sub, name: str, help: str, examples: list[str], description: str | None = None) -> argparse.ArgumentParser:
@@ -29,6 +33,16 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise LightnnError(f"config file {str(p)!r} must hold a mapping at the top level")
     return data
+
+
+def check_value(key: str, value: Any, check: Callable[[Any], Any], source: str) -> Any:
+    """``check(value)`` (a :class:`Number` or another argparse type), with a failure reported as a
+    :class:`LightnnError` naming the key and where it came from (``source``: the config file)."""
+    try:
+        return check(value)
+    except (argparse.ArgumentTypeError, TypeError, ValueError) as e:
+        raise LightnnError(f"{source}: {key!r} {e}" if isinstance(e, argparse.ArgumentTypeError)
+                           else f"{source}: {key!r} has a bad value {value!r}: {e}") from None
 
 
 def merge_config(args: argparse.Namespace, parser_defaults: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LightnnError
+from ._common import Number
 
 __all__ = ["add_arguments", "track_explicit", "explicit_flags", "mode_of", "refuse_unused", "run"]
 
@@ -37,7 +38,7 @@ _CHANNELS = {"target_macs", "target_latency", "ratio", "plan", "scope", "remove_
              "weight_decay", "label_smoothing", "distill", "kd_weight"}
 USES = {"deep": _DATA | _DEEP_PRUNE | _DEEP_SHARE, "prune": _DATA | _DEEP_PRUNE, "share": _DATA | _DEEP_SHARE,
         "channels": _DATA | _CHANNELS, "sensitivity": _DATA | _SENS, "lowrank": {"rank", "energy", "exclude"}}
-_EVERYWHERE = {"checkpoint", "method", "output", "config", "json"}
+_EVERYWHERE = {"checkpoint", "method", "output", "config", "json", "seed"}
 # plain command-line keys a --config file may also hold (the rest are stage-config fields)
 CLI_KEYS = {"data", "output", "val_fraction", "split_seed", "batch_size", "device", "method", "sensitivity"}
 
@@ -54,43 +55,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("structured pruning (--method channels / lowrank, --sensitivity)")
     g.add_argument("--sensitivity", action="store_true", default=None,
                    help="prune each channel group alone at --ratios and report accuracy (table, plot, JSON)")
-    g.add_argument("--target-macs", type=float, help="keep this fraction of the MACs (per-group ratios planned from a "
+    g.add_argument("--target-macs", type=Number(float, 0, 1, lo_open=True, hi_open=True, meaning="the fraction of the MACs to keep"), help="keep this fraction of the MACs (per-group ratios planned from a "
                                                      "sensitivity analysis, or one uniform ratio with --plan uniform)")
-    g.add_argument("--target-latency", type=float,
+    g.add_argument("--target-latency", type=Number(float, 0, 1, lo_open=True, hi_open=True, meaning="the fraction of the latency to keep"),
                    help="keep this fraction of the ONNX Runtime latency at --latency-batch (planned like --target-macs)")
-    g.add_argument("--ratio", type=float, help="prune this fraction of every group (no plan)")
+    g.add_argument("--ratio", type=Number(float, 0, 1, hi_open=True, meaning="the fraction of each group's channels to remove"), help="prune this fraction of every group (no plan)")
     g.add_argument("--plan", choices=["sensitivity", "uniform"],
                    help="how --target-macs/--target-latency are met: per-group ratios from a sensitivity analysis "
                         "(default; needs --data) or one uniform ratio bisected to the budget")
-    g.add_argument("--remove-blocks", type=int,
+    g.add_argument("--remove-blocks", type=Number(int, 0),
                    help="first remove this many identity-shortcut residual blocks, those whose removal alone costs "
                         "the least validation accuracy (needs --data); --target-macs stays relative to the input model")
     g.add_argument("--rank-blocks", choices=["accuracy", "latency"],
                    help="choose the blocks by accuracy lost (default), or by accuracy lost per ms of deployment "
                         "latency saved (measured at --latency-batch)")
-    g.add_argument("--latency-batch", type=int,
+    g.add_argument("--latency-batch", type=Number(int, 1),
                    help="batch size of the latency measurements (--target-latency, --rank-blocks latency; default 1)")
     g.add_argument("--criterion", choices=list(CRITERIA), help="channel importance (default l1)")
     g.add_argument("--round-to", help="kept channel counts are multiples of this (default 8); 'auto': this CPU's "
                                       "convolution channel block (16 with AVX-512, else 8)")
     g.add_argument("--ratios", help="sensitivity ratios, comma-separated (default 0.25,0.5,0.75)")
     g.add_argument("--exclude", action="append", help="layer path (wildcards) to leave unpruned / unfactored")
-    g.add_argument("--finetune-epochs", type=float, help="fine-tune after pruning (needs --data)")
-    g.add_argument("--lr", type=float,
+    g.add_argument("--finetune-epochs", type=Number(float, 0), help="fine-tune after pruning (needs --data)")
+    g.add_argument("--lr", type=Number(float, 0, lo_open=True),
                    help="fine-tuning peak learning rate (cosine schedule, default 0.01); for as many epochs as training "
                         "from scratch takes, retraining with the from-scratch recipe (learning-rate rewinding, e.g. "
                         "--lr 0.1 --weight-decay 5e-4 --label-smoothing 0.1) beat a small-rate KD fine-tune on "
                         "MobileNetV2-CIFAR: see BENCHMARKS.md")
-    g.add_argument("--weight-decay", type=float,
+    g.add_argument("--weight-decay", type=Number(float, 0),
                    help="retraining weight decay, not on norms/biases (channels fine-tuning and --method deep/prune; "
                         "default 5e-4)")
-    g.add_argument("--label-smoothing", type=float, help="retraining label smoothing (channels and deep; default 0)")
+    g.add_argument("--label-smoothing", type=Number(float, 0, 1, hi_open=True), help="retraining label smoothing (channels and deep; default 0)")
     g.add_argument("--distill", action="store_true", default=None,
                    help="retrain with the uncompressed model as teacher (channels fine-tuning and deep)")
-    g.add_argument("--kd-weight", type=float, help="with --distill: weight of the distillation loss (default 0.5)")
-    g.add_argument("--rank", type=int, help="low-rank: one rank for every layer")
-    g.add_argument("--energy", type=float, help="low-rank: keep this fraction of singular-value energy")
-    g.add_argument("--eval-limit", type=int, help="validation images the accuracy checks use (default 2000; 0: all)")
+    g.add_argument("--kd-weight", type=Number(float, 0, 1), help="with --distill: weight of the distillation loss (default 0.5)")
+    g.add_argument("--rank", type=Number(int, 1), help="low-rank: one rank for every layer")
+    g.add_argument("--energy", type=Number(float, 0, 1, lo_open=True), help="low-rank: keep this fraction of singular-value energy")
+    g.add_argument("--eval-limit", type=Number(int, 0), help="validation images the accuracy checks use (default 2000; 0: all)")
 
 
 # -- which flags were typed --------------------------------------------------------------------------------------
@@ -197,9 +198,10 @@ def _load(args: argparse.Namespace) -> tuple[Path, Path, dict, Any]:
     src = Path(args.checkpoint)
     suffix = {"sensitivity": "sens"}.get(args._mode, args._mode)
     out = Path(args.output) if args.output else src.with_name(f"{src.stem}_{suffix}")
-    if out.suffix:
+    # a folder may have a dot in its name (runs/r20.v2); only an existing file or a model-file name is refused
+    if out.is_file() or out.suffix in (".pt", ".lnz", ".onnx"):
         raise LightnnError(f"--output {str(out)!r} must be a directory for "
-                           f"{'--sensitivity' if args._mode == 'sensitivity' else '--method ' + args._mode}")
+                           f"{'--sensitivity' if args._mode == 'sensitivity' else '--method ' + args._mode}, not a file")
     meta = dict(read_checkpoint(src).get("meta", {}))
     model = load_model(src).eval()
     norm = meta.get("normalize") or getattr(model, "lightnn_normalize", None)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import LightnnError
 from . import _compress_structured as structured
-from ._common import add_command, load_yaml
+from ._common import Number, add_command, load_yaml
 
 UNSTRUCTURED = ("deep", "prune", "share")
 STRUCTURED = ("channels", "lowrank")
@@ -68,7 +68,9 @@ def add_parser(sub):
     d = p.add_argument_group("data")
     d.add_argument("--val-fraction", type=float, default=0.1)
     d.add_argument("--split-seed", type=int, default=0)
-    d.add_argument("--batch-size", type=int, default=128)
+    d.add_argument("--batch-size", type=Number(int, 1), default=128)
+    d.add_argument("--seed", type=Number(int, 0), default=0,
+                   help="seed of the global random generators (the random importance criterion, dropout)")
     d.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     structured.add_arguments(p)
@@ -109,7 +111,10 @@ def _config(args, recipe: dict) -> "DeepConfig":  # noqa: F821
 
 
 def run(args) -> int:
+    from ..train import seed_everything
+
     structured.explicit_flags(args)
+    seed_everything(args.seed)  # the same command gives the same compressed model
     recipe = load_yaml(args.config) if args.config else {}
     mode = structured.mode_of(args, recipe)
     structured.refuse_unused(mode, args, recipe)

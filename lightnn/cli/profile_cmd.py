@@ -44,6 +44,7 @@ def add_parser(sub):
 def run(args) -> int:
     from .. import create_model
     from ..models import model_info
+    from ..models.size_check import check_model_args
     from ..profile import measure_latency, profile
     from ..report.tables import csv_table, fmt_bytes, fmt_count, markdown_table
 
@@ -51,6 +52,8 @@ def run(args) -> int:
         raise LightnnError(f"--batch must be >= 1, got {args.batch}")
     if args.input_size is not None and args.input_size < 1:
         raise LightnnError(f"--input-size must be >= 1, got {args.input_size}")
+    if args.num_classes < 1:
+        raise LightnnError(f"--num-classes must be >= 1, got {args.num_classes}")
     names = expand_models(args.models)
     reports, lats = [], []
     for name in names:
@@ -58,6 +61,7 @@ def run(args) -> int:
         c, h, w = info.input_size
         if args.input_size is not None:
             h = w = args.input_size
+        check_model_args(name, num_classes=args.num_classes, bytes_per_param=4, lower="--num-classes")
         model = create_model(name, num_classes=args.num_classes)
         rep = profile(model, (args.batch, c, h, w), strict=not args.non_strict)
         rep.model = name

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ._common import add_command, load_yaml
+from ..errors import LightnnError
+from ._common import Number, add_command, load_yaml
 
 
 def add_parser(sub):
@@ -19,10 +20,12 @@ def add_parser(sub):
     p.add_argument("config", nargs="?", help="YAML config (default: the built-in lightnn/configs/run.yaml)")
     p.add_argument("--output", "-o", help="run folder (default: runs/lightnn-run)")
     p.add_argument("--data", help="dataset path (default: the shipped sample)")
-    p.add_argument("--epochs", type=int, help="training epochs per candidate")
+    p.add_argument("--epochs", type=Number(int, 1), help="training epochs per candidate")
     p.add_argument("--models", help="comma-separated registry names to compare (first = baseline)")
-    p.add_argument("--max-train-images", type=int, help="cap on training images")
-    p.add_argument("--fresh", action="store_true", help="start over instead of resuming the run folder")
+    p.add_argument("--max-train-images", type=Number(int, 1), help="cap on training images")
+    p.add_argument("--skip-corrupt", action="store_true", help="skip unreadable image files (with a warning)")
+    p.add_argument("--fresh", action="store_true",
+                   help="start over instead of resuming: deletes the folder's state.json, models/ and train/ first")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -31,12 +34,18 @@ def run(args) -> int:
     from .. import pipeline
 
     user = load_yaml(args.config) if args.config else {}
+    try:
+        pipeline.check_keys(user)  # before the flags below are merged into its sections
+    except LightnnError as e:
+        raise LightnnError(f"config file {args.config!r}: {e}") from None
     if args.data:
         user.setdefault("data", {})["path"] = args.data
     if args.epochs:
         user.setdefault("train", {})["epochs"] = args.epochs
     if args.max_train_images:
         user.setdefault("data", {})["max_train_images"] = args.max_train_images
+    if args.skip_corrupt:
+        user.setdefault("data", {})["skip_corrupt"] = True
     if args.models:
         user["models"] = [{"name": n.strip()} for n in args.models.split(",") if n.strip()]
     if args.no_progress:

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..errors import LightnnError
-from ._common import add_command, load_yaml, merge_config
+from ._common import Number, add_command, check_value, load_yaml, merge_config
 
 
 def _compile_mode(text: str) -> str:
@@ -43,18 +43,18 @@ def add_parser(sub):
     p.add_argument("--config", help="YAML file with any of these options (flags override it)")
     p.add_argument("--data", default="sample", help="dataset: folder, .zip, .tar.gz, CIFAR pickles, or 'sample'")
     p.add_argument("--output", default=None, help="run directory (default runs/<model>)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=128, help="total over all DDP processes")
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--epochs", type=Number(int, 1), default=30)
+    p.add_argument("--batch-size", type=Number(int, 1), default=128, help="total over all DDP processes")
+    p.add_argument("--lr", type=Number(float, 0, lo_open=True), default=0.1, help="peak learning rate")
+    p.add_argument("--momentum", type=Number(float, 0, 1, hi_open=True), default=0.9)
     p.add_argument("--no-nesterov", dest="nesterov", action="store_false")
-    p.add_argument("--weight-decay", type=float, default=5e-4, help="not applied to norms and biases")
+    p.add_argument("--weight-decay", type=Number(float, 0), default=5e-4, help="not applied to norms and biases")
     p.add_argument("--schedule", default="cosine", choices=["cosine", "onecycle", "constant"])
-    p.add_argument("--warmup-epochs", type=float, default=0.0)
-    p.add_argument("--min-lr", type=float, default=0.0)
-    p.add_argument("--label-smoothing", type=float, default=0.0)
+    p.add_argument("--warmup-epochs", type=Number(float, 0), default=0.0)
+    p.add_argument("--min-lr", type=Number(float, 0), default=0.0)
+    p.add_argument("--label-smoothing", type=Number(float, 0, 1, hi_open=True), default=0.0)
     p.add_argument("--no-augment", dest="augment", action="store_false", help="no pad+crop+flip")
-    p.add_argument("--cutout", type=int, default=0, metavar="N",
+    p.add_argument("--cutout", type=Number(int, 0), default=0, metavar="N",
                    help="also paint an NxN square of each training image in the mean colour (Cutout), 0 = off")
     p.add_argument("--amp", dest="amp", action="store_true", default=None, help="bf16 autocast and channels-last (default: on for CUDA; on AMX CPUs the faster of bf16 and fp32, timed on one batch)")
     p.add_argument("--no-amp", dest="amp", action="store_false")
@@ -66,47 +66,90 @@ def add_parser(sub):
                         "auto (time eager and compiled steps, keep the faster); on an AMX CPU the precision is chosen "
                         "by timing compiled steps")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-    p.add_argument("--seed", type=int, default=0, help="shuffling, augmentation and dropout seed")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="validation share carved from train")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/val split")
-    p.add_argument("--image-size", type=int, default=None, help="resize images to this square size")
+    p.add_argument("--seed", type=Number(int, 0), default=0,
+                   help="seed of the initial weights, shuffling, augmentation and dropout")
+    p.add_argument("--val-fraction", type=Number(float, 0, 1, hi_open=True), default=0.1,
+                   help="validation share carved from train")
+    p.add_argument("--split-seed", type=Number(int, 0), default=0, help="seed of the train/val split")
+    p.add_argument("--image-size", type=Number(int, 1), default=None, help="resize images to this square size")
     p.add_argument("--skip-corrupt", action="store_true", help="skip unreadable images (with a warning)")
     p.add_argument("--stream", action="store_true",
                    help="stream a large ImageFolder tree (random-resized-crop, DataLoader workers) instead of caching")
-    p.add_argument("--workers", type=int, default=4, help="DataLoader workers with --stream")
+    p.add_argument("--workers", type=Number(int, 0), default=4, help="DataLoader workers with --stream")
     p.add_argument("--arch", type=_kv, action="append", default=[], metavar="KEY=VALUE",
                    help="architecture argument for create_model, e.g. width_mult=0.5 (repeatable)")
     p.add_argument("--teacher", default=None, help="teacher checkpoint for knowledge distillation")
-    p.add_argument("--kd-temperature", type=float, default=4.0)
-    p.add_argument("--kd-weight", type=float, default=0.5)
-    p.add_argument("--aux-weight", type=float, default=0.4, help="weight of auxiliary-head losses")
-    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
+    p.add_argument("--kd-temperature", type=Number(float, 0, lo_open=True), default=4.0)
+    p.add_argument("--kd-weight", type=Number(float, 0, 1), default=0.5)
+    p.add_argument("--aux-weight", type=Number(float, 0), default=0.4, help="weight of auxiliary-head losses")
+    p.add_argument("--ema", type=Number(float, 0, 1, lo_open=True, hi_open=True), default=None, metavar="DECAY",
                    help="validate and save an exponential moving average of the weights (e.g. 0.999)")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pt if it exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in OUTPUT (without it, or --resume, such a folder is refused)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
     return p
 
 
+def _check_config(config: dict, actions: dict[str, argparse.Action], source: str) -> None:
+    """Each config value must have the type (and range) its flag takes: ``epochs: ten``, ``batch_size: 8.5``,
+    ``arch: notadict`` and ``amp: maybe`` are refused naming the key instead of failing later or being used."""
+    from ..train.trainer import check_compile_mode
+
+    for key, v in config.items():
+        a = actions[key]
+        if key == "arch":
+            if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
+                raise LightnnError(f"{source}: 'arch' must be a mapping of architecture arguments "
+                                   f"(e.g. {{width_mult: 0.5}}), got {v!r}")
+        elif v is None and a.default is None:
+            continue  # the flag's own "not given"
+        elif key == "compile":
+            if not isinstance(v, (bool, str)):
+                raise LightnnError(f"{source}: 'compile' must be true/false or a mode name, got {v!r}")
+            check_value(key, v, lambda m: check_compile_mode(m) if isinstance(m, str) else m, source)
+        elif isinstance(a.type, Number):
+            check_value(key, v, a.type, source)
+        elif a.nargs == 0:  # store_true / store_false
+            if not isinstance(v, bool):
+                raise LightnnError(f"{source}: {key!r} must be true or false, got {v!r}")
+        elif a.choices is not None:
+            if v not in a.choices:
+                raise LightnnError(f"{source}: {key!r} must be one of {list(a.choices)}, got {v!r}")
+        elif not isinstance(v, str):
+            raise LightnnError(f"{source}: {key!r} must be a string, got {v!r}")
+
+
 def run(args) -> int:
     from .. import create_model
     from ..data import load_dataset
+    from ..models.size_check import check_model_args
+    from ..train import check_output, seed_everything
     from ..train import distributed as dist_utils
     from ..train import fit
 
-    parser_defaults = {a.dest: a.default for a in add_parser(argparse.ArgumentParser().add_subparsers())._actions}
+    actions: dict[str, argparse.Action] = {}
+    for a in add_parser(argparse.ArgumentParser().add_subparsers())._actions:
+        actions.setdefault(a.dest, a)  # --amp / --no-amp share a dest: the first one's default is the parser's
+    parser_defaults = {k: a.default for k, a in actions.items()}
     config = {k.replace("-", "_"): v for k, v in (load_yaml(args.config) if args.config else {}).items()}
-    unknown = sorted(set(config) - set(parser_defaults) - {"arch"})
+    unknown = sorted(set(config) - (set(parser_defaults) - {"help", "config"}))
     if unknown:
         raise LightnnError(f"config file {args.config!r} has unknown key(s) {unknown}; see `lightnn train --help`")
+    _check_config(config, actions, f"config file {args.config!r}")
     cfg = merge_config(args, parser_defaults, config)
-    arch = dict(cfg.get("arch") or {}) if isinstance(cfg.get("arch"), dict) else dict(cfg.get("arch") or [])
+    arch = dict(config.get("arch") or {})
     if args.arch:
         arch.update(dict(args.arch))
     model_name = cfg.get("model")
     if not model_name:
         raise LightnnError("name a model to train (positional MODEL or `model:` in --config)")
     output = cfg.get("output") or f"runs/{model_name}"
+    # before the data is read: a folder holding another run is refused, and --arch is bounded (a meta-device build
+    # with 1000 classes, at least as large as the real one)
+    check_output(output, cfg["resume"], cfg["overwrite"])
+    check_model_args(model_name, arch, what="--arch")
 
     device = dist_utils.init_from_env(cfg.get("device"))
     # rank 0 decodes and caches the data first so the other processes read the cache
@@ -132,6 +175,7 @@ def run(args) -> int:
     if dist_utils.rank() == 0:
         dist_utils.barrier()
 
+    seed_everything(cfg["seed"])  # the initial weights depend on --seed alone
     try:
         model = create_model(model_name, num_classes=train.num_classes, in_chans=in_chans, **arch)
     except TypeError as e:  # a builder that takes **kwargs rejects an unknown argument only when it is used
@@ -149,7 +193,7 @@ def run(args) -> int:
                  teacher=cfg.get("teacher"), kd_temperature=cfg["kd_temperature"], kd_weight=cfg["kd_weight"],
                  aux_weight=cfg["aux_weight"], output_dir=output, resume=cfg["resume"], config=resolved,
                  progress=cfg["progress"] and not cfg["json"], verbose=not cfg["json"], mean=mean, std=std,
-                 ema=cfg.get("ema"), cutout=cfg.get("cutout") or 0)
+                 ema=cfg.get("ema"), cutout=cfg.get("cutout") or 0, overwrite=cfg["overwrite"])
     if dist_utils.rank() == 0:
         summary = {"model": model_name, "output": str(output), **result["final"],
                    "best_val_top1": result["best_val_top1"], "train_time_s": result["train_time_s"]}

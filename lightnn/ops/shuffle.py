@@ -42,7 +42,8 @@ class ChannelShuffle(nn.Module):
         """Index tensor ``p`` with ``out[:, k] = in[:, p[k]]``."""
         if channels % self.groups:
             raise LightnnError(f"ChannelShuffle: {channels} channels do not divide into groups={self.groups}")
-        return torch.arange(channels).reshape(self.groups, channels // self.groups).t().reshape(-1)
+        # an explicit CPU index, so a model built under ``torch.device("meta")`` (size checks) can still read it
+        return torch.arange(channels, device="cpu").reshape(self.groups, channels // self.groups).t().reshape(-1)
 
     def extra_repr(self) -> str:
         return f"groups={self.groups}"
@@ -70,7 +71,7 @@ class ChannelPermute(nn.Module):
 
     def __init__(self, perm: list[int] | torch.Tensor) -> None:
         super().__init__()
-        perm = torch.as_tensor(perm, dtype=torch.long)
+        perm = torch.as_tensor(perm, dtype=torch.long, device="cpu")  # readable under torch.device("meta") too
         if sorted(perm.tolist()) != list(range(len(perm))):
             raise LightnnError("ChannelPermute: perm must be a permutation of 0..C-1")
         self.register_buffer("perm", perm, persistent=False)

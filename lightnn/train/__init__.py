@@ -14,7 +14,9 @@ Typical use::
 
 from .losses import classification_loss, distillation_loss
 from .schedule import SCHEDULES, lr_lambda
-from .trainer import bf16_is_fast, check_num_classes, evaluate, fit, param_groups, pick_precision
+from .trainer import (bf16_is_fast, check_finite, check_input_size, check_num_classes, check_output, evaluate, fit,
+                      param_groups, pick_precision, seed_everything)
 
-__all__ = ["fit", "evaluate", "param_groups", "check_num_classes", "pick_precision", "bf16_is_fast", "distillation_loss", "classification_loss",
+__all__ = ["fit", "evaluate", "seed_everything", "check_output", "check_input_size", "check_finite", "param_groups",
+           "check_num_classes", "pick_precision", "bf16_is_fast", "distillation_loss", "classification_loss",
            "lr_lambda", "SCHEDULES"]

@@ -19,8 +19,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import numbers
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -31,13 +33,27 @@ import torch.nn.functional as F
 from ..errors import CheckpointError, DataError, LightnnError
 from ..data.datasets import ImageData
 from ..data.loader import BatchLoader
+from ..utils.runfolder import lock_folder, remove_partial_writes
 from . import distributed as dist_utils
 from .losses import classification_loss, distillation_loss, split_outputs
 from .schedule import lr_lambda
 
-__all__ = ["fit", "evaluate", "param_groups", "check_num_classes", "pick_precision", "bf16_is_fast", "TTA_MODES"]
+__all__ = ["fit", "evaluate", "seed_everything", "param_groups", "check_num_classes", "check_input_size",
+           "check_finite", "check_output", "non_finite_tensors", "pick_precision", "bf16_is_fast", "TTA_MODES"]
 
 TTA_MODES = (None, "flip")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's (CPU and CUDA) generators from ``seed``: call it before a model is built,
+    so its initial weights, like the batches :func:`fit` draws from its own ``seed``, depend on the seed alone."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -302,7 +318,7 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
         output_dir: str | os.PathLike | None = None, resume: bool | str | os.PathLike = False,
         config: dict | None = None, progress: bool = True, verbose: bool = True,
         mean: Iterable[float] | None = None, std: Iterable[float] | None = None,
-        ema: float | None = None, cutout: int = 0) -> dict[str, Any]:
+        ema: float | None = None, cutout: int = 0, overwrite: bool | None = None) -> dict[str, Any]:
     """Train ``model`` in place on ``train`` and report on ``val`` each epoch.
 
     Args:
@@ -345,14 +361,23 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
             the same average, and ``model`` ends holding the averaged weights.
         cutout: side of the square each training image gets painted over in the mean colour (Cutout; 8 is the
             CIFAR-10 choice of the fast-training recipes, 16 the paper's for long runs); 0 = off.
+        overwrite: what a fresh (not resumed) run does when ``output_dir`` holds another run's ``model.pt``,
+            ``last.pt`` or ``metrics.jsonl``: None (default) replaces them as it goes, False refuses
+            (:func:`check_output`), True deletes them (and ``config.yaml``) first.
+
+    Safety: rank 0 holds a lock on ``output_dir`` while it writes there (a second run on the same folder is
+    refused, naming the holder), removes the partial files a killed run left, and checks before writing anything
+    that the model takes the data's images (:func:`check_input_size`). An epoch that ends with a non-finite loss,
+    weight or batch-norm statistic stops the run before it is saved (:func:`check_finite`).
 
     Returns:
         dict with ``history`` (one record per epoch: lr, train_loss, train_top1, val_top1, val_top5, val_loss,
         epoch_time_s, images_per_s), ``final`` (the last record), ``best_val_top1``, ``train_time_s``,
         ``normalize`` and ``output_dir``.
     """
-    if epochs < 1:
-        raise LightnnError(f"epochs must be >= 1, got {epochs}")
+    _check_numbers(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                   warmup_epochs=warmup_epochs, min_lr=min_lr, kd_temperature=kd_temperature, aux_weight=aux_weight,
+                   cutout=cutout, grad_clip=grad_clip)
     if not 0.0 <= kd_weight <= 1.0:
         raise LightnnError(f"kd_weight must be in [0, 1], got {kd_weight}")
     if not 0.0 <= label_smoothing < 1.0:
@@ -383,6 +408,7 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
     k = _num_classes(train)
     if k is not None:
         check_num_classes(model, k, _data_name(train))
+    check_input_size(model, train)
     if world > 1 and batch_size % world:
         raise LightnnError(f"batch_size {batch_size} must divide by the {world} DDP processes (it is the total batch)")
     precision = None
@@ -480,104 +506,254 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
         net = _compiled(net, compile)
         teach = _compiled(teacher, compile) if teacher is not None else None
 
-    if out is not None and rank == 0:
-        _write_config(out / "config.yaml", resolved)
-
+    loop = _Loop(model=model, net=net, teach=teach, opt=opt, sched=sched, loader=train_loader,
+                 steps=steps_per_epoch, dev=dev, amp=amp, label_smoothing=label_smoothing, aux_weight=aux_weight,
+                 kd_weight=kd_weight, kd_temperature=kd_temperature, extra_loss=extra_loss, hooks=hooks,
+                 ema_model=ema_model, grad_clip=grad_clip, compile=compile, k=k, train_name=_data_name(train),
+                 bar=progress and rank == 0)
     t_run = time.perf_counter()
-    for epoch in range(start_epoch, epochs):
-        t0 = time.perf_counter()
-        if hasattr(train_loader, "set_epoch"):
-            train_loader.set_epoch(epoch)
-        net.train()
-        acc = torch.zeros(3, dtype=torch.float64, device=dev)  # n, correct, loss sum
-        it: Iterable = train_loader
-        bar = None
-        if progress and rank == 0:
-            from tqdm import tqdm
-            bar = tqdm(train_loader, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
-                       dynamic_ncols=True)
-            it = bar
-        for step, (x, y) in enumerate(it):
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            first = step == 0 and epoch == start_epoch
-            try:
-                with _autocast(dev, amp):
-                    outputs = net(x)
-                    loss, logits = classification_loss(outputs, y, label_smoothing=label_smoothing,
-                                                       aux_weight=aux_weight)
-                    if teach is not None:
-                        with torch.no_grad():
-                            t_logits, _ = split_outputs(teach(x))
-                        loss = (1.0 - kd_weight) * loss + kd_weight * distillation_loss(logits, t_logits,
-                                                                                        kd_temperature)
-                    if extra_loss is not None:
-                        loss = loss + extra_loss(model, outputs, y)
-                if first and k is not None and logits.shape[1] != k:
-                    raise DataError(f"model outputs {logits.shape[1]} classes but data {_data_name(train)!r} has {k}")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-            except RuntimeError as e:
-                if compile and first and _is_compile_error(e):
-                    raise LightnnError(_compile_failure(model, e)) from e
-                raise
-            if grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            opt.step()
-            sched.step()
-            for h in hooks:
-                h(model)
-            if ema_model is not None:
-                ema_model.update_parameters(model)
-            with torch.no_grad():
-                acc[0] += y.numel()
-                acc[1] += (logits.argmax(1) == y).sum()
-                acc[2] += loss.detach().double() * y.numel()
-            if bar is not None and step % 20 == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{sched.get_last_lr()[0]:.4f}")
-        if bar is not None:
-            bar.close()
-        dist_utils.all_reduce_sum(acc)
-        if not torch.isfinite(acc[2]):
-            raise LightnnError(f"training diverged at epoch {epoch + 1} (loss is {acc[2].item()}); lower lr")
-        train_time = time.perf_counter() - t0
-        rec: dict[str, Any] = {"epoch": epoch + 1, "lr": sched.get_last_lr()[0],
-                               "train_loss": acc[2].item() / acc[0].item(),
-                               "train_top1": 100.0 * acc[1].item() / acc[0].item(),
-                               "images_per_s": acc[0].item() / train_time}
-        if val_loader is not None:
-            ev = evaluate(model if ema_model is None else ema_model.module, val_loader, amp=amp, device=dev)
-            rec.update(val_top1=ev["top1"], val_top5=ev["top5"], val_loss=ev["loss"], val_images=ev["n"])
-            if ema_model is not None:
-                rec["val_top1_raw"] = evaluate(model, val_loader, amp=amp, device=dev)["top1"]
-            best = max(best, ev["top1"])
-        rec["epoch_time_s"] = time.perf_counter() - t0
-        history.append(rec)
-        if verbose and rank == 0:
-            msg = (f"epoch {epoch + 1}/{epochs}  loss {rec['train_loss']:.4f}  train {rec['train_top1']:.2f}%  "
-                   f"{rec['images_per_s']:.0f} img/s")
-            if "val_top1" in rec:
-                msg += f"  val top1 {rec['val_top1']:.2f}%  top5 {rec['val_top5']:.2f}%"
-            print(msg, flush=True)
+    with _output_lock(out if rank == 0 else None):
         if out is not None and rank == 0:
-            train_state = {"epoch": epoch + 1, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                           "rng": _rng_state(), "history": history, "best_val_top1": best}
-            if ema_model is not None:
-                train_state["ema"] = ema_model.state_dict()
-            _save(out / "last.pt", model, resolved, rec, train_state)
-            _write_metrics(out / "metrics.jsonl", history)
-        dist_utils.barrier()
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, rec, model)
+            _prepare_output(out, resume, ckpt_path, overwrite, verbose)
+            _write_config(out / "config.yaml", resolved)
+        for epoch in range(start_epoch, epochs):
+            t0 = time.perf_counter()
+            acc = _train_epoch(loop, epoch, epochs, first=epoch == start_epoch)
+            train_time = time.perf_counter() - t0
+            rec: dict[str, Any] = {"epoch": epoch + 1, "lr": sched.get_last_lr()[0],
+                                   "train_loss": acc[2].item() / acc[0].item(),
+                                   "train_top1": 100.0 * acc[1].item() / acc[0].item(),
+                                   "images_per_s": acc[0].item() / train_time}
+            if val_loader is not None and math.isfinite(rec["train_loss"]):
+                ev = evaluate(model if ema_model is None else ema_model.module, val_loader, amp=amp, device=dev)
+                rec.update(val_top1=ev["top1"], val_top5=ev["top5"], val_loss=ev["loss"], val_images=ev["n"])
+                if ema_model is not None:
+                    rec["val_top1_raw"] = evaluate(model, val_loader, amp=amp, device=dev)["top1"]
+            check_finite(model, rec, lr)  # before anything of this epoch is saved
+            if "val_top1" in rec:
+                best = max(best, rec["val_top1"])
+            rec["epoch_time_s"] = time.perf_counter() - t0
+            history.append(rec)
+            if verbose and rank == 0:
+                msg = (f"epoch {epoch + 1}/{epochs}  loss {rec['train_loss']:.4f}  train {rec['train_top1']:.2f}%  "
+                       f"{rec['images_per_s']:.0f} img/s")
+                if "val_top1" in rec:
+                    msg += f"  val top1 {rec['val_top1']:.2f}%  top5 {rec['val_top5']:.2f}%"
+                print(msg, flush=True)
+            if out is not None and rank == 0:
+                train_state = {"epoch": epoch + 1, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                               "rng": _rng_state(), "history": history, "best_val_top1": best}
+                if ema_model is not None:
+                    train_state["ema"] = ema_model.state_dict()
+                _save(out / "last.pt", model, resolved, rec, train_state)
+                _write_metrics(out / "metrics.jsonl", history)
+            dist_utils.barrier()
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, rec, model)
 
-    total = time.perf_counter() - t_run
-    final = history[-1] if history else {}
-    if ema_model is not None:  # the model ends as the average it was validated as
-        model.load_state_dict(ema_model.module.state_dict())
-    if out is not None and rank == 0:
-        _save(out / "model.pt", model, resolved, final, None)
+        total = time.perf_counter() - t_run
+        final = history[-1] if history else {}
+        if ema_model is not None:  # the model ends as the average it was validated as
+            model.load_state_dict(ema_model.module.state_dict())
+        if out is not None and rank == 0:
+            _save(out / "model.pt", model, resolved, final, None)
     return {"history": history, "final": final, "best_val_top1": best if best >= 0 else None,
             "train_time_s": total, "normalize": {"mean": mean, "std": std},
             "output_dir": str(out) if out is not None else None}
+
+
+# argument -> (integer?, lowest allowed, whether the lowest is allowed itself)
+_NUMBERS = {"epochs": (True, 1, True), "batch_size": (True, 1, True), "lr": (False, 0.0, True),
+            "momentum": (False, 0.0, True), "weight_decay": (False, 0.0, True), "warmup_epochs": (False, 0.0, True),
+            "min_lr": (False, 0.0, True), "kd_temperature": (False, 0.0, False), "aux_weight": (False, 0.0, True),
+            "cutout": (True, 0, True), "grad_clip": (False, 0.0, False)}
+
+
+def _check_numbers(**values: Any) -> None:
+    """Raise :class:`LightnnError` naming the first argument of :func:`fit` that is not a finite number in range
+    (None is allowed for ``grad_clip``)."""
+    for name, v in values.items():
+        integer, lo, closed = _NUMBERS[name]
+        if v is None and name == "grad_clip":
+            continue
+        kind = "an integer" if integer else "a number"
+        ok = isinstance(v, numbers.Integral if integer else numbers.Real)
+        ok = ok and not isinstance(v, bool) and math.isfinite(v) and (v >= lo if closed else v > lo)
+        if not ok:
+            raise LightnnError(f"{name} must be {kind} {'>=' if closed else '>'} {lo}, got {v!r}")
+
+
+@dataclass
+class _Loop:
+    """What one training epoch needs; fixed for the whole run."""
+
+    model: nn.Module
+    net: nn.Module
+    teach: nn.Module | None
+    opt: torch.optim.Optimizer
+    sched: Any
+    loader: Any
+    steps: int
+    dev: torch.device
+    amp: bool
+    label_smoothing: float
+    aux_weight: float
+    kd_weight: float
+    kd_temperature: float
+    extra_loss: Callable | None
+    hooks: list
+    ema_model: nn.Module | None
+    grad_clip: float | None
+    compile: bool | str
+    k: int | None
+    train_name: str
+    bar: bool
+
+
+def _train_epoch(lp: _Loop, epoch: int, epochs: int, first: bool) -> torch.Tensor:
+    """One pass over the training data; returns (images, correct, loss sum) summed over the DDP ranks."""
+    if hasattr(lp.loader, "set_epoch"):
+        lp.loader.set_epoch(epoch)
+    lp.net.train()
+    acc = torch.zeros(3, dtype=torch.float64, device=lp.dev)  # n, correct, loss sum
+    it: Iterable = lp.loader
+    bar = None
+    if lp.bar:
+        from tqdm import tqdm
+        bar = tqdm(lp.loader, total=lp.steps, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True)
+        it = bar
+    for step, (x, y) in enumerate(it):
+        x, y = x.to(lp.dev, non_blocking=True), y.to(lp.dev, non_blocking=True)
+        first_step = first and step == 0
+        try:
+            with _autocast(lp.dev, lp.amp):
+                outputs = lp.net(x)
+                loss, logits = classification_loss(outputs, y, label_smoothing=lp.label_smoothing,
+                                                   aux_weight=lp.aux_weight)
+                if lp.teach is not None:
+                    with torch.no_grad():
+                        t_logits, _ = split_outputs(lp.teach(x))
+                    loss = (1.0 - lp.kd_weight) * loss + lp.kd_weight * distillation_loss(logits, t_logits,
+                                                                                          lp.kd_temperature)
+                if lp.extra_loss is not None:
+                    loss = loss + lp.extra_loss(lp.model, outputs, y)
+            if first_step and lp.k is not None and logits.shape[1] != lp.k:
+                raise DataError(f"model outputs {logits.shape[1]} classes but data {lp.train_name!r} has {lp.k}")
+            lp.opt.zero_grad(set_to_none=True)
+            loss.backward()
+        except RuntimeError as e:
+            if lp.compile and first_step and _is_compile_error(e):
+                raise LightnnError(_compile_failure(lp.model, e)) from e
+            raise
+        if lp.grad_clip:
+            nn.utils.clip_grad_norm_(lp.model.parameters(), lp.grad_clip)
+        lp.opt.step()
+        lp.sched.step()
+        for h in lp.hooks:
+            h(lp.model)
+        if lp.ema_model is not None:
+            lp.ema_model.update_parameters(lp.model)
+        with torch.no_grad():
+            acc[0] += y.numel()
+            acc[1] += (logits.argmax(1) == y).sum()
+            acc[2] += loss.detach().double() * y.numel()
+        if bar is not None and step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lp.sched.get_last_lr()[0]:.4f}")
+    if bar is not None:
+        bar.close()
+    return dist_utils.all_reduce_sum(acc)
+
+
+def non_finite_tensors(model: nn.Module) -> tuple[list[str], list[str]]:
+    """Names of the parameters and of the floating-point buffers (batch-norm statistics) holding NaN or inf."""
+    m = getattr(model, "module", model)
+    params = [n for n, p in m.named_parameters() if not bool(torch.isfinite(p).all())]
+    bufs = [n for n, b in m.named_buffers() if b.is_floating_point() and not bool(torch.isfinite(b).all())]
+    return params, bufs
+
+
+def _names(names: list[str], n: int = 4) -> str:
+    return ", ".join(names[:n]) + (f", ... ({len(names) - n} more)" if len(names) > n else "")
+
+
+def check_finite(model: nn.Module, rec: dict[str, Any], lr: float) -> None:
+    """Raise :class:`LightnnError` when an epoch ends with a non-finite loss (``rec``'s ``train_loss`` /
+    ``val_loss``), weight or batch-norm statistic: such a model predicts garbage, so the run stops before it is
+    saved, naming the epoch and every non-finite quantity."""
+    losses = [f"{k} is {rec[k]}" for k in ("train_loss", "val_loss") if k in rec and not math.isfinite(rec[k])]
+    params, bufs = non_finite_tensors(model)
+    if not (losses or params or bufs):
+        return
+    parts = losses + ([f"{len(params)} parameter(s) are non-finite ({_names(params)})"] if params else []) \
+        + ([f"{len(bufs)} buffer(s) are non-finite ({_names(bufs)})"] if bufs else [])
+    raise LightnnError(f"training diverged in epoch {rec.get('epoch')}: {'; '.join(parts)}. Nothing of this epoch "
+                       f"was saved; train again with a lower learning rate (--lr, now {lr:g})")
+
+
+RUN_FILES = ("model.pt", "last.pt", "metrics.jsonl", "config.yaml")
+
+
+def _resumes_here(out: Path, ckpt_path: Path | None) -> bool:
+    return ckpt_path is not None and ckpt_path.resolve().parent == out.resolve()
+
+
+def check_output(out: str | os.PathLike, resume: bool | str | os.PathLike = False,
+                 overwrite: bool | None = False) -> None:
+    """Refuse to start a new run in ``out`` when it holds another run's results (``model.pt``, ``last.pt``,
+    ``metrics.jsonl``) that the run would replace: unless it resumes from ``out/last.pt`` or ``overwrite`` is
+    True (or None: replace silently, the library default). A ``config.yaml`` alone (a run killed in its first
+    epoch) holds no results."""
+    out = Path(out)
+    if overwrite is not False or not out.is_dir():
+        return
+    if _resumes_here(out, _resume_path(resume, out)):
+        return
+    found = [f for f in RUN_FILES[:3] if (out / f).exists()]
+    if found:
+        how = (" (it has no last.pt to resume from): pass" if resume else ": pass --resume to continue it,")
+        raise LightnnError(f"output folder {str(out)!r} holds another run ({', '.join(found)}) that this one would "
+                           f"replace{how} --overwrite to replace it, or choose another --output")
+
+
+def _prepare_output(out: Path, resume: bool | str | os.PathLike, ckpt_path: Path | None, overwrite: bool | None,
+                    verbose: bool) -> None:
+    """Under the output lock, before the first write: refuse or clear another run's files, drop partial writes."""
+    check_output(out, resume, overwrite)
+    gone = remove_partial_writes(out)
+    if gone and verbose:
+        print(f"removed {len(gone)} partial file(s) an interrupted run left in {out}", flush=True)
+    if overwrite and not _resumes_here(out, ckpt_path):
+        for f in RUN_FILES:
+            (out / f).unlink(missing_ok=True)
+
+
+def _output_lock(out: Path | None):
+    return lock_folder(out, "training output folder") if out is not None else contextlib.nullcontext()
+
+
+def check_input_size(model: nn.Module, data: Any) -> None:
+    """Run two of ``data``'s images (an :class:`ImageData`) through ``model`` in eval mode and raise
+    :class:`DataError` naming the model, the data and the image size when the model cannot take them (LeNet-5's
+    28x28 classifier on 32x32 images), before any training output is written. Other data is not checked."""
+    if not isinstance(data, ImageData) or len(data) == 0:
+        return
+    m = getattr(model, "module", model)
+    p = next(m.parameters(), None)
+    x = data.images[:2].float().to(p.device if p is not None else "cpu")
+    was_training = m.training
+    m.eval()
+    try:
+        with torch.no_grad():
+            m(x)
+    except RuntimeError as e:
+        name = getattr(m, "lightnn_name", type(m).__name__)
+        designed = getattr(m, "default_input_size", None)
+        hint = f"; it is built for {'x'.join(map(str, designed))}" if designed else ""
+        raise DataError(f"model {name!r} cannot take the {'x'.join(map(str, x.shape[1:]))} images of data "
+                        f"{_data_name(data)!r} ({str(e).splitlines()[0][:160]}){hint}: resize them (--image-size) "
+                        f"or pick a model for this size") from None
+    finally:
+        m.train(was_training)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,4 +1,8 @@
-"""Atomic file writes: an interrupted process never leaves a half-written output behind."""
+"""Atomic file writes: an interrupted process never leaves a half-written output behind.
+
+A write the operating system refuses (disk full, read-only folder, no permission) raises
+:class:`~lightnn.errors.OutputError` naming the file and the reason, after removing the partial temporary file.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,17 @@ from typing import Any, Callable
 
 import torch
 
+from ..errors import OutputError
+
 
 def atomic_write(path: str | os.PathLike, writer: Callable[[Any], None], mode: str = "wb") -> Path:
     """Call ``writer(fileobj)`` on a temporary file next to ``path`` and rename it into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise OutputError(path, e) from None
     try:
         with os.fdopen(fd, mode) as f:
             writer(f)
@@ -23,11 +32,13 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[Any], None], mode: s
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; outputs get the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
+        except OSError:
             pass
+        if isinstance(e, OSError) and not isinstance(e, OutputError):
+            raise OutputError(path, e) from None
         raise
     return path
 
