@@ -29,7 +29,7 @@ import dataclasses
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any, Callable
 
 import torch
@@ -117,7 +117,7 @@ def conv_block(in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1,
 
 
 def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    return isinstance(v, Integral) and not isinstance(v, bool)
 
 
 def _is_real(v: Any) -> bool:
@@ -148,12 +148,17 @@ class IRStage:
     exp_chs: int = 0
 
     def __post_init__(self) -> None:
+        # numbers are stored as Python int / float (a NumPy scalar would not load with weights_only=True)
         for name in ("channels", "repeats", "stride", "kernel", "exp_chs"):
             if not _is_int(getattr(self, name)):
                 self._bad(name, "must be an integer")
+            object.__setattr__(self, name, int(getattr(self, name)))
         for name in ("expansion", "se"):
-            if not _is_real(getattr(self, name)):
+            v = getattr(self, name)
+            if not _is_real(v):
                 self._bad(name, "must be a number")
+            if type(v) not in (int, float):  # np.float64 subclasses float but is not plain data
+                object.__setattr__(self, name, float(v))
         if self.op not in OPS:
             self._bad("op", f"must be one of {list(OPS)}")
         for name in ("channels", "repeats"):
@@ -316,6 +321,11 @@ class IRNet(ClassifierModel):
             raise LightnnError(f"se_from must be 'exp' (the expanded width) or 'in' (the block input), got {se_from!r}")
         if not _is_real(drop_rate) or not 0 <= drop_rate < 1:
             raise LightnnError(f"drop_rate must be in [0, 1), got {drop_rate!r}")
+        for name, a in (("act", act), ("se_gate", se_gate)):
+            try:
+                get_act(a)
+            except LightnnError as e:
+                raise LightnnError(f"{name}: {e}") from None
         norm = dict(bn_eps=bn_eps, bn_momentum=bn_momentum, norm_layer=norm_layer)
         build = _Builder(width_mult, round_to, act, se_gate, se_from, se_round_to, block, norm)
         layers: list[nn.Module] = []

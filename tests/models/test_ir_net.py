@@ -10,6 +10,7 @@ import hashlib
 import json
 from collections import OrderedDict
 
+import numpy as np
 import pytest
 import torch
 import torch.fx
@@ -172,7 +173,7 @@ def test_bad_tables_and_network_arguments_are_clear():
         _net([{"expansion": 0.01, "channels": 8}])
     for kw, match in (({"width_mult": 0}, "width_mult must be a number > 0"), ({"se_from": "out"}, "se_from"),
                       ({"head_chs": -1}, "head_chs must be an integer >= 0"), ({"round_to": 0}, "round_to"),
-                      ({"drop_rate": 1.0}, "drop_rate")):
+                      ({"drop_rate": 1.0}, "drop_rate"), ({"act": "relu7"}, "^act: unknown activation 'relu7'")):
         with pytest.raises(LightnnError, match=match):
             _net([{"expansion": 1, "channels": 8}], **kw)
 
@@ -186,6 +187,9 @@ def test_tables_round_trip_through_dict_json_and_yaml():
         assert all(IRStage.from_dict(row.to_dict()) == row for row in table)
     # a dict gives only what differs from the defaults
     assert parse_table([{"expansion": 6, "channels": 24, "repeats": 2, "stride": 2}]) == (IRStage(6, 24, 2, 2),)
+    # NumPy numbers (a search strategy's samples) are stored as Python numbers, which weights_only loading accepts
+    row = IRStage(np.float32(6), np.int64(24), se=np.float64(0.25))
+    assert type(row.expansion) is float and type(row.channels) is int and type(row.se) is float
 
 
 def test_cifar_table_sets_the_first_stride_2_row_to_stride_1():
