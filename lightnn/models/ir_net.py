@@ -199,7 +199,8 @@ class IRStage:
     def from_dict(cls, data: Mapping[str, Any]) -> IRStage:
         """A row from its plain-data form (the keys of :meth:`to_dict`; ``expansion`` and ``channels`` required)."""
         if not isinstance(data, Mapping):
-            raise LightnnError(f"a row must be an IRStage or a mapping of its fields, got {type(data).__name__} {data!r}")
+            raise LightnnError(
+                f"a row must be an IRStage or a mapping of its fields, got {type(data).__name__} {data!r}")
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(str(k) for k in data if k not in names)
         if unknown:
@@ -279,7 +280,8 @@ class _Builder:
                 self.width(row.exp_chs) if row.exp_chs else int(round(in_c * row.expansion)))
             rd = make_divisible((exp_c if self.se_from == "exp" else in_c) * row.se, self.se_round_to) if row.se else 0
             if row.op == "ds":
-                mods.append(separable_conv(in_c, out_c, stride, row.kernel, act, rd, self.se_gate, row.skip, **self.norm))
+                mods.append(separable_conv(in_c, out_c, stride, row.kernel, act, rd, self.se_gate, row.skip,
+                                           **self.norm))
             else:
                 mods.append(self.block(in_c, out_c, stride, exp_c, row.kernel, act=act, se_rd_chs=rd,
                                        se_gate=self.se_gate, skip=row.skip, **self.norm))
