@@ -4,7 +4,7 @@ import importlib
 
 FAMILIES = [
     # torchvision-shared families
-    "mobilenet_v2", "mobilenet_v3", "shufflenet_v2", "mnasnet", "inception", "resnet", "alexnet", "vgg",
+    "ir_net", "mobilenet_v2", "mobilenet_v3", "shufflenet_v2", "mnasnet", "inception", "resnet", "alexnet", "vgg",
     # lightnn's own
     "mobilenet_v1", "shufflenet_v1", "xception", "lenet", "resnet_cifar", "alexnet_grouped", "igc",
 ]

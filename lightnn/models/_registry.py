@@ -2,11 +2,13 @@
 
 A builder is a plain function ``fn(*, num_classes=1000, in_chans=3, **arch_kwargs) -> nn.Module`` decorated with
 :func:`register_model`. :func:`create_model` records the registry name and the architecture arguments on the model
-(``model.lightnn_name``, ``model.lightnn_args``) so that checkpoints can rebuild it without pickled code.
+(``model.lightnn_name``, ``model.lightnn_args``) so that checkpoints can rebuild it without pickled code; dataclass
+arguments (the rows of an ``ir_net`` table) are recorded as dicts of their fields.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import inspect
 from dataclasses import dataclass, field
@@ -83,6 +85,20 @@ def model_info(name: str) -> ModelInfo:
         raise UnknownModelError(f"unknown model name {name!r} (see `lightnn list`{hint})") from None
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with dataclass instances as dicts of their fields, inside lists, tuples and dicts too: a checkpoint's
+    ``arch_kwargs`` must load with ``torch.load(weights_only=True)``, which refuses pickled classes."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):  # not a namedtuple: those keep their type
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 def create_model(
     name: str,
     *,
@@ -128,5 +144,5 @@ def create_model(
     if "default_input_size" not in vars(model):  # a class-level default must not hide the registered size
         model.default_input_size = (in_chans, *info.input_size[1:])
     model.lightnn_name = name
-    model.lightnn_args = {"num_classes": num_classes, "in_chans": in_chans, **arch_kwargs}
+    model.lightnn_args = {"num_classes": num_classes, "in_chans": in_chans, **_plain(arch_kwargs)}
     return model

@@ -17,6 +17,7 @@ from ..errors import LightnnError
 from .activations import get_act
 
 ActLike = str | type[nn.Module] | Callable[[], nn.Module] | None
+NormLike = Callable[..., nn.Module]  # called as norm(num_features, eps=..., momentum=...), like nn.BatchNorm2d
 
 
 def check_groups(in_chs: int, out_chs: int, groups: int, what: str = "conv") -> None:
@@ -101,16 +102,18 @@ class ConvBNAct(nn.Sequential):
     Kept as ``nn.Sequential`` with children ``conv``, ``bn``, ``act`` so BN folding, pruning and export can find
     the pieces by name. Without an activation (``act=None``, the linear projections of inverted residuals) there
     is no ``act`` child: an ``nn.Identity`` would cost one more module call per block in eager mode.
+    ``norm_layer`` replaces BatchNorm2d (any class taking ``(num_features, eps=, momentum=)``); the child is still
+    named ``bn``.
     """
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int | tuple[int, int] = 3, stride: int = 1,
                  groups: int = 1, act: ActLike = "relu", bn: bool = True, bias: bool | None = None,
                  dilation: int = 1, padding: int | tuple[int, int] | None = None,
-                 bn_eps: float = 1e-5, bn_momentum: float = 0.1) -> None:
+                 bn_eps: float = 1e-5, bn_momentum: float = 0.1, norm_layer: NormLike = nn.BatchNorm2d) -> None:
         super().__init__()
         self.conv = conv2d(in_chs, out_chs, kernel_size, stride, groups,
                            bias=(not bn) if bias is None else bias, dilation=dilation, padding=padding)
-        self.bn = nn.BatchNorm2d(out_chs, eps=bn_eps, momentum=bn_momentum) if bn else nn.Identity()
+        self.bn = norm_layer(out_chs, eps=bn_eps, momentum=bn_momentum) if bn else nn.Identity()
         act_m = get_act(act)
         if not isinstance(act_m, nn.Identity):
             self.act = act_m
