@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import LightnnError
-from .channel import ChannelGroup
+from ..graph import ChannelGroup
 
 __all__ = ["l1_importance", "l2_importance", "bn_scale_importance", "taylor_importance", "random_importance",
            "CRITERIA", "get_criterion", "taylor_gradients"]
