@@ -1,4 +1,6 @@
-"""Channel importance criteria: plain functions ``(group, model) -> scores`` (one score per channel set).
+"""Channel importance criteria: plain functions ``(group, model) -> scores`` (one score per channel set), kept in
+a registry (``register_criterion(name)(fn)``, ``criteria()`` lists the names) that ``prune_channels`` and the CLI
+read.
 
 A :class:`~lightnn.compress.channel.ChannelGroup` lists, per layer and dimension, which channels each removable set
 covers; a criterion sums its per-channel statistic over every layer that *produces* the set (conv/linear output
@@ -9,6 +11,9 @@ rows, BN channels), so a set spread over several coupled layers (a residual stag
 - ``taylor``: first-order Taylor expansion of the loss change, ``(sum_s g_s w_s)^2`` over the set's parameters
   (Molchanov et al. 2019, eq. 8); needs gradients from a batch of data (:func:`taylor_gradients`).
 - ``random``: uniform scores, the control every criterion must beat.
+
+A criterion registered with ``needs_gradients=True`` gets ``.grad`` filled by :func:`taylor_gradients` before it
+is called.
 """
 
 from __future__ import annotations
@@ -20,10 +25,41 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import LightnnError
-from .channel import ChannelGroup
+from ..graph import ChannelGroup
 
 __all__ = ["l1_importance", "l2_importance", "bn_scale_importance", "taylor_importance", "random_importance",
-           "CRITERIA", "get_criterion", "taylor_gradients"]
+           "CRITERIA", "Criterion", "register_criterion", "criteria", "get_criterion", "taylor_gradients"]
+
+Criterion = Callable[[ChannelGroup, nn.Module], torch.Tensor]
+
+# name -> criterion; filled by register_criterion (the built-ins below register themselves)
+CRITERIA: dict[str, Criterion] = {}
+
+
+def register_criterion(name: str, *, needs_gradients: bool = False,
+                       replace: bool = False) -> Callable[[Criterion], Criterion]:
+    """Decorator registering ``fn(group, model) -> scores`` as criterion ``name`` (refused if the name is taken,
+    unless ``replace=True``); ``needs_gradients`` makes :func:`prune_channels` run :func:`taylor_gradients`."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise LightnnError(f"importance criterion name must be an identifier, got {name!r}")
+    if name in CRITERIA and not replace:
+        raise LightnnError(f"importance criterion {name!r} is already registered; pass replace=True to replace it")
+
+    def wrap(fn: Criterion) -> Criterion:
+        if not callable(fn):
+            raise LightnnError(f"importance criterion {name!r} must be callable, got {type(fn).__name__}")
+        if needs_gradients:
+            fn.needs_gradients = True
+        CRITERIA[name] = fn
+        return fn
+
+    return wrap
+
+
+def criteria() -> list[str]:
+    """Names of the registered importance criteria, sorted (the CLI's ``--criterion`` choices)."""
+    return sorted(CRITERIA)
+
 
 _BN = nn.modules.batchnorm._BatchNorm
 _WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear)
@@ -52,6 +88,7 @@ def _norm(p: int) -> Callable[[nn.Module], torch.Tensor]:
     return stat
 
 
+@register_criterion("l1")
 def l1_importance(group: ChannelGroup, model: nn.Module) -> torch.Tensor:
     """Sum of |W| of the filters producing each set (Li et al. 2017)."""
     s = _producer_stat(group, model, _norm(1), _WEIGHTED)
@@ -60,6 +97,7 @@ def l1_importance(group: ChannelGroup, model: nn.Module) -> torch.Tensor:
     return s
 
 
+@register_criterion("l2")
 def l2_importance(group: ChannelGroup, model: nn.Module) -> torch.Tensor:
     """Sum of the L2 norms of the filters producing each set."""
     s = _producer_stat(group, model, _norm(2), _WEIGHTED)
@@ -68,12 +106,14 @@ def l2_importance(group: ChannelGroup, model: nn.Module) -> torch.Tensor:
     return s
 
 
+@register_criterion("bn_scale")
 def bn_scale_importance(group: ChannelGroup, model: nn.Module) -> torch.Tensor:
     """Sum of |gamma| over the BN layers of each set (Network Slimming); L1 when no BN touches the group."""
     s = _producer_stat(group, model, lambda m: m.weight.detach().abs() if m.affine else None, (_BN,))
     return s if s is not None else l1_importance(group, model)
 
 
+@register_criterion("taylor", needs_gradients=True)
 def taylor_importance(group: ChannelGroup, model: nn.Module) -> torch.Tensor:
     """(sum over the set's weights and BN affine params of grad * weight)^2 (Molchanov et al. 2019, eq. 8)."""
 
@@ -93,27 +133,20 @@ def taylor_importance(group: ChannelGroup, model: nn.Module) -> torch.Tensor:
     return s.pow(2)
 
 
-taylor_importance.needs_gradients = True  # prune_channels runs taylor_gradients first
-
-
+@register_criterion("random")
 def random_importance(group: ChannelGroup, model: nn.Module) -> torch.Tensor:
     """Uniform random scores (the control)."""
     return torch.rand(group.size)
 
 
-CRITERIA: dict[str, Callable[[ChannelGroup, nn.Module], torch.Tensor]] = {
-    "l1": l1_importance, "l2": l2_importance, "bn_scale": bn_scale_importance, "taylor": taylor_importance,
-    "random": random_importance,
-}
-
-
-def get_criterion(criterion: str | Callable) -> Callable[[ChannelGroup, nn.Module], torch.Tensor]:
+def get_criterion(criterion: str | Callable) -> Criterion:
+    """A registered criterion by name, or ``criterion`` itself when it is a function."""
     if callable(criterion):
         return criterion
     try:
         return CRITERIA[criterion]
     except KeyError:
-        raise LightnnError(f"unknown importance criterion {criterion!r}; choose from {sorted(CRITERIA)}") from None
+        raise LightnnError(f"unknown importance criterion {criterion!r}; choose from {criteria()}") from None
 
 
 def taylor_gradients(model: nn.Module, data: Iterable, loss_fn: Callable | None = None,
