@@ -50,7 +50,7 @@ def _flag(dest: str) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The structured-pruning flags. Defaults live in the stage configs (:class:`~lightnn.compress.stages.PruneConfig`),
     so every flag parses to None unless typed."""
-    from ..compress.importance import CRITERIA
+    from ..compress.importance import criteria
 
     g = p.add_argument_group("structured pruning (--method channels / lowrank, --sensitivity)")
     g.add_argument("--sensitivity", action="store_true", default=None,
@@ -71,7 +71,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "latency saved (measured at --latency-batch)")
     g.add_argument("--latency-batch", type=Number(int, 1),
                    help="batch size of the latency measurements (--target-latency, --rank-blocks latency; default 1)")
-    g.add_argument("--criterion", choices=list(CRITERIA), help="channel importance (default l1)")
+    g.add_argument("--criterion", choices=criteria(), help="channel importance (default l1)")
     g.add_argument("--round-to", help="kept channel counts are multiples of this (default 8); 'auto': this CPU's "
                                       "convolution channel block (16 with AVX-512, else 8)")
     g.add_argument("--ratios", help="sensitivity ratios, comma-separated (default 0.25,0.5,0.75)")

@@ -185,8 +185,8 @@ class PruneConfig(SensitivityConfig):
             need["val"] = "remove_blocks ranks blocks by validation accuracy"
         if self.finetune_epochs > 0:
             need["train"] = "finetune_epochs > 0 retrains the pruned model"
-        if self.criterion == "taylor":
-            need["train"] = "the taylor criterion needs gradients of training batches"
+        if _needs_gradients(self.criterion):
+            need["train"] = f"the {self.criterion} criterion needs gradients of training batches"
         if "train" in need and "val" not in need and self.finetune_epochs > 0:
             need["val"] = "fine-tuning reports validation accuracy"
         return need
@@ -450,7 +450,7 @@ def prune_to_budget(model: nn.Module, config: PruneConfig, train: Any = None, va
     lat, backend = (latency, "caller-supplied") if latency is not None else \
         deployment_latency(size, config.latency_batch)
     data_iter = None
-    if config.criterion == "taylor":
+    if _needs_gradients(config.criterion):
         from ..data import BatchLoader
 
         data_iter = BatchLoader(train, 64, shuffle=True, mean=norm["mean"], std=norm["std"])
@@ -495,3 +495,10 @@ def lowrank_stage(model: nn.Module, config: LowRankConfig) -> tuple[nn.Module, d
     rep = factorize(model, rank=config.rank, energy=config.energy, layers=list(config.layers),
                     exclude=list(config.exclude), input_size=getattr(model, "default_input_size", None))
     return model, rep.to_dict()
+
+
+def _needs_gradients(criterion: str) -> bool:
+    """Whether the registered importance criterion scores from gradients of training batches (taylor)."""
+    from .importance import get_criterion
+
+    return bool(getattr(get_criterion(criterion), "needs_gradients", False))
