@@ -27,3 +27,19 @@ class CheckpointError(LightnnError):
 
 class UnsupportedOpError(LightnnError):
     """An op the profiler, pruner or exporter cannot handle; the message names the op and the layer."""
+
+
+class LnzError(CheckpointError):
+    """A ``.lnz`` (Deep Compression) file that cannot be decoded; the subclasses say why."""
+
+
+class LnzCorruptError(LnzError):
+    """Damage: wrong magic bytes, a checksum mismatch, a truncated or over-long file."""
+
+
+class LnzFormatError(LnzError):
+    """Intact bytes that do not form a valid file: an unknown version or flag, inconsistent fields or segments."""
+
+
+class LnzLimitError(LnzError):
+    """A size in the file beyond what the file or the model it describes can hold (refused before allocating)."""
