@@ -5,7 +5,7 @@ Layout (all integers little-endian)::
     offset  size  field
     0       8     magic  b"\\x89LNZ\\r\\n\\x1a\\n"
     8       2     format version (1)
-    10      2     flags (bit 0: header is zlib-compressed; always set by this writer)
+    10      2     flags (bit 0: header is zlib-compressed; always set by this writer; other bits refused)
     12      4     header length H (bytes as stored)
     16      8     payload length P
     24      4     CRC-32 of the stored header
@@ -14,10 +14,14 @@ Layout (all integers little-endian)::
     36      H     header: UTF-8 JSON {model, arch_kwargs, transforms, meta, records}
     36+H    P     payload: the byte segments of every record, in record order
 
-The JSON header carries what :func:`lightnn.checkpoint.model_from_checkpoint_dict` needs to rebuild the
-architecture (registry name, architecture arguments, transforms) plus one record per state-dict tensor (see
-:mod:`.encode`): kind, shape, dtype, stream parameters, and ``seg``: ``{name: [offset, length]}`` into the payload.
-The file size on disk is exactly ``36 + H + P``, which is the "after Huffman" size Deep Compression reports.
+The JSON header carries what :func:`lightnn.checkpoint.build_model` needs to rebuild the architecture (registry
+name, architecture arguments, transforms) plus one record per state-dict tensor (see :mod:`.encode`): kind, shape,
+dtype, stream parameters, and ``seg``: ``{name: [offset, length]}`` into the payload, segments end to end in record
+order. The file size on disk is exactly ``36 + H + P``, which is the "after Huffman" size Deep Compression reports.
+
+No size in a file is trusted: the header inflates under a bound, every record is checked against its segments,
+the segments must tile the payload, the decoded size is bounded by the file's, and :func:`load` builds the model
+(bounded) and matches it against the records before decoding anything (the "Reader checks" of the format doc).
 """
 
 from __future__ import annotations
