@@ -378,3 +378,17 @@ def test_docs_name_existing_tests():
     defined = set(re.findall(r"^def (test_\w+)", "".join(p.read_text() for p in here.glob("test_*.py")), re.M))
     assert names <= defined, f"docs/input_safety.md names tests that do not exist: {sorted(names - defined)}"
 
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to tell a directory's descriptor")
+def test_atomic_writes_flush_the_file_and_its_directory_entry(tmp_path, monkeypatch):
+    import os
+
+    from lightnn.utils.io import atomic_write_bytes
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd))[1])
+    atomic_write_bytes(tmp_path / "out" / "x.bin", b"data")
+    assert (tmp_path / "out" / "x.bin").read_bytes() == b"data"
+    assert synced[-1] == str(tmp_path / "out") and any(".x.bin." in s for s in synced[:-1])
