@@ -133,29 +133,33 @@ def _read_container(p: Path) -> tuple[dict, memoryview, int]:
     """Preamble, checksums, flags and the JSON header of a ``.lnz`` file: ``(header, payload, file size)``."""
     corrupt, bad, limit = _fail(p, LnzCorruptError), _fail(p), _fail(p, LnzLimitError)
     if not p.exists():
-        raise bad("does not exist")
+        raise _fail(p, LnzError)("does not exist")
     if p.is_dir():
-        raise bad("is a directory, not a file")
-    blob = p.read_bytes()
-    if len(blob) < _PRE.size:
-        if not MAGIC.startswith(blob[:8]):
+        raise _fail(p, LnzError)("is a directory, not a file")
+    with open(p, "rb") as f:  # the preamble first: a large file that is not a .lnz is never read whole
+        pre = f.read(_PRE.size)
+        if len(pre) < _PRE.size:
+            if not MAGIC.startswith(pre[:8]):
+                raise corrupt("is not a .lnz file (wrong magic bytes)")
+            raise corrupt(f"is truncated: {len(pre)} bytes, shorter than the {_PRE.size}-byte preamble")
+        magic, version, flags, hlen, plen, hcrc, pcrc, precrc = _PRE.unpack(pre)
+        if magic != MAGIC:
             raise corrupt("is not a .lnz file (wrong magic bytes)")
-        raise corrupt(f"is truncated: {len(blob)} bytes, shorter than the {_PRE.size}-byte preamble")
-    magic, version, flags, hlen, plen, hcrc, pcrc, precrc = _PRE.unpack_from(blob)
-    if magic != MAGIC:
-        raise corrupt("is not a .lnz file (wrong magic bytes)")
-    if zlib.crc32(blob[:_PRE.size - 4]) != precrc:
-        raise corrupt("is corrupt: preamble checksum mismatch")
-    if version != VERSION:
-        raise bad(f"has format version {version}; this lightnn reads version {VERSION}")
-    if flags & ~_KNOWN_FLAGS:
-        raise bad(f"sets unknown flag bits {flags & ~_KNOWN_FLAGS:#06x} (flags {flags:#06x}; this lightnn knows "
-                  f"{_KNOWN_FLAGS:#06x}: a newer writer?)")
-    expected = _PRE.size + hlen + plen
-    if len(blob) < expected:
+        if zlib.crc32(pre[:-4]) != precrc:
+            raise corrupt("is corrupt: preamble checksum mismatch")
+        if version != VERSION:
+            raise bad(f"has format version {version}; this lightnn reads version {VERSION}")
+        if flags & ~_KNOWN_FLAGS:
+            raise bad(f"sets unknown flag bits {flags & ~_KNOWN_FLAGS:#06x} (flags {flags:#06x}; this lightnn knows "
+                      f"{_KNOWN_FLAGS:#06x}: a newer writer?)")
+        size, expected = os.fstat(f.fileno()).st_size, _PRE.size + hlen + plen
+        if size < expected:
+            raise corrupt(f"is truncated: {size} bytes, expected {expected}")
+        if size > expected:
+            raise corrupt(f"has {size - expected} unexpected trailing bytes (expected {expected} bytes)")
+        blob = pre + f.read()
+    if len(blob) != expected:  # the file changed while it was read
         raise corrupt(f"is truncated: {len(blob)} bytes, expected {expected}")
-    if len(blob) > expected:
-        raise corrupt(f"has {len(blob) - expected} unexpected trailing bytes (expected {expected} bytes)")
     hbytes = blob[_PRE.size:_PRE.size + hlen]
     payload = memoryview(blob)[_PRE.size + hlen:]
     if zlib.crc32(hbytes) != hcrc:
