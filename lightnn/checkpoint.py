@@ -208,6 +208,8 @@ def _check_zip(p: Path, name: str, storages: bool) -> None:
                     what = "tensor storage" if storages else "record"
                     raise CheckpointError(f"checkpoint {name!r} is corrupt: {what} {info.filename!r} fails its zip "
                                           f"check ({e})") from None
+    except CheckpointError:
+        raise
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as e:
         raise CheckpointError(f"checkpoint {name!r} is not a readable zip archive: {e}") from None
 
