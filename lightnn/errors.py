@@ -40,3 +40,19 @@ class OutputError(LightnnError, OSError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class LnzError(CheckpointError):
+    """A ``.lnz`` (Deep Compression) file that cannot be decoded; the subclasses say why."""
+
+
+class LnzCorruptError(LnzError):
+    """Damage: wrong magic bytes, a checksum mismatch, a truncated or over-long file."""
+
+
+class LnzFormatError(LnzError):
+    """Intact bytes that do not form a valid file: an unknown version or flag, inconsistent fields or segments."""
+
+
+class LnzLimitError(LnzError):
+    """A size in the file beyond what the file or the model it describes can hold (refused before allocating)."""

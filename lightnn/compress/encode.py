@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..errors import LnzFormatError, LnzLimitError
 from . import huffman
 
-__all__ = ["relative_indices", "absolute_positions", "encode_tensor", "decode_tensor", "EncodedTensor"]
+__all__ = ["relative_indices", "absolute_positions", "encode_tensor", "decode_tensor", "EncodedTensor",
+           "RecordSpec", "check_record", "decode_checked"]
 
 _NP_DTYPES = {
     "float32": np.float32, "float16": np.float16, "float64": np.float64, "bfloat16": None,
@@ -81,22 +83,6 @@ def _pack_lengths(lengths: np.ndarray) -> tuple[int, bytes]:
     return 8, lens.tobytes()
 
 
-def _unpack_lengths(data: bytes, width: int, count: int, alphabet: int) -> np.ndarray:
-    raw = np.frombuffer(data, dtype=np.uint8)
-    if width == 4:
-        lens = np.empty(2 * len(raw), dtype=np.uint8)
-        lens[0::2], lens[1::2] = raw >> 4, raw & 15
-    elif width == 8:
-        lens = raw
-    else:
-        raise ValueError(f"unknown code-length table width {width}")
-    if count > len(lens) or count > alphabet:
-        raise ValueError(f"code-length table holds {len(lens)} entries, needs {count} (alphabet {alphabet})")
-    out = np.zeros(alphabet, dtype=np.uint8)
-    out[:count] = lens[:count]
-    return out
-
-
 def _stream_segments(prefix: str, st: huffman.HuffmanStream) -> tuple[dict, dict[str, bytes]]:
     width, table = _pack_lengths(st.lengths)
     count = int(np.flatnonzero(st.lengths)[-1] + 1) if st.lengths.any() else 0
@@ -106,15 +92,6 @@ def _stream_segments(prefix: str, st: huffman.HuffmanStream) -> tuple[dict, dict
             f"{prefix}.offsets": st.offsets.astype("<u4").tobytes(),
             f"{prefix}.data": st.data}
     return info, segs
-
-
-def _stream_from(prefix: str, info: dict, segs: dict[str, bytes]) -> huffman.HuffmanStream:
-    width, count = info["table"]
-    return huffman.HuffmanStream(
-        lengths=_unpack_lengths(segs[f"{prefix}.lengths"], int(width), int(count), int(info["alphabet"])),
-        data=segs[f"{prefix}.data"],
-        offsets=np.frombuffer(segs[f"{prefix}.offsets"], dtype="<u4"),
-        n=int(info["n"]), nbits=int(info["nbits"]), block=int(info["block"]))
 
 
 def _dtype_name(t: torch.Tensor) -> str:
@@ -217,49 +194,242 @@ def encode_tensor(key: str, t: torch.Tensor, *, index_bits: int | None = None, w
                          segments={**gsegs, "values": vals.tobytes()}, stats=stats)
 
 
-def decode_tensor(rec: dict, segs: dict[str, bytes]) -> torch.Tensor:
-    """Rebuild a tensor from its header record and byte segments (raises ValueError on inconsistent data)."""
-    shape = [int(s) for s in rec["shape"]]
-    numel = int(np.prod(shape)) if shape else 1
-    kind, dtype = rec["kind"], rec["dtype"]
+# ------------------------------------------------------------------------------------------------ decoding
+#
+# A record is checked field by field against what the encoder writes before anything is allocated (check_record),
+# and its decoded streams against the canonical form (_decode_stream, _check_entries), so that a file whose CRCs
+# were recomputed after an edit either decodes to a tensor the encoder could have written or is refused.
+
+_FIELDS = {
+    "raw": {"key", "kind", "shape", "dtype", "as", "seg"},
+    "sparse": {"key", "kind", "shape", "dtype", "index_bits", "gaps", "seg"},
+    "shared": {"key", "kind", "shape", "dtype", "index_bits", "bits", "gaps", "codes", "seg"},
+}
+_OPTIONAL = {"as", "seg"}
+_STREAM = ("lengths", "offsets", "data")
+_SEGMENTS = {
+    "raw": {"data"},
+    "sparse": {f"gaps.{s}" for s in _STREAM} | {"values"},
+    "shared": {f"{p}.{s}" for p in ("gaps", "codes") for s in _STREAM} | {"codebook"},
+}
+_MAX_NDIM = 16
+# Decoded bytes allowed per byte of input: Deep Compression reaches ~50x (paper Table 1), so 1024x is never a real
+# file; small inputs get a fixed allowance instead (an all-zero layer costs nothing to store).
+MAX_EXPANSION = 1024
+MIN_DECODE_BUDGET = 64 << 20
+
+
+def decode_budget(input_bytes: int) -> int:
+    """The most bytes of tensors ``input_bytes`` of encoded data may decode to."""
+    return max(MIN_DECODE_BUDGET, MAX_EXPANSION * input_bytes)
+
+
+def _itemsize(dtype: str) -> int:
+    return 2 if dtype == "bfloat16" else np.dtype(_NP_DTYPES[dtype]).itemsize
+
+
+@dataclass
+class RecordSpec:
+    """A checked record: what it decodes to, and the validated stream descriptors."""
+
+    key: str
+    kind: str
+    shape: tuple[int, ...]
+    numel: int
+    dtype: str  # as stored
+    out_dtype: str  # as decoded (``as`` widens float16 to float32)
+    index_bits: int = 0
+    streams: dict = field(default_factory=dict)  # prefix -> {alphabet, n, nbits, block, width, count}
+
+    @property
+    def out_bytes(self) -> int:
+        return self.numel * _itemsize(self.out_dtype)
+
+
+def _int(value, what: str, lo: int, hi: int, fail) -> int:
+    if type(value) is not int or not lo <= value <= hi:
+        raise fail(f"{what} is {value!r}; expected an integer in {lo} .. {hi}")
+    return value
+
+
+def _check_stream(info, prefix: str, alphabet: int, why: str, numel: int, lens: dict, fail) -> dict:
+    """Every size of a Huffman stream descriptor is implied by the others and by its segments: check them all."""
+    want = {"alphabet", "n", "nbits", "block", "table"}
+    if not isinstance(info, dict) or set(info) != want:
+        got = sorted(info) if isinstance(info, dict) else type(info).__name__
+        raise fail(f"stream {prefix!r} is {got}; expected the fields {sorted(want)}")
+    if info["alphabet"] != alphabet or type(info["alphabet"]) is not int:
+        raise fail(f"{prefix}.alphabet is {info['alphabet']!r}; {why} makes it {alphabet}")
+    n = _int(info["n"], f"{prefix}.n", 0, numel, fail)  # entries sit at distinct positions of the tensor
+    nbits = _int(info["nbits"], f"{prefix}.nbits", n, n * huffman.MAX_CODE_LEN, fail)
+    block = _int(info["block"], f"{prefix}.block", 1, huffman.auto_block(n), fail)
+    table = info["table"]
+    if not (isinstance(table, list) and len(table) == 2 and table[0] in (4, 8) and type(table[0]) is int):
+        raise fail(f"{prefix}.table is {table!r}; expected [4 or 8, count]")
+    width = table[0]
+    count = _int(table[1], f"{prefix}.table count", 1 if n else 0, alphabet if n else 0, fail)
+    sizes = {"lengths": (count + 1) // 2 if width == 4 else count, "offsets": 4 * -(-n // block),
+             "data": -(-nbits // 8)}
+    for seg, size in sizes.items():
+        if lens[f"{prefix}.{seg}"] != size:
+            raise fail(f"segment '{prefix}.{seg}' holds {lens[f'{prefix}.{seg}']} bytes; the stream's fields "
+                       f"(n={n}, nbits={nbits}, block={block}, table={table}) make it {size}")
+    return {"alphabet": alphabet, "n": n, "nbits": nbits, "block": block, "width": width, "count": count}
+
+
+def check_record(rec, lens: dict[str, int]) -> RecordSpec:
+    """Validate one header record against its segments' lengths ``lens``; raises :class:`LnzFormatError`
+    naming the tensor and the field. Nothing is allocated here: sizes are all known up front."""
+    if not isinstance(rec, dict):
+        raise LnzFormatError(f"a record is a {type(rec).__name__}, not a mapping")
+    key = rec.get("key")
+    if not isinstance(key, str) or not key:
+        raise LnzFormatError(f"a record has key {key!r}; expected a state-dict name")
+
+    def fail(what: str) -> LnzFormatError:
+        return LnzFormatError(f"tensor {key!r}: {what}")
+
+    kind = rec.get("kind")
+    if not isinstance(kind, str) or kind not in _FIELDS:
+        raise fail(f"unknown record kind {kind!r} (raw, sparse or shared)")
+    if set(rec) - _FIELDS[kind] or _FIELDS[kind] - _OPTIONAL - set(rec):
+        raise fail(f"a {kind} record has fields {sorted(rec)}; expected {sorted(_FIELDS[kind] - _OPTIONAL)} "
+                   f"(and optionally {sorted(_FIELDS[kind] & _OPTIONAL)})")
+    shape = rec["shape"]
+    if not (isinstance(shape, list) and len(shape) <= _MAX_NDIM and all(type(d) is int and d >= 0 for d in shape)):
+        raise fail(f"shape {shape!r} is not a list of at most {_MAX_NDIM} non-negative integers")
+    numel = math.prod(shape)
+    dtype = rec["dtype"]
+    if not isinstance(dtype, str) or dtype not in _NP_DTYPES:
+        raise fail(f"unknown dtype {dtype!r}")
+    if set(lens) != _SEGMENTS[kind]:
+        raise fail(f"a {kind} record has segments {sorted(lens)}; expected {sorted(_SEGMENTS[kind])}")
     if kind == "raw":
-        data = segs["data"]
-        if dtype == "bfloat16":
-            arr = np.frombuffer(data, dtype="<i2").copy()
-            if arr.size != numel:
-                raise ValueError(f"holds {arr.size} values, shape {shape} needs {numel}")
-            return torch.from_numpy(arr).view(torch.bfloat16).reshape(shape)
-        if dtype not in _NP_DTYPES:
-            raise ValueError(f"unknown dtype {dtype!r}")
-        arr = np.frombuffer(data, dtype=np.dtype(_NP_DTYPES[dtype]).newbyteorder("<"))
-        if arr.size != numel:
-            raise ValueError(f"holds {arr.size} values, shape {shape} needs {numel}")
-        out = torch.from_numpy(arr.astype(_NP_DTYPES[dtype]).copy()).reshape(shape)
         target = rec.get("as")
-        if target is not None:  # stored narrower than the model's tensor (exact values): widen back
-            if target not in _NP_DTYPES or _NP_DTYPES[target] is None:
-                raise ValueError(f"unknown target dtype {target!r}")
-            out = out.to(getattr(torch, target))
-        return out
-    gaps = huffman.decode(_stream_from("gaps", rec["gaps"], segs))
-    pos = absolute_positions(gaps)
-    if len(pos) and pos[-1] >= numel:
-        raise ValueError(f"sparse indices run past the end of a tensor of {numel} values")
-    out = np.zeros(numel, dtype=np.float32)
-    if kind == "shared":
-        codebook = np.frombuffer(segs["codebook"], dtype="<f4")
-        codes = huffman.decode(_stream_from("codes", rec["codes"], segs))
-        if len(codes) != len(pos):
-            raise ValueError(f"{len(codes)} codes for {len(pos)} positions")
-        if len(codes) and codes.max() > len(codebook):
-            raise ValueError(f"code {codes.max()} outside a codebook of {len(codebook)} values")
-        table = np.concatenate([np.zeros(1, dtype=np.float32), codebook.astype(np.float32)])
-        out[pos] = table[codes]
-    elif kind == "sparse":
-        vals = np.frombuffer(segs["values"], dtype="<f4")
-        if len(vals) != len(pos):
-            raise ValueError(f"{len(vals)} values for {len(pos)} positions")
-        out[pos] = vals
+        if "as" in rec and (dtype, target) != ("float16", "float32"):
+            raise fail(f"'as': {target!r} on a {dtype} record; only float16 data widens (to float32)")
+        if lens["data"] != numel * _itemsize(dtype):
+            raise fail(f"segment 'data' holds {lens['data']} bytes; shape {shape} of {dtype} needs "
+                       f"{numel * _itemsize(dtype)}")
+        return RecordSpec(key, kind, tuple(shape), numel, dtype, target or dtype)
+    if dtype != "float32" or "as" in rec:
+        raise fail(f"a {kind} record holds a float32 weight, not {dtype}" + (" with 'as'" if "as" in rec else ""))
+    ib = _int(rec["index_bits"], "index_bits", 1, 16, fail)
+    spec = RecordSpec(key, kind, tuple(shape), numel, dtype, dtype, ib)
+    spec.streams["gaps"] = gaps = _check_stream(rec["gaps"], "gaps", 1 << ib, f"index_bits={ib}", numel, lens, fail)
+    if kind == "sparse":
+        if lens["values"] != 4 * gaps["n"]:
+            raise fail(f"segment 'values' holds {lens['values']} bytes; {gaps['n']} entries need {4 * gaps['n']}")
+        return spec
+    bits = _int(rec["bits"], "bits", 1, 32, fail)
+    if lens["codebook"] % 4:
+        raise fail(f"segment 'codebook' holds {lens['codebook']} bytes, not a whole number of float32 values")
+    k = lens["codebook"] // 4
+    if k > min((1 << bits) - 1, gaps["n"]):  # every shared value is used by at least one entry
+        raise fail(f"codebook of {k} values for {gaps['n']} entries and bits={bits} (at most 2^bits - 1 values)")
+    spec.streams["codes"] = codes = _check_stream(rec["codes"], "codes", k + 1, f"a codebook of {k} values", numel,
+                                                  lens, fail)
+    if codes["n"] != gaps["n"]:
+        raise fail(f"{codes['n']} codes for {gaps['n']} entries")
+    return spec
+
+
+def _decode_stream(spec: RecordSpec, prefix: str, segs: dict[str, bytes], fail) -> np.ndarray:
+    st = spec.streams[prefix]
+    raw = np.frombuffer(segs[f"{prefix}.lengths"], dtype=np.uint8)
+    if st["width"] == 4:
+        lens = np.empty(2 * len(raw), dtype=np.uint8)
+        lens[0::2], lens[1::2] = raw >> 4, raw & 15
     else:
-        raise ValueError(f"unknown record kind {kind!r}")
-    return torch.from_numpy(out).reshape(shape)
+        lens = raw
+    if lens[st["count"]:].any():
+        raise fail(f"{prefix}: the code-length table's padding nibble is not zero")
+    lengths = np.zeros(st["alphabet"], dtype=np.uint8)
+    lengths[:st["count"]] = lens[:st["count"]]
+    data = segs[f"{prefix}.data"]
+    if st["nbits"] % 8 and data[-1] & ((1 << (8 - st["nbits"] % 8)) - 1):
+        raise fail(f"{prefix}: the padding bits after the last code are not zero")
+    stream = huffman.HuffmanStream(lengths=lengths, data=data, offsets=np.frombuffer(segs[f"{prefix}.offsets"], "<u4"),
+                                   n=st["n"], nbits=st["nbits"], block=st["block"])
+    try:
+        symbols = huffman.decode(stream)
+    except ValueError as e:
+        raise fail(f"{prefix}: {e}") from None
+    if not st["n"]:
+        return symbols
+    counts = np.bincount(symbols, minlength=st["alphabet"])
+    if np.any((lengths > 0) & (counts == 0)):
+        raise fail(f"{prefix}: the code-length table gives codes to symbols the stream never uses")
+    if int((counts * lengths).sum()) != int((counts * huffman.code_lengths(counts)).sum()):
+        raise fail(f"{prefix}: the code lengths are not Huffman-optimal for the stream's symbols")
+    return symbols
+
+
+def _check_entries(spec: RecordSpec, gaps: np.ndarray, zero: np.ndarray, fail) -> np.ndarray:
+    """Entries in canonical form (as :func:`relative_indices` writes them): a zero entry is a filler, exactly
+    2^index_bits past the previous one, and the last entry is a real one. Returns the flat positions."""
+    pos = absolute_positions(gaps)
+    if len(pos) and pos[-1] >= spec.numel:
+        raise fail(f"sparse indices run past the end of a tensor of {spec.numel} values")
+    if np.any(gaps[zero] != (1 << spec.index_bits) - 1):
+        raise fail("a zero entry that is not a filler (fillers sit exactly 2^index_bits past the previous entry)")
+    if len(zero) and zero[-1]:
+        raise fail("the last entry is a filler (fillers only bridge gaps before a real entry)")
+    return pos
+
+
+def _decode_raw(spec: RecordSpec, data: bytes, fail) -> torch.Tensor:
+    if spec.dtype == "bfloat16":
+        arr = np.frombuffer(data, dtype="<i2").copy()
+        return torch.from_numpy(arr).view(torch.bfloat16).reshape(spec.shape)
+    np_dtype = _NP_DTYPES[spec.dtype]
+    arr = np.frombuffer(data, dtype=np.dtype(np_dtype).newbyteorder("<"))
+    if spec.dtype == "bool":
+        if np.any(np.frombuffer(data, dtype=np.uint8) > 1):
+            raise fail("bool data holds bytes other than 0 and 1")
+    out = torch.from_numpy(arr.astype(np_dtype).copy()).reshape(spec.shape)
+    return out.to(getattr(torch, spec.out_dtype)) if spec.out_dtype != spec.dtype else out
+
+
+def decode_checked(spec: RecordSpec, segs: dict[str, bytes]) -> torch.Tensor:
+    """Decode a record checked by :func:`check_record`; raises :class:`LnzFormatError` if its content is not in
+    the canonical form the encoder writes."""
+
+    def fail(what: str) -> LnzFormatError:
+        return LnzFormatError(f"tensor {spec.key!r}: {what}")
+
+    if spec.kind == "raw":
+        return _decode_raw(spec, segs["data"], fail)
+    gaps = _decode_stream(spec, "gaps", segs, fail)
+    out = np.zeros(spec.numel, dtype=np.float32)
+    if spec.kind == "shared":
+        codebook = np.frombuffer(segs["codebook"], dtype="<f4").astype(np.float32)
+        finite = codebook[~np.isnan(codebook)]
+        if not (np.all(finite[1:] > finite[:-1]) and np.all(finite != 0) and len(codebook) - len(finite) <= 1
+                and (len(finite) == len(codebook) or np.isnan(codebook[-1]))):
+            raise fail("the codebook is not strictly ascending non-zero values (at most one NaN, last)")
+        codes = _decode_stream(spec, "codes", segs, fail)
+        pos = _check_entries(spec, gaps, codes == 0, fail)
+        if len(codes) and np.any(np.bincount(codes, minlength=len(codebook) + 1)[1:] == 0):
+            raise fail("a codebook value no entry uses")
+        out[pos] = np.concatenate([np.zeros(1, dtype=np.float32), codebook])[codes]
+    else:
+        values = np.frombuffer(segs["values"], dtype="<f4")
+        bits = values.view("<u4")
+        zero = (bits & 0x7FFFFFFF) == 0
+        if np.any(bits[zero]):
+            raise fail("a filler entry holds -0.0 (fillers are +0.0)")
+        pos = _check_entries(spec, gaps, zero, fail)
+        out[pos] = values
+    return torch.from_numpy(out).reshape(spec.shape)
+
+
+def decode_tensor(rec: dict, segs: dict[str, bytes]) -> torch.Tensor:
+    """Rebuild a tensor from its header record and byte segments; raises :class:`LnzFormatError` (a
+    ``ValueError``) naming the tensor on any inconsistency."""
+    lens = {k: len(v) for k, v in segs.items()}
+    spec = check_record(rec, lens)
+    if spec.out_bytes > decode_budget(sum(lens.values())):
+        raise LnzLimitError(f"tensor {spec.key!r}: shape {list(spec.shape)} decodes to {spec.out_bytes:,} bytes, more "
+                            f"than {sum(lens.values()):,} bytes of segments can encode")
+    return decode_checked(spec, segs)

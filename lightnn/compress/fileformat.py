@@ -5,7 +5,7 @@ Layout (all integers little-endian)::
     offset  size  field
     0       8     magic  b"\\x89LNZ\\r\\n\\x1a\\n"
     8       2     format version (1)
-    10      2     flags (bit 0: header is zlib-compressed; always set by this writer)
+    10      2     flags (bit 0: header is zlib-compressed; always set by this writer; other bits refused)
     12      4     header length H (bytes as stored)
     16      8     payload length P
     24      4     CRC-32 of the stored header
@@ -14,27 +14,33 @@ Layout (all integers little-endian)::
     36      H     header: UTF-8 JSON {model, arch_kwargs, transforms, meta, records}
     36+H    P     payload: the byte segments of every record, in record order
 
-The JSON header carries what :func:`lightnn.checkpoint.model_from_checkpoint_dict` needs to rebuild the
-architecture (registry name, architecture arguments, transforms) plus one record per state-dict tensor (see
-:mod:`.encode`): kind, shape, dtype, stream parameters, and ``seg``: ``{name: [offset, length]}`` into the payload.
-The file size on disk is exactly ``36 + H + P``, which is the "after Huffman" size Deep Compression reports.
+The JSON header carries what :func:`lightnn.checkpoint.build_model` needs to rebuild the architecture (registry
+name, architecture arguments, transforms) plus one record per state-dict tensor (see :mod:`.encode`): kind, shape,
+dtype, stream parameters, and ``seg``: ``{name: [offset, length]}`` into the payload, segments end to end in record
+order. The file size on disk is exactly ``36 + H + P``, which is the "after Huffman" size Deep Compression reports.
+
+No size in a file is trusted: the header inflates under a bound, every record is checked against its segments,
+the segments must tile the payload, the decoded size is bounded by the file's, and :func:`load` builds the model
+(bounded) and matches it against the records before decoding anything (the "Reader checks" of the format doc).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import zlib
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn as nn
 
-from ..errors import CheckpointError, LightnnError
+from ..errors import LightnnError, LnzCorruptError, LnzError, LnzFormatError, LnzLimitError
 from ..utils.io import atomic_write_bytes
-from .encode import EncodedTensor, decode_tensor, encode_tensor
+from .encode import (MAX_EXPANSION, EncodedTensor, RecordSpec, check_record, decode_budget, decode_checked,
+                     encode_tensor)
 from .prune import prunable_layers, resolve_setting
 
 __all__ = ["MAGIC", "VERSION", "save_lnz", "read_lnz", "load", "encode_model", "DEFAULT_INDEX_BITS"]
@@ -43,6 +49,11 @@ MAGIC = b"\x89LNZ\r\n\x1a\n"
 VERSION = 1
 _PRE = struct.Struct("<8sHHIQIII")  # magic, version, flags, header_len, payload_len, header_crc, payload_crc, pre_crc
 DEFAULT_INDEX_BITS = {"conv": 8, "fc": 5}  # paper, Sec. 2 (AlexNet/VGG: 8 bits conv, 5 bits fc)
+_KNOWN_FLAGS = 1  # bit 0: zlib-compressed header
+_HEADER_FIELDS = {"format", "model", "arch_kwargs", "transforms", "meta", "records"}
+# Bounds on what a header may ask of the reader (the largest zoo models need ~700 records and ~300 KB of JSON).
+MAX_HEADER_BYTES = 16 << 20
+MAX_RECORDS = 1 << 14
 
 
 def encode_model(model: nn.Module, *, index_bits: int | Mapping[str, int] | None = None,
@@ -82,8 +93,11 @@ def _header_and_payload(model: nn.Module, recs: list[EncodedTensor], meta: Mappi
     header = {"format": "lightnn-lnz", "model": name, "arch_kwargs": dict(getattr(model, "lightnn_args", {})),
               "transforms": list(getattr(model, "lightnn_transforms", [])), "meta": dict(meta or {}),
               "records": records}
-    hbytes = zlib.compress(json.dumps(header, separators=(",", ":"), default=_json_default).encode(), 9)
-    return hbytes, bytes(payload)
+    text = json.dumps(header, separators=(",", ":"), default=_json_default).encode()
+    if len(text) > MAX_HEADER_BYTES or len(records) > MAX_RECORDS:  # never write a file the reader refuses
+        raise LightnnError(f"a .lnz header of {len(records)} records and {len(text):,} bytes exceeds the format's "
+                           f"bounds ({MAX_RECORDS:,} records, {MAX_HEADER_BYTES:,} bytes): is 'meta' too large?")
+    return zlib.compress(text, 9), bytes(payload)
 
 
 def _json_default(o: Any) -> Any:
@@ -111,74 +125,171 @@ def save_lnz(path: str | os.PathLike, model: nn.Module, *, index_bits: int | Map
             "tensors": {r.key: r.stats for r in recs}}
 
 
-def read_lnz(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Read and verify a ``.lnz`` file; returns ``(header, state_dict)``. Every problem raises
-    :class:`CheckpointError` naming the file and what is wrong."""
-    p = Path(path)
+def _fail(p: Path, cls: type[LnzError] = LnzFormatError) -> Callable[[str], LnzError]:
+    return lambda what: cls(f"compressed model {str(p)!r} {what}")
 
-    def fail(what: str) -> CheckpointError:
-        return CheckpointError(f"compressed model {str(p)!r} {what}")
 
+def _read_container(p: Path) -> tuple[dict, memoryview, int]:
+    """Preamble, checksums, flags and the JSON header of a ``.lnz`` file: ``(header, payload, file size)``."""
+    corrupt, bad, limit = _fail(p, LnzCorruptError), _fail(p), _fail(p, LnzLimitError)
     if not p.exists():
-        raise fail("does not exist")
+        raise _fail(p, LnzError)("does not exist")
     if p.is_dir():
-        raise fail("is a directory, not a file")
-    blob = p.read_bytes()
-    if len(blob) < _PRE.size:
-        if not MAGIC.startswith(blob[:8]):
-            raise fail("is not a .lnz file (wrong magic bytes)")
-        raise fail(f"is truncated: {len(blob)} bytes, shorter than the {_PRE.size}-byte preamble")
-    magic, version, flags, hlen, plen, hcrc, pcrc, precrc = _PRE.unpack_from(blob)
-    if magic != MAGIC:
-        raise fail("is not a .lnz file (wrong magic bytes)")
-    if zlib.crc32(blob[:_PRE.size - 4]) != precrc:
-        raise fail("is corrupt: preamble checksum mismatch")
-    if version != VERSION:
-        raise fail(f"has format version {version}; this lightnn reads version {VERSION}")
-    expected = _PRE.size + hlen + plen
-    if len(blob) < expected:
-        raise fail(f"is truncated: {len(blob)} bytes, expected {expected}")
-    if len(blob) > expected:
-        raise fail(f"has {len(blob) - expected} unexpected trailing bytes (expected {expected} bytes)")
+        raise _fail(p, LnzError)("is a directory, not a file")
+    with open(p, "rb") as f:  # the preamble first: a large file that is not a .lnz is never read whole
+        pre = f.read(_PRE.size)
+        if len(pre) < _PRE.size:
+            if not MAGIC.startswith(pre[:8]):
+                raise corrupt("is not a .lnz file (wrong magic bytes)")
+            raise corrupt(f"is truncated: {len(pre)} bytes, shorter than the {_PRE.size}-byte preamble")
+        magic, version, flags, hlen, plen, hcrc, pcrc, precrc = _PRE.unpack(pre)
+        if magic != MAGIC:
+            raise corrupt("is not a .lnz file (wrong magic bytes)")
+        if zlib.crc32(pre[:-4]) != precrc:
+            raise corrupt("is corrupt: preamble checksum mismatch")
+        if version != VERSION:
+            raise bad(f"has format version {version}; this lightnn reads version {VERSION}")
+        if flags & ~_KNOWN_FLAGS:
+            raise bad(f"sets unknown flag bits {flags & ~_KNOWN_FLAGS:#06x} (flags {flags:#06x}; this lightnn knows "
+                      f"{_KNOWN_FLAGS:#06x}: a newer writer?)")
+        size, expected = os.fstat(f.fileno()).st_size, _PRE.size + hlen + plen
+        if size < expected:
+            raise corrupt(f"is truncated: {size} bytes, expected {expected}")
+        if size > expected:
+            raise corrupt(f"has {size - expected} unexpected trailing bytes (expected {expected} bytes)")
+        blob = pre + f.read()
+    if len(blob) != expected:  # the file changed while it was read
+        raise corrupt(f"is truncated: {len(blob)} bytes, expected {expected}")
     hbytes = blob[_PRE.size:_PRE.size + hlen]
     payload = memoryview(blob)[_PRE.size + hlen:]
     if zlib.crc32(hbytes) != hcrc:
-        raise fail("is corrupt: header checksum mismatch")
+        raise corrupt("is corrupt: header checksum mismatch")
     if zlib.crc32(payload) != pcrc:
-        raise fail("is corrupt: payload checksum mismatch")
+        raise corrupt("is corrupt: payload checksum mismatch")
     try:
-        raw = zlib.decompress(hbytes) if flags & 1 else hbytes
+        if flags & 1:
+            z = zlib.decompressobj()
+            raw = z.decompress(hbytes, MAX_HEADER_BYTES + 1)  # bounded: a small header may not inflate to gigabytes
+            if len(raw) > MAX_HEADER_BYTES:
+                raise limit(f"has a header that inflates past {MAX_HEADER_BYTES:,} bytes")
+            if not z.eof or z.unused_data:
+                raise bad("has an unreadable header: the compressed header is incomplete or followed by junk")
+        else:
+            raw = hbytes
+            if len(raw) > MAX_HEADER_BYTES:
+                raise limit(f"has a header of {len(raw):,} bytes, more than {MAX_HEADER_BYTES:,}")
         header = json.loads(raw.decode("utf-8"))
-    except (zlib.error, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise fail(f"has an unreadable header: {e}") from None
-    if not isinstance(header, dict) or header.get("format") != "lightnn-lnz" or "records" not in header:
-        raise fail("has a header that is not a lightnn .lnz header")
-    state = {}
-    for rec in header["records"]:
-        key = rec.get("key", "?")
+    except (zlib.error, UnicodeDecodeError, ValueError, RecursionError) as e:
+        if isinstance(e, LnzError):
+            raise
+        raise bad(f"has an unreadable header: {type(e).__name__}: {e}") from None
+    return header, payload, len(blob)
+
+
+def _check_meta(meta: Any, bad: Callable[[str], LnzError]) -> None:
+    if not isinstance(meta, dict):
+        raise bad(f"has 'meta' of type {type(meta).__name__}; expected a mapping")
+    norm = meta.get("normalize")
+    if norm is None:
+        return
+    ok = isinstance(norm, dict) and all(
+        isinstance(norm.get(k), list) and 1 <= len(norm[k]) <= 4096
+        and all(type(v) in (int, float) and math.isfinite(v) for v in norm[k]) for k in ("mean", "std"))
+    if not (ok and len(norm["mean"]) == len(norm["std"]) and all(v > 0 for v in norm["std"])):
+        raise bad(f"has meta.normalize {str(norm)[:80]!r}; expected mean and std lists of equal length, std > 0")
+
+
+def _check_header(header: Any, plen: int, file_bytes: int, p: Path) -> list[tuple[RecordSpec, dict]]:
+    """Every field of the header, before anything is decoded: the architecture, one valid record per tensor, the
+    segments tiling the payload in record order (no gaps, overlaps or aliases), and the decoded size bounded by
+    the file's. Returns ``(spec, {segment: (offset, length)})`` per record."""
+    bad, limit = _fail(p), _fail(p, LnzLimitError)
+    if not isinstance(header, dict) or header.get("format") != "lightnn-lnz" or not isinstance(header.get("records"), list):
+        raise bad("has a header that is not a lightnn .lnz header")
+    unknown = sorted(set(header) - _HEADER_FIELDS)
+    if unknown:
+        raise bad(f"has unknown header fields {unknown}")
+    from ..checkpoint import check_architecture
+
+    check_architecture(header, bad)
+    _check_meta(header.get("meta", {}), bad)
+    records = header["records"]
+    if len(records) > MAX_RECORDS:
+        raise limit(f"has {len(records):,} records, more than {MAX_RECORDS:,}")
+    out, keys, at = [], set(), 0
+    for i, rec in enumerate(records):
+        seg = rec.get("seg") if isinstance(rec, dict) else None
+        if not isinstance(seg, dict):
+            raise bad(f"record #{i} has no 'seg' mapping of segment names to [offset, length]")
+        where = {}
+        for name, ol in seg.items():
+            if not (isinstance(ol, list) and len(ol) == 2 and all(type(v) is int and v >= 0 for v in ol)):
+                raise bad(f"record #{i} segment {name!r} is {ol!r}; expected [offset, length]")
+            if ol[0] != at:  # the writer lays segments end to end in record order
+                raise bad(f"record #{i} segment {name!r} starts at payload byte {ol[0]}, expected {at} (segments "
+                          f"may not overlap, alias or leave gaps)")
+            at += ol[1]
+            if at > plen:
+                raise bad(f"record #{i} segment {name!r} runs past the {plen}-byte payload")
+            where[name] = tuple(ol)
         try:
-            segs = {}
-            for sname, (off, ln) in rec["seg"].items():
-                if off < 0 or off + ln > plen:
-                    raise ValueError(f"segment {sname!r} lies outside the payload")
-                segs[sname] = bytes(payload[off:off + ln])
-            state[key] = decode_tensor(rec, segs)
-        except (ValueError, KeyError, TypeError) as e:
-            raise fail(f"cannot decode tensor {key!r}: {e}") from None
-    return header, state
+            spec = check_record(rec, {k: ln for k, (_, ln) in where.items()})
+        except LnzError as e:
+            raise type(e)(f"compressed model {str(p)!r} record #{i}: {e}") from None
+        if spec.key in keys:
+            raise bad(f"has two records for tensor {spec.key!r}")
+        keys.add(spec.key)
+        out.append((spec, where))
+    if at != plen:
+        raise bad(f"has {plen - at} payload bytes that no record uses")
+    total = sum(spec.out_bytes for spec, _ in out)
+    if total > decode_budget(file_bytes):
+        raise limit(f"would decode to {total:,} bytes of tensors, more than {decode_budget(file_bytes):,} "
+                    f"({MAX_EXPANSION}x its {file_bytes:,} bytes; Deep Compression reaches ~50x)")
+    return out
+
+
+def _decode_records(checked: list[tuple[RecordSpec, dict]], payload: memoryview, p: Path) -> dict[str, torch.Tensor]:
+    state = {}
+    for spec, where in checked:
+        segs = {name: bytes(payload[off:off + ln]) for name, (off, ln) in where.items()}
+        try:
+            state[spec.key] = decode_checked(spec, segs)
+        except LnzError as e:
+            raise type(e)(f"compressed model {str(p)!r}: {e}") from None
+    return state
+
+
+def _declared(checked: list[tuple[RecordSpec, dict]]) -> dict:
+    return {spec.key: (spec.shape, getattr(torch, spec.out_dtype)) for spec, _ in checked}
+
+
+def read_lnz(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Read, verify and decode a ``.lnz`` file; returns ``(header, state_dict)``. Every problem raises a
+    :class:`~lightnn.errors.LnzError` subclass naming the file and what is wrong: damage
+    (:class:`LnzCorruptError`), inconsistent structure (:class:`LnzFormatError`) or a size beyond what the
+    file can hold (:class:`LnzLimitError`), each found before the memory it would take is allocated."""
+    p = Path(path)
+    header, payload, size = _read_container(p)
+    checked = _check_header(header, len(payload), size, p)
+    return header, _decode_records(checked, payload, p)
 
 
 def load(path: str | os.PathLike) -> nn.Module:
-    """Decode a ``.lnz`` file into the model it was written from, with exactly the stored weights."""
-    from ..checkpoint import model_from_checkpoint_dict
+    """Decode a ``.lnz`` file into the model it was written from, with exactly the stored weights.
 
-    header, state = read_lnz(path)
-    ckpt = {"model": header["model"], "arch_kwargs": header.get("arch_kwargs", {}),
-            "transforms": header.get("transforms", []), "state_dict": state}
-    try:
-        model = model_from_checkpoint_dict(ckpt)
-    except CheckpointError as e:
-        raise CheckpointError(f"compressed model {str(path)!r}: {e}") from None
+    The model is built (bounded by the tensors the header declares) and the declared keys, shapes and dtypes are
+    checked against it before any tensor is decoded."""
+    from ..checkpoint import build_model, check_fit, load_weights
+
+    p = Path(path)
+    header, payload, size = _read_container(p)
+    checked = _check_header(header, len(payload), size, p)
+    source = f"compressed model {str(p)!r}"
+    declared = _declared(checked)
+    model = build_model(header, declared, source=source)
+    check_fit(model, declared, source=source)
+    model = load_weights(model, _decode_records(checked, payload, p), source=source)
     model.lightnn_meta = header.get("meta", {})
     norm = model.lightnn_meta.get("normalize")
     if norm:  # input normalization the model was trained with (lightnn eval reads it)

@@ -111,11 +111,13 @@ def auto_block(n: int) -> int:
 
 def encode(symbols: np.ndarray, alphabet: int, block: int | None = None) -> HuffmanStream:
     """Huffman-encode integer ``symbols`` in ``[0, alphabet)`` with a canonical code built from their counts.
-    ``block`` (default :func:`auto_block`) is how many symbols share one recorded start offset."""
+    ``block`` (default :func:`auto_block`, also the largest allowed) is how many symbols share one recorded start
+    offset."""
     symbols = np.asarray(symbols, dtype=np.int64).ravel()
     block = auto_block(len(symbols)) if block is None else int(block)
-    if block < 1:
-        raise ValueError(f"block must be >= 1, got {block}")
+    if not 1 <= block <= auto_block(len(symbols)):
+        # decoding takes min(block, n) sequential steps: a longer block only slows the decoder down
+        raise ValueError(f"block must be in 1 .. {auto_block(len(symbols))} for {len(symbols)} symbols, got {block}")
     if len(symbols) and (symbols.min() < 0 or symbols.max() >= alphabet):
         raise ValueError(f"symbols must lie in [0, {alphabet}), got [{symbols.min()}, {symbols.max()}]")
     counts = np.bincount(symbols, minlength=alphabet)
@@ -138,10 +140,19 @@ def encode(symbols: np.ndarray, alphabet: int, block: int | None = None) -> Huff
 
 
 def decode(stream: HuffmanStream) -> np.ndarray:
-    """Decode a :class:`HuffmanStream` back to its symbols (int64)."""
+    """Decode a :class:`HuffmanStream` back to its symbols (int64); raises ValueError on inconsistent streams.
+    Work and memory are bounded by the stream's own bytes: ``n <= nbits <= 8 len(data)`` and
+    ``block <= auto_block(n)`` are checked before anything is allocated."""
     n, block = stream.n, stream.block
     if n == 0:
+        if stream.nbits or len(stream.offsets):
+            raise ValueError("an empty Huffman stream must have no bits and no block offsets")
         return np.zeros(0, dtype=np.int64)
+    if not n <= stream.nbits <= len(stream.data) * 8:
+        raise ValueError(f"Huffman stream of {n} symbols records {stream.nbits} bits in {len(stream.data)} bytes "
+                         f"(every symbol takes at least one bit)")
+    if not 1 <= block <= auto_block(n):
+        raise ValueError(f"Huffman block length {block} outside 1 .. {auto_block(n)} for {n} symbols")
     lengths = np.asarray(stream.lengths, dtype=np.int64)
     max_len = int(lengths.max(initial=0))
     if max_len == 0 or max_len > MAX_CODE_LEN:
@@ -160,8 +171,8 @@ def decode(stream: HuffmanStream) -> np.ndarray:
     offsets = np.asarray(stream.offsets, dtype=np.int64)
     if len(offsets) != n_blocks:
         raise ValueError(f"Huffman stream has {len(offsets)} block offsets, expected {n_blocks}")
-    if len(stream.data) * 8 < stream.nbits:
-        raise ValueError("Huffman stream is shorter than its recorded bit length")
+    if offsets[0] != 0:
+        raise ValueError("the first Huffman block must start at bit 0")
     # the big-endian 64-bit word starting at every byte: one gather + two shifts read any max_len-bit window
     buf = np.frombuffer(stream.data + b"\0" * 8, dtype=np.uint8).astype(np.uint64)
     nb = len(stream.data) + 1

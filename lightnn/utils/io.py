@@ -1,4 +1,5 @@
-"""Atomic file writes: an interrupted process never leaves a half-written output behind.
+"""Atomic, durable file writes: an interrupted process or a power loss never leaves a half-written output behind
+(temporary file, fsync, rename, fsync of the directory).
 
 A write the operating system refuses (disk full, read-only folder, no permission) raises
 :class:`~lightnn.errors.OutputError` naming the file and the reason, after removing the partial temporary file.
@@ -40,7 +41,23 @@ def atomic_write(path: str | os.PathLike, writer: Callable[[Any], None], mode: s
         if isinstance(e, OSError) and not isinstance(e, OutputError):
             raise OutputError(path, e) from None
         raise
+    _fsync_dir(path.parent)
     return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Flush the directory entry of a rename: without it a power loss can leave the old file (or none) in place even
+    though the new one was flushed. POSIX only; elsewhere (Windows) a directory cannot be opened and this is a no-op."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems do not support fsync on directories
+        pass
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
