@@ -7,6 +7,8 @@ counter; the module itself is callable, so ``lightnn.profile.measure_latency`` w
 from __future__ import annotations
 
 from . import profile  # callable module: lightnn.profile(model, input_size)
+from . import checkpoint as _checkpoint  # noqa: F401  (create_model(checkpoint=...) loads through it)
+from .compress import fileformat as _lnz  # noqa: F401  (registers the .lnz reader of load_any)
 from .export import backends as _backends  # noqa: F401  (registers ONNX Runtime into profile's latency backends)
 from .errors import LightnnError
 from .models import create_model, list_models, model_info

@@ -9,9 +9,9 @@ A lightnn checkpoint is a ``torch.save`` dict of plain data (loaded with ``weigh
      "train_state": {...} | absent,                        # optimizer / schedule / epoch, for resuming
      "digest": {"algorithm": "sha256", "sha256": ..., "tensors": [...]}}   # of every tensor above
 
-Architecture edits are plain data too: a compression method registers a transform with
-:func:`register_transform` (``kind -> fn(model, spec) -> model``) and appends its spec to
-``model.lightnn_transforms``; :func:`load_model` replays them before loading the weights.
+Architecture edits are plain data too: each is a spec replayed by the transform registered for its kind in
+:mod:`lightnn.transforms` (``kind -> fn(model, spec) -> model``); :func:`load_model` replays them before loading
+the weights.
 Writes are atomic (temporary file + rename).
 
 Reading (:func:`read_checkpoint`) refuses, with a :class:`~lightnn.errors.CheckpointError` naming the file:
@@ -40,6 +40,8 @@ import torch
 import torch.nn as nn
 
 from .errors import CheckpointError, LightnnError
+from .models import create_model, set_checkpoint_loader
+from .transforms import apply_transforms
 from .utils.io import atomic_torch_save
 
 FORMAT = "lightnn-checkpoint"
@@ -54,44 +56,6 @@ _MAX_ARG_ITEMS = 4096
 # 16x or this floor (1 GiB of float32), whichever is more. Module registrations are bounded alike.
 _BUILD_SLACK = 1 << 20
 _BUILD_FLOOR_WITH_TRANSFORMS = 1 << 28
-
-_TRANSFORMS: dict[str, Callable[[nn.Module, dict], nn.Module]] = {}
-
-
-def register_transform(kind: str):
-    """Register ``fn(model, spec) -> model`` that replays an architecture edit recorded as ``spec``."""
-
-    def wrap(fn):
-        _TRANSFORMS[kind] = fn
-        return fn
-
-    return wrap
-
-
-def _load_transform_providers() -> None:
-    # Modules that register transforms; imported lazily so loading a plain checkpoint stays cheap.
-    import importlib
-
-    for mod in ("lightnn.compress.channel", "lightnn.compress.depth", "lightnn.compress.lowrank", "lightnn.export.qat"):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
-
-
-def apply_transforms(model: nn.Module, transforms: list[dict]) -> nn.Module:
-    """Replay recorded architecture edits in order."""
-    if transforms:
-        _load_transform_providers()
-    for i, spec in enumerate(transforms):
-        kind = spec.get("kind")
-        if kind not in _TRANSFORMS:
-            raise CheckpointError(f"transform #{i} {kind!r} is not an architecture transform this lightnn knows "
-                                  f"(known: {', '.join(sorted(_TRANSFORMS))})")
-        model = _TRANSFORMS[kind](model, spec)
-    return model
-
 
 # ---------------------------------------------------------------------------------------------------- digest
 
@@ -389,8 +353,6 @@ def build_model(ckpt: Mapping, declared: Mapping[str, Spec], *, source: str, **o
     """``create_model`` + transforms for a checkpoint (or ``.lnz`` header) whose weights have the shapes in
     ``declared``. The build is bounded by those weights (see the module docstring); any failure becomes a
     :class:`CheckpointError` naming ``source`` and the architecture."""
-    from .models import create_model
-
     transforms = list(ckpt.get("transforms", []))
     args = dict(ckpt.get("arch_kwargs", {}))
     args.update(overrides)
@@ -494,7 +456,6 @@ def load_model(path: str | os.PathLike, name: str | None = None, **overrides: An
     if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
         if name is None:
             raise CheckpointError(f"{str(path)!r} is a bare state dict: name the architecture it belongs to")
-        from .models import create_model
         from .models.convert import load_foreign_state_dict
 
         model = create_model(name, **overrides)
@@ -503,11 +464,27 @@ def load_model(path: str | os.PathLike, name: str | None = None, **overrides: An
     raise CheckpointError(f"{str(path)!r} is neither a lightnn checkpoint nor a state dict")
 
 
-def load_any(path: str | os.PathLike, **overrides: Any) -> nn.Module:
-    """Load a model from any file lightnn writes: a checkpoint (``.pt``) or a Deep Compression file (``.lnz``)."""
-    p = Path(path)
-    if p.suffix == ".lnz":
-        from .compress import load as load_compressed
+# File formats other than ``.pt`` register a reader here (``.lnz``: :mod:`lightnn.compress.fileformat`), so this
+# layer dispatches on the suffix without importing the code above it that writes those files.
+_READERS: dict[str, Callable[[Path], nn.Module]] = {}
 
-        return load_compressed(p)
+
+def register_file_format(suffix: str, reader: Callable[[Path], nn.Module], *, replace: bool = False) -> None:
+    """Make :func:`load_any` read files ending in ``suffix`` (e.g. ``".lnz"``) with ``reader(path) -> model``."""
+    if suffix in _READERS and _READERS[suffix] is not reader and not replace:
+        raise LightnnError(f"file format {suffix!r} already has a reader; pass replace=True to override it")
+    _READERS[suffix] = reader
+
+
+def load_any(path: str | os.PathLike, **overrides: Any) -> nn.Module:
+    """Load a model from any file lightnn writes: a checkpoint (``.pt``) or a registered format (``.lnz``)."""
+    p = Path(path)
+    if p.suffix in _READERS:
+        if overrides:
+            raise CheckpointError(f"{str(p)!r}: a {p.suffix} file rebuilds its stored architecture; architecture "
+                                  f"arguments {sorted(overrides)} cannot be changed when loading it")
+        return _READERS[p.suffix](p)
     return load_model(p, **overrides)
+
+
+set_checkpoint_loader(load_model)  # create_model(name, checkpoint=...) rebuilds through this module

@@ -108,8 +108,17 @@ def test_bad_structured_configs_are_named(ckpt, tmp_path, capsys, recipe, argv, 
     assert msg in capsys.readouterr().err
 
 
-def test_criterion_choices_come_from_the_criteria_list():
-    from lightnn.compress.importance import CRITERIA
+def test_criterion_choices_come_from_the_criteria_registry():
+    from lightnn.compress.importance import criteria, register_criterion
 
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices["compress"]
-    assert next(a for a in sub._actions if a.dest == "criterion").choices == list(CRITERIA)
+    assert next(a for a in sub._actions if a.dest == "criterion").choices == criteria()
+    assert {"l1", "l2", "bn_scale", "taylor", "random"} <= set(criteria())
+    register_criterion("test_only_first_weight")(lambda group, model: None)  # one line teaches the CLI a criterion
+    try:
+        sub = next(a for a in build_parser()._actions if a.dest == "command").choices["compress"]
+        assert "test_only_first_weight" in next(a for a in sub._actions if a.dest == "criterion").choices
+    finally:
+        from lightnn.compress import importance
+
+        importance.CRITERIA.pop("test_only_first_weight")

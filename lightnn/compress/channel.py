@@ -25,9 +25,9 @@ from typing import Callable, Iterable, Sequence
 import torch
 import torch.nn as nn
 
-from ..checkpoint import register_transform
 from ..errors import LightnnError
-from ..graph import ChannelGroup, DependencyGraph, build_dependency_graph, shrunk_module
+from ..graph import ChannelGroup, DependencyGraph, build_dependency_graph
+from ..transforms.channels import apply_channel_spec
 from .importance import get_criterion, taylor_gradients
 
 __all__ = [
@@ -38,30 +38,6 @@ __all__ = [
 
 # ---------------------------------------------------------------------------------------------------------------
 # shrinking: plain-data spec -> smaller modules
-
-
-def apply_channel_spec(model: nn.Module, spec: dict) -> nn.Module:
-    """Replace the layers named in ``spec["layers"]`` by smaller ones keeping the listed channels (in place)."""
-    layers = spec["layers"] if "layers" in spec else spec
-    for path, entry in layers.items():
-        try:
-            m = model.get_submodule(path)
-        except AttributeError:
-            raise LightnnError(f"channel spec names layer {path!r}, which the model does not have") from None
-        new = shrunk_module(m, entry.get("in"), entry.get("out"), path)
-        if new is not None:
-            parent_path, _, attr = path.rpartition(".")
-            setattr(model.get_submodule(parent_path) if parent_path else model, attr, new)
-    # The head's input width is the model's num_features (ClassifierModel contract).
-    head = getattr(model, "classifier", None) or getattr(model, "fc", None)
-    if isinstance(head, nn.Linear) and isinstance(getattr(model, "num_features", None), int):
-        model.num_features = head.in_features
-    return model
-
-
-@register_transform("channels")
-def _channels_transform(model: nn.Module, spec: dict) -> nn.Module:
-    return apply_channel_spec(model, spec)
 
 
 def channel_spec(graph: DependencyGraph, removed: dict[str, list[int]]) -> dict:

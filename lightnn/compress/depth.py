@@ -26,8 +26,9 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from ..checkpoint import register_transform
 from ..errors import LightnnError
+from ..transforms import set_module
+from ..transforms.blocks import remove_named_blocks
 
 __all__ = ["removable_blocks", "block_sensitivity", "remove_blocks"]
 
@@ -125,13 +126,12 @@ def block_sensitivity(model: nn.Module, blocks: Sequence[str], score: Callable[[
     """``score`` of the model with each block removed alone (the model is left unchanged)."""
     out: dict[str, float] = {}
     for name in blocks:
-        parent, attr = _parent(model, name)
-        kept = getattr(parent, attr)
-        setattr(parent, attr, nn.Identity())
+        kept = model.get_submodule(name)
+        set_module(model, name, nn.Identity())
         try:
             out[name] = float(score(model))
         finally:
-            setattr(parent, attr, kept)
+            set_module(model, name, kept)
     return out
 
 
@@ -163,22 +163,6 @@ def rank_blocks(score_removed: Mapping[str, float], *, baseline: float | None = 
     return sorted(score_removed, key=cost)
 
 
-def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
-    path, _, attr = name.rpartition(".")
-    return model.get_submodule(path), attr
-
-
-def _apply(model: nn.Module, removed: Sequence[str]) -> nn.Module:
-    for name in removed:
-        try:
-            parent, attr = _parent(model, name)
-            getattr(parent, attr)
-        except AttributeError:
-            raise LightnnError(f"cannot remove block {name!r}: the model has no such submodule") from None
-        setattr(parent, attr, nn.Identity())
-    return model
-
-
 def remove_blocks(model: nn.Module, names: Sequence[str], example_input: torch.Tensor | None = None, *,
                   inplace: bool = False) -> nn.Module:
     """Replace the residual blocks ``names`` by ``nn.Identity`` and record the edit as a checkpoint transform.
@@ -195,11 +179,6 @@ def remove_blocks(model: nn.Module, names: Sequence[str], example_input: torch.T
                                f"identity shortcut and keep its input shape; removable here: {sorted(ok)}")
     if not inplace:
         model = copy.deepcopy(model)
-    _apply(model, names)
+    remove_named_blocks(model, names)
     model.lightnn_transforms = [*getattr(model, "lightnn_transforms", []), {"kind": "blocks", "removed": names}]
     return model
-
-
-@register_transform("blocks")
-def _blocks_transform(model: nn.Module, spec: dict) -> nn.Module:
-    return _apply(model, spec.get("removed", []))

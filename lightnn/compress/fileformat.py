@@ -37,6 +37,7 @@ from typing import Any, Callable, Mapping
 import torch
 import torch.nn as nn
 
+from ..checkpoint import build_model, check_architecture, check_fit, load_weights, register_file_format
 from ..errors import LightnnError, LnzCorruptError, LnzError, LnzFormatError, LnzLimitError
 from ..utils.io import atomic_write_bytes
 from .encode import (MAX_EXPANSION, EncodedTensor, RecordSpec, check_record, decode_budget, decode_checked,
@@ -209,7 +210,6 @@ def _check_header(header: Any, plen: int, file_bytes: int, p: Path) -> list[tupl
     unknown = sorted(set(header) - _HEADER_FIELDS)
     if unknown:
         raise bad(f"has unknown header fields {unknown}")
-    from ..checkpoint import check_architecture
 
     check_architecture(header, bad)
     _check_meta(header.get("meta", {}), bad)
@@ -280,8 +280,6 @@ def load(path: str | os.PathLike) -> nn.Module:
 
     The model is built (bounded by the tensors the header declares) and the declared keys, shapes and dtypes are
     checked against it before any tensor is decoded."""
-    from ..checkpoint import build_model, check_fit, load_weights
-
     p = Path(path)
     header, payload, size = _read_container(p)
     checked = _check_header(header, len(payload), size, p)
@@ -295,3 +293,6 @@ def load(path: str | os.PathLike) -> nn.Module:
     if norm:  # input normalization the model was trained with (lightnn eval reads it)
         model.lightnn_normalize = norm
     return model
+
+
+register_file_format(".lnz", load)  # lightnn.checkpoint.load_any (and so eval, export, quantize) reads .lnz

@@ -18,8 +18,8 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from ..checkpoint import register_transform
 from ..errors import LightnnError
+from ..transforms import set_module
 from ..ops.lowrank import LowRankConv2d, LowRankLinear, svd
 
 __all__ = ["factorize", "rank_for_energy", "LowRankReport", "LayerRow", "lowrank_table"]
@@ -94,12 +94,6 @@ def _eligible(model: nn.Module) -> dict[str, nn.Module]:
     return {n: m for n, m in model.named_modules()
             if (isinstance(m, nn.Conv2d) and m.groups == 1 and isinstance(m.padding, tuple)
                 and m.padding_mode == "zeros") or isinstance(m, nn.Linear)}
-
-
-def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
 
 
 def _matrix(m: nn.Module) -> torch.Tensor:
@@ -183,7 +177,7 @@ def factorize(model: nn.Module, *, rank: int | dict[str, int] | None = None, ene
         else:
             new = (LowRankConv2d.from_conv(m, r, usv) if isinstance(m, nn.Conv2d)
                    else LowRankLinear.from_linear(m, r, usv))
-            _set_module(model, name, new)
+            set_module(model, name, new)
             ranks[name] = r
         report.rows.append(row)
     report.params_after = sum(p.numel() for p in model.parameters())
@@ -193,20 +187,3 @@ def factorize(model: nn.Module, *, rank: int | dict[str, int] | None = None, ene
     return report
 
 
-@register_transform("lowrank")
-def _replay_lowrank(model: nn.Module, spec: dict) -> nn.Module:
-    """Rebuild the factored layers' shapes (weights come from the checkpoint's state dict)."""
-    for name, r in spec.get("ranks", {}).items():
-        try:
-            m = model.get_submodule(name)
-        except AttributeError:
-            raise LightnnError(f"low-rank transform: model has no layer {name!r}") from None
-        if isinstance(m, nn.Conv2d):
-            new = LowRankConv2d(m.in_channels, m.out_channels, m.kernel_size, int(r), m.stride, m.padding,
-                                m.dilation, bias=m.bias is not None)
-        elif isinstance(m, nn.Linear):
-            new = LowRankLinear(m.in_features, m.out_features, int(r), bias=m.bias is not None)
-        else:
-            raise LightnnError(f"low-rank transform: layer {name!r} is a {type(m).__name__}, not Conv2d/Linear")
-        _set_module(model, name, new.to(device=m.weight.device, dtype=m.weight.dtype))
-    return model

@@ -11,7 +11,7 @@
 
 from . import backends  # noqa: F401  (registers the ONNX Runtime latency backends)
 from .calib import ImageSet, load_images
-from .fold import fold_bn
+from ..transforms.fold import fold_bn
 from .onnx import DEFAULT_OPSET, ParityReport, check_parity, export_onnx, onnx_input_size, resolve_model
 from .qat import convert_qat, export_qat_int8, prepare_qat, qat_finetune
 from .quantize import (CALIBRATION_METHODS, QuantReport, export_fp16, op_type_times, quantize_int8, quantize_naive,

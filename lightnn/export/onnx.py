@@ -310,7 +310,7 @@ def _export_friendly(model: nn.Module, x: torch.Tensor) -> nn.Module:
 
 
 def _fold(model: nn.Module) -> nn.Module:
-    from .fold import fold_bn as _fold_bn
+    from ..transforms.fold import fold_bn as _fold_bn
 
     return _fold_bn(model)
 

@@ -32,145 +32,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..checkpoint import register_transform
 from ..errors import LightnnError
-from .fold import fold_bn
+from ..ops.quant import QATConv2d, QATLinear, fake_quant_act, fake_quant_weight
+from ..transforms.fold import fold_bn
+from ..transforms.quant import fake_quantize, swap_modules
 
 __all__ = ["prepare_qat", "convert_qat", "qat_finetune", "export_qat_int8", "QATConv2d", "QATLinear",
            "fake_quant_weight", "fake_quant_act"]
 
 
-def fake_quant_weight(w: torch.Tensor, bits: int = 8) -> torch.Tensor:
-    """Per-output-channel symmetric fake quantization with a straight-through gradient."""
-    qmax = 2 ** (bits - 1) - 1
-    scale = w.detach().abs().flatten(1).amax(1).clamp_min(1e-12) / qmax
-    scale = scale.view(-1, *([1] * (w.dim() - 1)))
-    wq = torch.clamp(torch.round(w / scale), -qmax, qmax) * scale
-    return w + (wq - w).detach()
-
-
-def fake_quant_act(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, bits: int = 8) -> torch.Tensor:
-    """Affine (asymmetric, unsigned) fake quantization of ``x`` to [lo, hi]; zero is exactly representable."""
-    qmax = 2 ** bits - 1
-    lo = torch.minimum(lo, torch.zeros_like(lo))
-    hi = torch.maximum(hi, torch.zeros_like(hi))
-    scale = ((hi - lo) / qmax).clamp_min(1e-8)
-    zp = torch.clamp(torch.round(-lo / scale), 0, qmax)
-    q = torch.clamp(torch.round(x / scale) + zp, 0, qmax)
-    xq = (q - zp) * scale
-    inside = (x >= (0 - zp) * scale) & (x <= (qmax - zp) * scale)
-    # STE: identity gradient inside the range, none for clipped values
-    return torch.where(inside, x + (xq - x).detach(), xq.detach())
-
-
-class _ActRange(nn.Module):
-    """EMA of the batch min/max of a tensor (updated in training), used as its uint8 range."""
-
-    def __init__(self, momentum: float = 0.01) -> None:
-        super().__init__()
-        self.momentum = momentum
-        self.register_buffer("lo", torch.zeros(()))
-        self.register_buffer("hi", torch.zeros(()))
-        self.register_buffer("seen", torch.zeros((), dtype=torch.long))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            with torch.no_grad():
-                lo, hi = x.detach().min(), x.detach().max()
-                if int(self.seen) == 0:
-                    self.lo.copy_(lo)
-                    self.hi.copy_(hi)
-                else:
-                    self.lo.lerp_(lo, self.momentum)
-                    self.hi.lerp_(hi, self.momentum)
-                self.seen += 1
-        if int(self.seen) == 0:  # never observed: pass through (calibration fills it)
-            return x
-        return fake_quant_act(x, self.lo, self.hi)
-
-
-class QATConv2d(nn.Conv2d):
-    """``nn.Conv2d`` that fake-quantizes its input (uint8 affine) and its weight (int8 per-channel symmetric)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.act_range = _ActRange()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(self.act_range(x), fake_quant_weight(self.weight), self.bias)
-
-    @classmethod
-    def from_float(cls, m: nn.Conv2d) -> "QATConv2d":
-        q = cls(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups,
-                bias=True, padding_mode=m.padding_mode)
-        with torch.no_grad():
-            q.weight.copy_(m.weight)
-            q.bias.copy_(m.bias if m.bias is not None else torch.zeros(m.out_channels))
-        return q
-
-
-class QATLinear(nn.Linear):
-    """``nn.Linear`` with the same fake quantization as :class:`QATConv2d`."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.act_range = _ActRange()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.act_range(x), fake_quant_weight(self.weight), self.bias)
-
-    @classmethod
-    def from_float(cls, m: nn.Linear) -> "QATLinear":
-        q = cls(m.in_features, m.out_features, bias=True)
-        with torch.no_grad():
-            q.weight.copy_(m.weight)
-            q.bias.copy_(m.bias if m.bias is not None else torch.zeros(m.out_features))
-        return q
-
-
-def _swap(model: nn.Module, fn) -> nn.Module:
-    for name, child in list(model.named_children()):
-        new = fn(child)
-        if new is not None:
-            setattr(model, name, new)
-        else:
-            _swap(child, fn)
-    return model
-
-
 def prepare_qat(model: nn.Module, inplace: bool = False) -> nn.Module:
     """Fold BN, then replace every Conv2d/Linear with its fake-quantized version (records the transforms)."""
     transforms = list(getattr(model, "lightnn_transforms", []))
-    m = fold_bn(model, inplace=inplace)
-
-    def swap(c: nn.Module):
-        if type(c) is nn.Conv2d:
-            return QATConv2d.from_float(c)
-        if type(c) is nn.Linear:
-            return QATLinear.from_float(c)
-        return None
-
-    _swap(m, swap)
+    m = fake_quantize(fold_bn(model, inplace=inplace))
     m.lightnn_transforms = transforms + [{"kind": "fold_bn"}, {"kind": "fake_quant", "bits": 8}]
     return m
-
-
-@register_transform("fold_bn")
-def _fold_transform(model: nn.Module, spec: dict) -> nn.Module:
-    return fold_bn(model, inplace=True)
-
-
-@register_transform("fake_quant")
-def _fake_quant_transform(model: nn.Module, spec: dict) -> nn.Module:
-    # the model is already folded by the preceding "fold_bn" transform
-    def swap(c: nn.Module):
-        if type(c) is nn.Conv2d:
-            return QATConv2d.from_float(c)
-        if type(c) is nn.Linear:
-            return QATLinear.from_float(c)
-        return None
-
-    return _swap(model, swap)
 
 
 def convert_qat(model: nn.Module) -> tuple[nn.Module, dict[str, tuple[float, float]]]:
@@ -195,7 +71,7 @@ def convert_qat(model: nn.Module) -> tuple[nn.Module, dict[str, tuple[float, flo
             p.bias.copy_(c.bias)
         return p
 
-    _swap(m, swap)
+    swap_modules(m, swap)
     m.lightnn_transforms = [t for t in getattr(m, "lightnn_transforms", []) if t.get("kind") != "fake_quant"]
     return m, ranges
 

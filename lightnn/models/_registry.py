@@ -99,6 +99,17 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# The checkpoint reader sits above the registry (it builds models through it), so it registers itself here rather
+# than being imported: ``load(path, name=..., **arch_kwargs) -> model``.
+_CHECKPOINT_LOADER: Callable[..., nn.Module] | None = None
+
+
+def set_checkpoint_loader(loader: Callable[..., nn.Module]) -> None:
+    """Called by :mod:`lightnn.checkpoint`: how ``create_model(name, checkpoint=path)`` loads ``path``."""
+    global _CHECKPOINT_LOADER
+    _CHECKPOINT_LOADER = loader
+
+
 def create_model(
     name: str,
     *,
@@ -113,10 +124,10 @@ def create_model(
     any given here) or a torchvision state-dict file of the same architecture.
     """
     if checkpoint is not None:
-        from ..checkpoint import load_model
-
+        if _CHECKPOINT_LOADER is None:  # lightnn/__init__ imports lightnn.checkpoint, which registers it
+            raise LightnnError("create_model(checkpoint=...) needs lightnn.checkpoint, which has not been imported")
         chans = {} if in_chans is None else {"in_chans": in_chans}
-        return load_model(checkpoint, name=name, num_classes=num_classes, **chans, **arch_kwargs)
+        return _CHECKPOINT_LOADER(checkpoint, name=name, num_classes=num_classes, **chans, **arch_kwargs)
     info = model_info(name)
     if in_chans is None:  # the channels the model was designed for (3; 1 for the MNIST LeNets)
         in_chans = info.input_size[0]
