@@ -124,9 +124,16 @@ def _verify_digest(obj: Mapping, name: str) -> None:
 # ---------------------------------------------------------------------------------------------------- writing
 
 
-def checkpoint_dict(model: nn.Module, *, meta: dict | None = None, train_state: dict | None = None) -> dict:
-    """The plain-data checkpoint of ``model`` (registry name, architecture, transforms, weights) with its digest."""
-    name = getattr(model, "lightnn_name", None)
+def checkpoint_dict(model: nn.Module, *, meta: dict | None = None, train_state: dict | None = None,
+                    architecture: Mapping[str, Any] | None = None) -> dict:
+    """The plain-data checkpoint of ``model`` (registry name, architecture, transforms, weights) with its digest.
+
+    ``architecture`` (``{"model", "arch_kwargs", "transforms"}``, what :class:`lightnn.record.ModelRecord` holds)
+    names what rebuilds the model; by default it is read from the model's registry attributes."""
+    arch = architecture if architecture is not None else {
+        "model": getattr(model, "lightnn_name", None), "arch_kwargs": getattr(model, "lightnn_args", {}),
+        "transforms": getattr(model, "lightnn_transforms", [])}
+    name = arch.get("model")
     if name is None:
         raise LightnnError(
             "model has no registry name (build it with lightnn.create_model) so its checkpoint could not be rebuilt"
@@ -135,8 +142,8 @@ def checkpoint_dict(model: nn.Module, *, meta: dict | None = None, train_state: 
         "format": FORMAT,
         "version": VERSION,
         "model": name,
-        "arch_kwargs": dict(getattr(model, "lightnn_args", {})),
-        "transforms": list(getattr(model, "lightnn_transforms", [])),
+        "arch_kwargs": dict(arch.get("arch_kwargs", {})),
+        "transforms": [dict(t) for t in arch.get("transforms", [])],
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": dict(meta or {}),
     }
@@ -147,10 +154,11 @@ def checkpoint_dict(model: nn.Module, *, meta: dict | None = None, train_state: 
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, meta: dict | None = None,
-                    train_state: dict | None = None) -> Path:
+                    train_state: dict | None = None, architecture: Mapping[str, Any] | None = None) -> Path:
     """Write ``model`` (registry name, architecture arguments, transforms, weights, digest) atomically to ``path``."""
     unwrapped = getattr(model, "module", model)  # DDP
-    return atomic_torch_save(checkpoint_dict(unwrapped, meta=meta, train_state=train_state), path)
+    return atomic_torch_save(checkpoint_dict(unwrapped, meta=meta, train_state=train_state,
+                                             architecture=architecture), path)
 
 
 # ---------------------------------------------------------------------------------------------------- reading

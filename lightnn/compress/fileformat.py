@@ -78,8 +78,10 @@ def encode_model(model: nn.Module, *, index_bits: int | Mapping[str, int] | None
     return recs
 
 
-def _header_and_payload(model: nn.Module, recs: list[EncodedTensor], meta: Mapping[str, Any] | None) -> tuple[bytes, bytes]:
-    name = getattr(model, "lightnn_name", None)
+def _header_and_payload(model: nn.Module, recs: list[EncodedTensor], meta: Mapping[str, Any] | None,
+                        architecture: Mapping[str, Any] | None = None) -> tuple[bytes, bytes]:
+    arch = architecture if architecture is not None else _model_architecture(model)
+    name = arch.get("model")
     if name is None:
         raise LightnnError("model has no registry name (build it with lightnn.create_model), "
                            "so a .lnz file could not rebuild it")
@@ -91,14 +93,18 @@ def _header_and_payload(model: nn.Module, recs: list[EncodedTensor], meta: Mappi
             seg[sname] = [len(payload), len(data)]
             payload += data
         records.append({"key": r.key, "kind": r.kind, "shape": r.shape, "dtype": r.dtype, **r.fields, "seg": seg})
-    header = {"format": "lightnn-lnz", "model": name, "arch_kwargs": dict(getattr(model, "lightnn_args", {})),
-              "transforms": list(getattr(model, "lightnn_transforms", [])), "meta": dict(meta or {}),
-              "records": records}
+    header = {"format": "lightnn-lnz", "model": name, "arch_kwargs": dict(arch.get("arch_kwargs", {})),
+              "transforms": list(arch.get("transforms", [])), "meta": dict(meta or {}), "records": records}
     text = json.dumps(header, separators=(",", ":"), default=_json_default).encode()
     if len(text) > MAX_HEADER_BYTES or len(records) > MAX_RECORDS:  # never write a file the reader refuses
         raise LightnnError(f"a .lnz header of {len(records)} records and {len(text):,} bytes exceeds the format's "
                            f"bounds ({MAX_RECORDS:,} records, {MAX_HEADER_BYTES:,} bytes): is 'meta' too large?")
     return zlib.compress(text, 9), bytes(payload)
+
+
+def _model_architecture(model: nn.Module) -> dict[str, Any]:
+    return {"model": getattr(model, "lightnn_name", None), "arch_kwargs": getattr(model, "lightnn_args", {}),
+            "transforms": getattr(model, "lightnn_transforms", [])}
 
 
 def _json_default(o: Any) -> Any:
@@ -113,11 +119,14 @@ def _json_default(o: Any) -> Any:
 
 def save_lnz(path: str | os.PathLike, model: nn.Module, *, index_bits: int | Mapping[str, int] | None = None,
              weight_bits: int | str | Mapping[str, int] | None = "auto", meta: Mapping[str, Any] | None = None,
-             block: int | None = None) -> dict:
-    """Encode ``model`` and write it atomically to ``path``. Returns per-tensor stats and the file size."""
+             block: int | None = None, architecture: Mapping[str, Any] | None = None) -> dict:
+    """Encode ``model`` and write it atomically to ``path``. Returns per-tensor stats and the file size.
+
+    ``architecture`` (``{"model", "arch_kwargs", "transforms"}``, what :class:`lightnn.record.ModelRecord` holds)
+    names what rebuilds the model; by default it is read from the model's registry attributes."""
     unwrapped = getattr(model, "module", model)
     recs = encode_model(unwrapped, index_bits=index_bits, weight_bits=weight_bits, block=block)
-    hbytes, payload = _header_and_payload(unwrapped, recs, meta)
+    hbytes, payload = _header_and_payload(unwrapped, recs, meta, architecture)
     pre = struct.pack("<8sHHIQII", MAGIC, VERSION, 1, len(hbytes), len(payload),
                       zlib.crc32(hbytes), zlib.crc32(payload))
     blob = pre + struct.pack("<I", zlib.crc32(pre)) + hbytes + payload

@@ -10,7 +10,8 @@
 
 from .datasets import IMAGE_EXTENSIONS, SAMPLE_PATH, ImageData, cache_dir, load_dataset, split_indices
 from .stream import StreamingImageFolder, StreamLoader, stream_image_folder
+from .normalize import Normalization
 from .loader import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, BatchLoader, dist_info
 
 __all__ = ["load_dataset", "ImageData", "BatchLoader", "stream_image_folder", "StreamLoader", "StreamingImageFolder", "split_indices", "cache_dir", "dist_info", "SAMPLE_PATH",
-           "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD", "CIFAR10_MEAN", "CIFAR10_STD"]
+           "IMAGE_EXTENSIONS", "IMAGENET_MEAN", "IMAGENET_STD", "CIFAR10_MEAN", "CIFAR10_STD", "Normalization"]

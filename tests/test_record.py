@@ -1,0 +1,103 @@
+"""The model record and lightnn.save / lightnn.load: files written by the session-start main still load into the
+same model and record, .pt and .lnz round trips keep the record and the weights, records validate and never
+change in place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import lightnn
+from lightnn import ModelRecord
+from lightnn.compress.channel import prune_channels
+from lightnn.data import Normalization
+from lightnn.errors import CheckpointError, LightnnError
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+@pytest.mark.parametrize("suffix,key", [(".pt", "pt_logits"), (".lnz", "lnz_logits")])
+def test_files_from_format_version_1_load_into_a_record(suffix, key):
+    # written by lightnn's main of 2026-12-03 (format version 1: no digest, normalization in free-form metadata)
+    expected = torch.load(FIXTURES / "v1_expected.pt", weights_only=True)
+    model, rec = lightnn.load(FIXTURES / f"v1_resnet20_w4_pruned{suffix}")
+    with torch.no_grad():
+        torch.testing.assert_close(model(expected["input"]), expected[key], rtol=1e-5, atol=1e-6)
+    assert rec.name == "resnet20" and rec.arch_kwargs == {"num_classes": 10, "in_chans": 3, "width": 4}
+    assert [t["kind"] for t in rec.transforms] == ["channels"] and rec.transforms[0]["layers"]
+    assert rec.normalize == Normalization((0.49, 0.48, 0.45), (0.25, 0.24, 0.26)) and rec.classes == CLASSES
+    assert rec.metrics == ({"val_top1": 12.5} if suffix == ".pt" else {})
+    assert rec.resolved_input_size == (3, 32, 32) and not model.training
+
+
+@pytest.fixture(scope="module")
+def pruned():
+    torch.manual_seed(0)
+    m = lightnn.create_model("resnet20", num_classes=10, width=8).eval()
+    return prune_channels(m, torch.randn(1, 3, 32, 32), 0.25, round_to=1).eval()
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".lnz"])
+def test_save_load_round_trip_keeps_record_and_weights(pruned, tmp_path, suffix):
+    rec = ModelRecord.of(pruned, input_size=(3, 32, 32), normalize={"mean": [0.5] * 3, "std": [0.25] * 3},
+                         classes=CLASSES, metrics={"val_top1": 41.5})
+    lightnn.save(tmp_path / f"m{suffix}", pruned, rec, meta={"note": "kept"})
+    model, back = lightnn.load(tmp_path / f"m{suffix}")
+    assert back == rec
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), pruned(x), rtol=0, atol=0)  # lossless: .lnz of float32 weights
+    assert model.lightnn_normalize == {"mean": [0.5] * 3, "std": [0.25] * 3}  # handed on to eval/export
+
+
+def test_record_not_attributes_names_the_architecture(pruned, tmp_path):
+    # the record, not whatever the module carries, says what rebuilds the file
+    other = ModelRecord.of(pruned).replace(arch_kwargs={**pruned.lightnn_args, "num_classes": 100})
+    lightnn.save(tmp_path / "other.pt", pruned, other)
+    with pytest.raises(CheckpointError, match=r"weights do not fit.*classifier\.weight"):
+        lightnn.load(tmp_path / "other.pt")
+
+
+def test_build_replays_the_transforms(pruned):
+    rec = ModelRecord.of(pruned)
+    fresh = rec.build()
+    assert {k: v.shape for k, v in fresh.state_dict().items()} == {k: v.shape for k, v in pruned.state_dict().items()}
+    assert fresh.lightnn_transforms == [dict(t) for t in rec.transforms]
+
+
+def test_records_are_frozen_and_edits_make_new_ones(pruned):
+    rec = ModelRecord.of(pruned)
+    with pytest.raises(Exception):
+        rec.name = "resnet32"
+    spec = {"kind": "blocks", "removed": ["stages.0.0"]}
+    after = rec.with_transform(spec)
+    assert after.transforms[-1] == spec and len(after.transforms) == len(rec.transforms) + 1
+    assert len(rec.transforms) == 1
+
+
+@pytest.mark.parametrize("fields,match", [
+    ({"name": "nonet"}, "not a registered model"),
+    ({"name": "resnet20", "arch_kwargs": [1]}, "arch_kwargs must be a mapping"),
+    ({"name": "resnet20", "transforms": ({"nokind": 1},)}, "transform must be a mapping with a 'kind'"),
+    ({"name": "resnet20", "input_size": (3, 32)}, r"input_size must be \(C, H, W\)"),
+    ({"name": "resnet20", "normalize": {"mean": [0.5], "std": [0.0]}}, "std > 0"),
+    ({"name": "resnet20", "normalize": {"mean": [0.5, 0.5], "std": [0.2]}}, "one value per channel"),
+    ({"name": "resnet20", "classes": (1, 2)}, "classes must be strings"),
+])
+def test_bad_records_are_refused_by_field(fields, match):
+    with pytest.raises(LightnnError, match=match):
+        ModelRecord(**fields)
+
+
+def test_save_refuses_lnz_options_for_a_pt_file(pruned, tmp_path):
+    with pytest.raises(LightnnError, match="apply to .lnz files only"):
+        lightnn.save(tmp_path / "m.pt", pruned, index_bits=4)
+
+
+def test_load_refuses_a_bare_state_dict(tmp_path):
+    torch.save(lightnn.create_model("lenet5", num_classes=10).state_dict(), tmp_path / "sd.pt")
+    with pytest.raises(CheckpointError, match="bare state dict"):
+        lightnn.load(tmp_path / "sd.pt")
