@@ -122,3 +122,27 @@ def test_criterion_choices_come_from_the_criteria_registry():
         from lightnn.compress import importance
 
         importance.CRITERIA.pop("test_only_first_weight")
+
+
+def _train_cfg(argv, config=None, tmp_path=None):
+    """The merged `lightnn train` configuration for ``argv`` (and a --config file holding ``config``)."""
+    import yaml
+
+    from lightnn.cli import build_parser
+    from lightnn.cli._common import merge_config
+
+    if config is not None:
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+        argv = [*argv, "--config", str(tmp_path / "c.yaml")]
+    args = build_parser().parse_args(["train", "resnet20", *argv])
+    return merge_config(args, {} if config is None else config)
+
+
+def test_train_precedence_flag_over_config_over_default(tmp_path):
+    assert _train_cfg([])["epochs"] == 30 and _train_cfg([])["lr"] == 0.1  # the parser defaults
+    assert _train_cfg([], {"epochs": 7}, tmp_path)["epochs"] == 7  # a config value beats the default
+    assert _train_cfg(["--epochs", "3"], {"epochs": 7}, tmp_path)["epochs"] == 3  # a typed flag beats the config
+    # ... even when the typed value equals the default (a value comparison would let the config win)
+    assert _train_cfg(["--epochs", "30"], {"epochs": 7}, tmp_path)["epochs"] == 30
+    assert _train_cfg(["--no-amp"], {"amp": True}, tmp_path)["amp"] is False
+    assert _train_cfg([], {"amp": True}, tmp_path)["amp"] is True and _train_cfg([])["amp"] is None

@@ -338,10 +338,11 @@ def test_train_config_numbers_yaml_reads_as_strings_are_accepted():
     import argparse
 
     actions = {}
-    for a in add_parser(argparse.ArgumentParser().add_subparsers())._actions:
+    p = add_parser(argparse.ArgumentParser().add_subparsers())
+    for a in p._actions:
         actions.setdefault(a.dest, a)
     _check_config({"lr": "1e-3", "epochs": 3, "amp": None, "compile": "auto", "arch": {"width_mult": 0.5}},
-                  actions, "c.yaml")
+                  actions, p.get_default("_defaults"), "c.yaml")
 
 
 @pytest.mark.parametrize("flag, value", [("--lr", "-1"), ("--lr", "0"), ("--epochs", "0"), ("--batch-size", "0"),

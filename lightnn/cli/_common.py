@@ -10,7 +10,8 @@ from typing import Any, Callable
 from ..errors import LightnnError
 from ..utils.checks import Number
 
-__all__ = ["add_command", "load_yaml", "Number", "check_value", "merge_config", "expand_models"]
+__all__ = ["add_command", "load_yaml", "Number", "check_value", "merge_config", "expand_models", "track_explicit",
+           "explicit_flags"]
 
 
 def add_command(sub, name: str, help: str, examples: list[str], description: str | None = None) -> argparse.ArgumentParser:
@@ -45,13 +46,39 @@ def check_value(key: str, value: Any, check: Callable[[Any], Any], source: str) 
                            else f"{source}: {key!r} has a bad value {value!r}: {e}") from None
 
 
-def merge_config(args: argparse.Namespace, parser_defaults: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    """Config-file values sit under explicit flags: a flag left at its default takes the file's value."""
+def track_explicit(p: argparse.ArgumentParser) -> None:
+    """Make every option of ``p`` parse to None unless typed; the real defaults go to ``args._defaults``, and
+    :func:`explicit_flags` puts them back after noting what was typed (so a typed value equal to the default still
+    counts as typed). Options sharing a destination (``--amp`` / ``--no-amp``) keep the first one's default, as
+    argparse does."""
+    defaults: dict[str, Any] = {}
+    for a in p._actions:
+        if a.option_strings and a.dest != "help":
+            defaults.setdefault(a.dest, a.default)
+            a.default = None
+    p.set_defaults(_defaults=defaults)
+
+
+def explicit_flags(args: argparse.Namespace) -> set[str]:
+    """The options typed on the command line (``args._explicit``); untyped ones get their parser default back."""
+    if not hasattr(args, "_explicit"):
+        defaults = getattr(args, "_defaults", {})
+        args._explicit = {d for d in defaults if getattr(args, d, None) is not None}
+        for d in set(defaults) - args._explicit:
+            setattr(args, d, defaults[d])
+    return args._explicit
+
+
+def merge_config(args: argparse.Namespace, config: dict[str, Any]) -> dict[str, Any]:
+    """Explicit flag > config file > default: a typed flag always wins (even when it equals the default), a key of
+    the config file fills what was not typed, the parser default the rest. ``args`` must come from a parser set
+    up with :func:`track_explicit`."""
+    typed = explicit_flags(args)
     out = dict(config)
     for k, v in vars(args).items():
         if k.startswith("_"):
             continue
-        if k not in out or v != parser_defaults.get(k):
+        if k in typed or k not in out:
             out[k] = v
     return out
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LightnnError
-from ._common import Number
+from ._common import Number, explicit_flags, track_explicit
 
 __all__ = ["add_arguments", "track_explicit", "explicit_flags", "mode_of", "refuse_unused", "run"]
 
@@ -92,28 +92,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rank", type=Number(int, 1), help="low-rank: one rank for every layer")
     g.add_argument("--energy", type=Number(float, 0, 1, lo_open=True), help="low-rank: keep this fraction of singular-value energy")
     g.add_argument("--eval-limit", type=Number(int, 0), help="validation images the accuracy checks use (default 2000; 0: all)")
-
-
-# -- which flags were typed --------------------------------------------------------------------------------------
-
-def track_explicit(p: argparse.ArgumentParser) -> None:
-    """Make every option of ``p`` parse to None unless typed; the real defaults go to ``args._defaults``, and
-    :func:`explicit_flags` puts them back after noting what was typed."""
-    defaults = {}
-    for a in p._actions:
-        if a.option_strings and a.dest != "help":
-            defaults[a.dest], a.default = a.default, None
-    p.set_defaults(_defaults=defaults)
-
-
-def explicit_flags(args: argparse.Namespace) -> set[str]:
-    """The options typed on the command line (``args._explicit``); untyped ones get their parser default back."""
-    if not hasattr(args, "_explicit"):
-        defaults = getattr(args, "_defaults", {})
-        args._explicit = {d for d in defaults if getattr(args, d, None) is not None}
-        for d in set(defaults) - args._explicit:
-            setattr(args, d, defaults[d])
-    return args._explicit
 
 
 def mode_of(args: argparse.Namespace, recipe: dict[str, Any]) -> str:

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..errors import LightnnError
-from ._common import Number, add_command, check_value, load_yaml, merge_config
+from ._common import Number, add_command, check_value, explicit_flags, load_yaml, merge_config, track_explicit
 
 
 def _compile_mode(text: str) -> str:
@@ -89,10 +89,11 @@ def add_parser(sub):
                    help="replace the run already in OUTPUT (without it, or --resume, such a folder is refused)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.add_argument("--json", action="store_true", help="print the final metrics as one JSON object")
+    track_explicit(p)  # precedence: typed flag > --config file > default (a typed default still wins)
     return p
 
 
-def _check_config(config: dict, actions: dict[str, argparse.Action], source: str) -> None:
+def _check_config(config: dict, actions: dict[str, argparse.Action], defaults: dict, source: str) -> None:
     """Each config value must have the type (and range) its flag takes: ``epochs: ten``, ``batch_size: 8.5``,
     ``arch: notadict`` and ``amp: maybe`` are refused naming the key instead of failing later or being used."""
     from ..train.trainer import check_compile_mode
@@ -103,7 +104,7 @@ def _check_config(config: dict, actions: dict[str, argparse.Action], source: str
             if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
                 raise LightnnError(f"{source}: 'arch' must be a mapping of architecture arguments "
                                    f"(e.g. {{width_mult: 0.5}}), got {v!r}")
-        elif v is None and a.default is None:
+        elif v is None and defaults.get(key) is None:
             continue  # the flag's own "not given"
         elif key == "compile":
             if not isinstance(v, (bool, str)):
@@ -131,14 +132,14 @@ def run(args) -> int:
 
     actions: dict[str, argparse.Action] = {}
     for a in add_parser(argparse.ArgumentParser().add_subparsers())._actions:
-        actions.setdefault(a.dest, a)  # --amp / --no-amp share a dest: the first one's default is the parser's
-    parser_defaults = {k: a.default for k, a in actions.items()}
+        actions.setdefault(a.dest, a)  # --amp / --no-amp share a dest
+    explicit_flags(args)  # untyped flags get their defaults back; typed ones are remembered
     config = {k.replace("-", "_"): v for k, v in (load_yaml(args.config) if args.config else {}).items()}
-    unknown = sorted(set(config) - (set(parser_defaults) - {"help", "config"}))
+    unknown = sorted(set(config) - (set(actions) - {"help", "config"}))
     if unknown:
         raise LightnnError(f"config file {args.config!r} has unknown key(s) {unknown}; see `lightnn train --help`")
-    _check_config(config, actions, f"config file {args.config!r}")
-    cfg = merge_config(args, parser_defaults, config)
+    _check_config(config, actions, args._defaults, f"config file {args.config!r}")
+    cfg = merge_config(args, config)
     arch = dict(config.get("arch") or {})
     if args.arch:
         arch.update(dict(args.arch))
