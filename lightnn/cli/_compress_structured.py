@@ -171,7 +171,7 @@ def _check_keys(recipe: dict[str, Any], cls, path: str | None) -> None:
 # -- the runs -----------------------------------------------------------------------------------------------------
 
 def _load(args: argparse.Namespace) -> tuple[Path, Path, dict, Any]:
-    from ..checkpoint import load_model, read_checkpoint
+    from ..record import load
 
     src = Path(args.checkpoint)
     suffix = {"sensitivity": "sens"}.get(args._mode, args._mode)
@@ -180,12 +180,8 @@ def _load(args: argparse.Namespace) -> tuple[Path, Path, dict, Any]:
     if out.is_file() or out.suffix in (".pt", ".lnz", ".onnx"):
         raise LightnnError(f"--output {str(out)!r} must be a directory for "
                            f"{'--sensitivity' if args._mode == 'sensitivity' else '--method ' + args._mode}, not a file")
-    meta = dict(read_checkpoint(src).get("meta", {}))
-    model = load_model(src).eval()
-    norm = meta.get("normalize") or getattr(model, "lightnn_normalize", None)
-    if norm:
-        model.lightnn_normalize = norm
-    return src, out, meta, model
+    model, record = load(src)  # one verified read; the record hands the model its normalization
+    return src, out, record.meta(), model
 
 
 def _data(args: argparse.Namespace) -> tuple[Any, Any]:

@@ -123,7 +123,8 @@ def run(args) -> int:
 
     import torch
 
-    from ..checkpoint import load_any, read_checkpoint, save_checkpoint
+    from ..checkpoint import save_checkpoint
+    from ..record import load
     from ..compress import deep_compress, report_markdown
     from ..utils.io import atomic_write_json, atomic_write_text
 
@@ -137,11 +138,9 @@ def run(args) -> int:
         raise LightnnError(f"--method {args.method} writes a .lnz file, not {str(out)!r}")
     if out.resolve() == src.resolve():
         raise LightnnError(f"output {str(out)!r} would overwrite the input checkpoint")
-    model = load_any(src)
-    meta = dict(getattr(model, "lightnn_meta", {}) or {})
-    if src.suffix != ".lnz":
-        meta = dict(read_checkpoint(src).get("meta", {}))
-    norm = meta.get("normalize") or getattr(model, "lightnn_normalize", None) or {}
+    model, record = load(src)  # one verified read: weights, classes and normalization
+    meta = record.meta()
+    norm = meta.get("normalize") or {}
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
 

@@ -30,31 +30,21 @@ def add_parser(sub):
     return p
 
 
-def _meta(path: str) -> dict:
-    if path.endswith(".lnz"):
-        return {}
-    from ..checkpoint import read_checkpoint
-
-    obj = read_checkpoint(path)
-    return obj.get("meta", {}) if isinstance(obj, dict) else {}
-
-
 def run(args) -> int:
     import torch
 
-    from ..checkpoint import load_any
     from ..data import load_dataset
+    from ..record import load
     from ..train import evaluate
 
-    model = load_any(args.checkpoint)
-    meta = _meta(args.checkpoint)
+    model, record = load(args.checkpoint)  # one verified read: weights, classes and normalization
     size = (args.image_size, args.image_size) if args.image_size else None
     data = load_dataset(args.data, args.split, val_fraction=args.val_fraction, seed=args.split_seed,
                         image_size=size, skip_corrupt=args.skip_corrupt)
-    trained_on = meta.get("classes")
+    trained_on = record.classes
     if trained_on and len(trained_on) == data.num_classes and list(trained_on) != data.classes:
         warnings.warn(f"class names differ from the ones {args.checkpoint} was trained on", stacklevel=1)
-    norm = meta.get("normalize") or getattr(model, "lightnn_normalize", None) or {}
+    norm = record.normalize.to_dict() if record.normalize else {}
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
     res = evaluate(model, data, batch_size=args.batch_size, device=device, mean=norm.get("mean"), std=norm.get("std"),
