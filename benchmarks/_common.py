@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -26,6 +25,8 @@ for _p in (ROOT, ROOT / "benchmarks"):
         sys.path.insert(0, str(_p))
 
 from records import RESULTS, cpu_model, machine_info, machine_text, software_info, today  # noqa: E402
+
+from lightnn.profile.latency import time_callable  # noqa: E402
 
 __all__ = ["machine_line", "cpu_name", "today", "quantile", "stats", "time_ms", "interleaved", "ratio_stats",
            "RESULTS", "ROOT"]
@@ -58,26 +59,21 @@ def stats(xs: list[float]) -> dict[str, float]:
             "iqr": quantile(xs, 0.75) - quantile(xs, 0.25), "n": len(xs)}
 
 
-CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+# The timing core is lightnn's own (lightnn.profile.latency.time_callable); benchmarks name the thread clock "cpu".
+_CLOCK_NAMES = {"wall": "wall", "cpu": "thread"}
 
 
 def time_ms(fn: Callable[[], Any], runs: int = 10, warmup: int = 2, clock: str = "wall") -> list[float]:
-    """Time in ms of each of ``runs`` calls after ``warmup`` untimed calls.
+    """Time in ms of each of ``runs`` calls after ``warmup`` untimed calls (lightnn's timing core).
 
     ``clock="wall"``: elapsed time. ``clock="cpu"``: CPU time of the calling thread (``time.thread_time``). With
     one intra-op thread PyTorch computes on the calling thread, so on an idle machine the two agree; on a shared
     machine the CPU time leaves out the slices the OS gives other jobs, which otherwise inflate any run longer than
     a scheduler slice (a few ms) several-fold.
     """
-    clk = CLOCKS[clock]
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(runs):
-        t0 = clk()
-        fn()
-        out.append((clk() - t0) * 1000.0)
-    return out
+    if clock not in _CLOCK_NAMES:
+        raise ValueError(f"time_ms: clock must be one of {sorted(_CLOCK_NAMES)}, got {clock!r}")
+    return time_callable(fn, warmup, runs, clock=_CLOCK_NAMES[clock])
 
 
 def interleaved(configs: Mapping[str, Callable[[], Any]], repeats: int = 7, runs: int = 5,
