@@ -41,7 +41,10 @@ class TinyNet(nn.Module):
 def data():
     from lightnn.data import load_dataset
 
-    return load_dataset("sample", split="train"), load_images("sample", (3, 32, 32), limit=500, split="val")
+    from lightnn.data import IMAGENET_MEAN, IMAGENET_STD
+
+    return load_dataset("sample", split="train"), load_images("sample", (3, 32, 32), limit=500, split="val",
+                                                              mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
 @pytest.fixture(scope="module")
@@ -252,3 +255,28 @@ def test_cli_quantize_writes_report(fp32_onnx, tmp_path, capsys):
     assert rep["n_val"] == 200 and rep["size_ratio"] < 0.5 and rep["int8_top1"] is not None
     assert main(["quantize", str(fp32_onnx), "--calibration-data", "sample", "--output", str(out),
                  "--batch", "x"]) == 2
+
+
+def test_calibration_without_normalization_says_so(tmp_path):
+    # never silently: images scaled with statistics the model was not trained with skew every int8 range
+    with pytest.warns(UserWarning, match="no input normalization given.*ImageNet"):
+        load_images("sample", (3, 32, 32), limit=4)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_images("sample", (3, 32, 32), limit=4, mean=(0.5,) * 3, std=(0.25,) * 3)
+
+
+def test_cli_quantize_mean_std_flags(fp32_onnx, tmp_path, capsys):
+    from lightnn.cli import main
+
+    base = ["quantize", str(fp32_onnx), "--calibration-data", "sample", "--output", str(tmp_path / "q"),
+            "--calibration-size", "32", "--val-size", "32", "--batch", "1", "--runs", "3", "--no-auto-mixed"]
+    assert main([*base, "--mean", "0.5,0.5,0.5"]) == 2
+    assert "--mean and --std go together" in capsys.readouterr().err
+    assert main([*base, "--mean", "0.5,0.5", "--std", "0.2,0.2"]) == 2
+    assert "mean/std have 2/2 values but the model takes 3 channels" in capsys.readouterr().err
+    assert main([*base, "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0"]) == 2
+    assert "std > 0" in capsys.readouterr().err
+    assert main([*base, "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25", "--json"]) == 0

@@ -26,6 +26,9 @@ def add_parser(sub):
                         "--calibration-data, calibrating on its train split)")
     p.add_argument("--val-size", type=int, default=1000)
     p.add_argument("--resize", action="store_true", help="resize images to the model's input size")
+    p.add_argument("--mean", default=None, help="input normalization mean per channel, comma-separated (default: "
+                   "the model's own, from its checkpoint or lightnn ONNX metadata)")
+    p.add_argument("--std", default=None, help="input normalization std per channel, comma-separated (with --mean)")
     p.add_argument("--input-size", type=int, default=None)
     p.add_argument("--batch", default="1,32", help="batch sizes for latency, comma-separated")
     p.add_argument("--threads", type=int, default=1)
@@ -67,6 +70,12 @@ def run(args) -> int:
             model.lightnn_normalize = norm
         fp32 = out / "model.fp32.onnx"
         export_onnx(model, fp32, input_size=size)
+    if (args.mean is None) != (args.std is None):
+        raise LightnnError("--mean and --std go together: give both or neither")
+    if args.mean is not None:
+        from ..data import Normalization
+
+        norm = Normalization(_floats(args.mean, "--mean"), _floats(args.std, "--std")).to_dict()
     mean, std = (norm["mean"], norm["std"]) if norm else (None, None)
     calib = load_images(args.calibration_data, size, limit=args.calibration_size, resize=args.resize, mean=mean,
                         std=std, split="train" if args.val_data is None else "all")
@@ -98,6 +107,13 @@ def run(args) -> int:
         mixed = f"{rep.mixed_path}, " if rep.mixed_path else ""
         print(f"wrote {out / 'model.int8.onnx'}, {mixed}{out / 'report.json'}, {out / 'report.md'}")
     return 0
+
+
+def _floats(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in str(text).split(",") if v.strip())
+    except ValueError:
+        raise LightnnError(f"{flag} must be comma-separated numbers, got {text!r}") from None
 
 
 def _batches(text: str) -> list[int]:

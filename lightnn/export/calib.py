@@ -12,6 +12,7 @@ folder through :func:`~lightnn.data.datasets.load_unlabeled`), with its error me
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -54,8 +55,9 @@ def load_images(source: str | os.PathLike, input_size: Sequence[int], limit: int
     :func:`lightnn.data.load_dataset`; ``split`` is its split (``"train"``, ``"val"``: the seeded validation split
     the trainer reports, ``"all"``). A flat folder of images (no class folders) gives no labels. The ``limit``
     images are a seeded random subset, resized (bilinear, antialiased) only when ``resize=True``. ``mean``/``std``
-    default to ImageNet's, the default of :class:`lightnn.data.BatchLoader`, so an exported model sees inputs
-    scaled like the ones it was trained on.
+    must be the statistics the model was trained with (its record's ``normalize``); without them ImageNet's are
+    used, with a warning naming the data, since calibrating with the wrong statistics quietly skews every int8
+    range.
     """
     c, h, w = (int(s) for s in input_size)
     src = str(source)
@@ -80,6 +82,9 @@ def load_images(source: str | os.PathLike, input_size: Sequence[int], limit: int
         sub = torch.nn.functional.interpolate(sub.float(), size=(h, w), mode="bilinear", antialias=True,
                                               align_corners=False).clamp_(0, 255)
     if mean is None or std is None:
+        warnings.warn(f"no input normalization given for the images of {where!r}: using ImageNet's mean/std; pass "
+                      f"the model's own (its checkpoint's normalize, or --mean/--std) if it was trained with others",
+                      stacklevel=2)
         mean, std = IMAGENET_MEAN, IMAGENET_STD
     if len(mean) != c or len(std) != c:
         raise DataError(f"mean/std have {len(mean)}/{len(std)} values but the model takes {c} channels")
