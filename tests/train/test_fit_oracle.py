@@ -1,15 +1,17 @@
-"""Oracle: seeded runs of the training loops give the weights stored in ``tests/fixtures/fit_oracle.pt``.
+"""Oracle: seeded runs of the one training loop reach the weights of the three loops it replaced.
 
-The fixture holds the state dicts that ``train.fit`` (plain cross-entropy, distillation, EMA, masks re-applied after
-every step, auxiliary and extra losses), ``compress.deep.finetune`` (through ``deep_compress``: AGP or one-shot masks,
-k-means shared weights, distillation, fractional epochs) and ``export.qat.qat_finetune`` reached on the tiny seeded
-inputs below. The comparison tolerance survives another CPU's float rounding after a few steps; two runs in one
-process must agree bit for bit. Run this file as a script to (re)write the fixture.
+``tests/fixtures/fit_oracle.pt`` holds the state dicts that the old ``train.fit`` keywords (plain cross-entropy,
+``teacher=``, ``ema=``, ``step_hook=`` re-applying masks, ``aux_weight=`` and ``extra_loss=``), the old
+``compress.deep.finetune`` (through ``deep_compress``: AGP or one-shot masks, k-means shared weights trained alone
+or with the rest, distillation, fractional epochs) and the old ``export.qat.qat_finetune`` (``max_steps``) reached
+on the tiny seeded inputs below, written by commit 02d7312 before they moved into :func:`lightnn.train.fit` and its
+callbacks. The same runs through ``fit`` must land on those weights, at a tolerance that survives another CPU's
+float rounding after a few steps (on the machine that wrote it they are bit-exact), and two runs in one process
+must agree bit for bit.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -74,32 +76,27 @@ FIT = dict(epochs=2, batch_size=8, lr=0.05, device="cpu", seed=3, amp=False, cha
 def run_case(name: str) -> dict[str, torch.Tensor]:
     from lightnn.compress import DeepConfig, deep_compress
     from lightnn.export import qat_finetune
-    from lightnn.train import fit
+    from lightnn.train import EMA, AuxLoss, Distillation, ExtraLoss, Masks, TrainConfig, fit
 
     data = tiny_data()
     if name == "fit_ce":
         m = tiny(0)
-        fit(m, data, None, **{**FIT, "warmup_epochs": 0.5, "label_smoothing": 0.1, "min_lr": 1e-3, "grad_clip": 1.0,
-                              "cutout": 2, "weight_decay": 1e-3})
+        fit(m, data, None, TrainConfig(**FIT, warmup_epochs=0.5, label_smoothing=0.1, min_lr=1e-3, grad_clip=1.0,
+                                       cutout=2, weight_decay=1e-3))
     elif name == "fit_kd":
         m = tiny(0)
-        fit(m, data, None, teacher=tiny(1).eval(), kd_weight=0.5, kd_temperature=3.0, schedule="constant", **FIT)
+        fit(m, data, None, TrainConfig(**FIT, schedule="constant"),
+            callbacks=[Distillation(tiny(1).eval(), temperature=3.0, weight=0.5)])
     elif name == "fit_ema":
         m = tiny(0)
-        fit(m, data, None, ema=0.9, nesterov=False, **FIT)
+        fit(m, data, None, TrainConfig(**FIT, nesterov=False), callbacks=[EMA(0.9)])
     elif name == "fit_masks":
         m = tiny(0)
-        masks = fixed_masks(m)
-
-        def keep(model):
-            with torch.no_grad():
-                for n, mk in masks.items():
-                    model.get_submodule(n).weight.masked_fill_(~mk, 0.0)
-
-        fit(m, data, None, step_hook=keep, schedule="onecycle", **FIT)
+        fit(m, data, None, TrainConfig(**FIT, schedule="onecycle"), callbacks=[Masks(fixed_masks(m))])
     elif name == "fit_aux_extra":
         m = tiny(0, aux=True)
-        fit(m, data, None, aux_weight=0.3, extra_loss=lambda mod, out, y: 0.01 * mod.fc.weight.pow(2).sum(), **FIT)
+        fit(m, data, None, TrainConfig(**FIT),
+            callbacks=[AuxLoss(0.3), ExtraLoss(lambda mod, out, y: 0.01 * mod.fc.weight.pow(2).sum())])
     elif name in ("deep_centroids", "deep_all_kd"):
         m = tiny(0)
         loader = BatchLoader(data, 8, shuffle=True, augment=True, mean=MEAN, std=STD, drop_last=True, seed=5)
@@ -147,9 +144,3 @@ def test_seeded_run_reaches_the_stored_weights(name, expected, one_thread):
     for k in got:
         assert torch.equal(got[k], again[k]), f"{name} {k}: two runs in one process differ"
 
-
-if __name__ == "__main__":
-    torch.set_num_threads(1)
-    FIXTURE.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({c: run_case(c) for c in CASES}, FIXTURE)
-    print(f"wrote {FIXTURE} ({FIXTURE.stat().st_size} bytes)", file=sys.stderr)
