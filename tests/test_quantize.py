@@ -13,8 +13,9 @@ import torch.nn.functional as F
 
 import lightnn
 from lightnn.errors import DataError, LightnnError
-from lightnn.export import (OrtSession, export_onnx, export_qat_int8, load_images, prepare_qat, qat_finetune,
+from lightnn.export import (OrtSession, export_onnx, export_qat_int8, load_images, prepare_qat, qat_training,
                             quantize_int8, quantize_report)
+from lightnn.train import fit
 
 
 class TinyNet(nn.Module):
@@ -173,7 +174,9 @@ def test_qat_exports_int8_that_matches_the_fake_quant_model(trained, data, tmp_p
     import onnx
 
     train, val = data
-    q = qat_finetune(trained, train.subset(torch.randperm(len(train))[:256]), epochs=1, lr=1e-3, batch_size=64)
+    q, cfg, callbacks = qat_training(trained, epochs=1, lr=1e-3, batch_size=64)
+    fit(q, train.subset(torch.randperm(len(train))[:256]), None, cfg, callbacks=callbacks)
+    assert not q.training and q.qat_steps == 4  # 256 images / 64: fit's loop, ending in eval mode
     path = export_qat_int8(q, tmp_path / "qat.onnx", val)
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops

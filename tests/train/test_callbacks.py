@@ -1,5 +1,5 @@
 """TrainConfig and the callbacks of fit: settings named when wrong, fractional epochs, step and time limits, the
-parameter subset of weight sharing, masks on a schedule, gradient edits, resume with a partial epoch."""
+parameter subset of weight sharing, masks on a schedule, gradient edits, QAT observers, resume with a partial epoch."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 from lightnn.data import ImageData
 from lightnn.errors import CheckpointError, LightnnError
-from lightnn.train import (AGPSchedule, Callback, LambdaCallback, Masks, MaxSteps, SharedWeights, TimeLimit,
-                           TrainConfig, fit)
+from lightnn.train import (AGPSchedule, Callback, LambdaCallback, Masks, MaxSteps, QATObservers, SharedWeights,
+                           TimeLimit, TrainConfig, fit)
 
 
 def tiny_data(n: int = 32, k: int = 4, size: int = 8, seed: int = 0) -> ImageData:
@@ -150,6 +150,22 @@ def test_gradient_edits_run_before_the_step():
     w0 = m[0].weight.detach().clone()
     fit(m, tiny_data(), None, CFG.replace(weight_decay=0.0), callbacks=[Freeze()])
     assert torch.equal(m[0].weight, w0) and not torch.equal(m[5].weight, net()[5].weight)
+
+
+def test_qat_observers_freeze_their_ranges():
+    from lightnn.export import qat_training
+
+    model = net()
+    model.default_input_size = (3, 8, 8)
+    q, cfg, cbs = qat_training(model, epochs=2, batch_size=8, freeze_observers_after=2)
+    ranges = []
+    cbs.append(LambdaCallback(on_step_end=lambda s: ranges.append(float(s.model[5].act_range.hi))))
+    fit(q, tiny_data(), None, cfg, callbacks=cbs)
+    # steps 1-2 observed (the range after step 2 includes step 2's batch), then fixed for the other 6
+    assert ranges[1] != ranges[0] and len(set(ranges[1:])) == 1
+    assert int(q[0].act_range.seen) == int(q[5].act_range.seen) == 2 and q.qat_steps == 8 and not q.training
+    with pytest.raises(LightnnError, match="no fake-quantized layers"):
+        fit(net(), tiny_data(), None, CFG, callbacks=[QATObservers(lambda m: False)])
 
 
 def registered(seed: int = 0) -> nn.Module:

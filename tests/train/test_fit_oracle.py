@@ -75,7 +75,7 @@ FIT = dict(epochs=2, batch_size=8, lr=0.05, device="cpu", seed=3, amp=False, cha
 
 def run_case(name: str) -> dict[str, torch.Tensor]:
     from lightnn.compress import DeepConfig, deep_compress
-    from lightnn.export import qat_finetune
+    from lightnn.export import qat_training
     from lightnn.train import EMA, AuxLoss, Distillation, ExtraLoss, Masks, TrainConfig, fit
 
     data = tiny_data()
@@ -110,7 +110,8 @@ def run_case(name: str) -> dict[str, torch.Tensor]:
                              label_smoothing=0.1, distill_weight=0.5, distill_temperature=2.0, amp=False)
         m, _ = deep_compress(m, cfg, train=loader, val=None, log=None)
     elif name == "qat":
-        m = qat_finetune(tiny(0), data, epochs=2, lr=0.01, batch_size=8, max_steps=6, mean=MEAN, std=STD, seed=2)
+        m, cfg, cbs = qat_training(tiny(0), epochs=2, lr=0.01, batch_size=8, max_steps=6, mean=MEAN, std=STD, seed=2)
+        fit(m, data, None, cfg, callbacks=cbs)
     else:
         raise KeyError(name)
     return {k: v.detach().clone() for k, v in m.state_dict().items()}
