@@ -35,13 +35,25 @@ def check_compile_mode(compile: bool | str) -> None:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyperparameters of one training run (see :func:`lightnn.train.fit` for what each does).
+    """Hyperparameters of one training run of :func:`lightnn.train.fit`.
 
-    ``epochs`` may be fractional (0.5 trains half an epoch of steps; Deep Compression's retraining stages use
-    that). ``amp`` / ``channels_last`` None: decided by the device (and, on a CPU with AMX, by timing one batch).
-    ``mean`` / ``std`` None: the training data's channel statistics. ``cutout`` is part of the batch augmentation
-    of lightnn's own loader (it paints the uint8 batch before normalization, drawn from the loader's seeded
-    generator), so it is a setting here rather than a callback.
+    - ``epochs``: passes over the training data, fractions allowed (0.5 trains half an epoch of steps; Deep
+      Compression's retraining stages use that); ``batch_size``: the total over all DDP processes.
+    - ``lr``, ``momentum``, ``nesterov``, ``weight_decay``: SGD; weight decay skips norms and biases.
+    - ``schedule``: ``"cosine"``, ``"onecycle"`` or ``"constant"``, stepped every iteration, after
+      ``warmup_epochs`` of linear warm-up; ``min_lr`` is the cosine floor.
+    - ``label_smoothing``: epsilon of the smoothed cross-entropy (Szegedy et al. 2016).
+    - ``augment``: pad + crop + flip of lightnn's own loader; ``cutout``: side of the square each training image
+      gets painted over in the mean colour (DeVries & Taylor 2017; 0 = off). Cutout is part of that loader's batch
+      augmentation (it paints the uint8 batch before normalization, drawn from the loader's seeded generator), so
+      it is a setting here rather than a callback.
+    - ``amp`` / ``channels_last``: bf16 autocast and the channels-last layout; None lets the device decide (on a
+      CPU with AMX by timing one batch both ways). ``compile``: train through ``torch.compile`` (True, a mode name,
+      or ``"auto"``: only when a timed compiled step is faster).
+    - ``device``: where to train (None: CUDA when available); ``seed``: batches, augmentation and dropout.
+    - ``grad_clip``: clip the gradient norm to this (None: no clipping).
+    - ``progress``: a progress bar per epoch; ``verbose``: one line per epoch.
+    - ``mean`` / ``std``: input normalization per channel (None: the training data's channel statistics).
     """
 
     epochs: float = 30
@@ -59,7 +71,7 @@ class TrainConfig:
     amp: bool | None = None
     channels_last: bool | None = None
     compile: bool | str = False
-    device: str | None = None
+    device: str | torch.device | None = None
     seed: int = 0
     grad_clip: float | None = None
     progress: bool = True

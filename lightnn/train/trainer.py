@@ -203,7 +203,6 @@ def _autocast(device: torch.device, amp: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-
 def _weight_decay_groups(params: Iterable[nn.Parameter], weight_decay: float) -> list[dict]:
     decay, no_decay = [], []
     for p in params:
@@ -362,7 +361,11 @@ def _choose_precision(model: nn.Module, train: Any, cfg: TrainConfig, dev: torch
 def _setup(model: nn.Module, cfg: TrainConfig, cbs: list[Callback], train_loader: Any, dev: torch.device,
            rank: int, world: int, mean, std) -> TrainState:
     """Model on the device, optimizer, schedule and callbacks started: the state of a fresh run."""
-    steps_per_epoch = len(train_loader)
+    try:
+        steps_per_epoch = len(train_loader)
+    except TypeError:
+        raise LightnnError(f"training data {_data_name(train_loader)!r} has no length: fit needs an ImageData or a "
+                           f"sized iterable of (x, y) batches (a list, a BatchLoader, a DataLoader)") from None
     if steps_per_epoch == 0:
         raise DataError(f"training data {_data_name(train_loader)!r} gives no batches at batch_size={cfg.batch_size}")
     total = int(math.ceil(cfg.epochs * steps_per_epoch))  # 0.5 epochs of 5 batches: 3 steps
