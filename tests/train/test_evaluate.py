@@ -84,3 +84,29 @@ def test_bad_models_are_named(tmp_path):
         evaluate(tmp_path / "missing.onnx", [(np.zeros((1, 3, 8, 8), np.float32), np.zeros(1, np.int64))])
     with pytest.raises(LightnnError, match="got int"):
         evaluate(3, [])
+
+
+def test_cli_evaluates_an_onnx_file_like_its_module(exported, tmp_path, capsys, monkeypatch):
+    import io
+    import json
+    import zipfile
+
+    from PIL import Image
+
+    from lightnn.cli import main
+    from lightnn.data import load_dataset
+
+    monkeypatch.setenv("LIGHTNN_CACHE", str(tmp_path / "cache"))
+    model, path = exported
+    rng = np.random.default_rng(0)
+    zpath = tmp_path / "tiny.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for c in range(5):
+            for i in range(4):
+                buf = io.BytesIO()
+                Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(buf, "PNG")
+                z.writestr(f"train/c{c}/{i}.png", buf.getvalue())
+    assert main(["eval", str(path), "--data", str(zpath), "--split", "all", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    want = evaluate(model, load_dataset(str(zpath), "all"))
+    assert got["n"] == want["n"] == 20 and got["top1"] == want["top1"] and got["confusion"] == want["confusion"]
