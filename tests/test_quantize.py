@@ -255,3 +255,17 @@ def test_cli_quantize_writes_report(fp32_onnx, tmp_path, capsys):
     assert rep["n_val"] == 200 and rep["size_ratio"] < 0.5 and rep["int8_top1"] is not None
     assert main(["quantize", str(fp32_onnx), "--calibration-data", "sample", "--output", str(out),
                  "--batch", "x"]) == 2
+
+
+@pytest.mark.slow
+def test_cli_qat_export_trains_through_fit(tmp_path, capsys):
+    from lightnn.checkpoint import save_checkpoint
+    from lightnn.cli import main
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "r20.pt", lightnn.create_model("resnet20", num_classes=10))
+    assert main(["export", str(tmp_path / "r20.pt"), "--output", str(tmp_path / "r20.qat.onnx"), "--qat-epochs", "1",
+                 "--qat-steps", "2", "--calibration-data", "sample", "--calibration-size", "32", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["int8"]["method"] == "qat" and s["int8"]["reference"] == "qat-pytorch"
+    assert s["int8"]["top1_agreement"] >= 0.9 and s["int8"]["size_ratio"] < 0.4
