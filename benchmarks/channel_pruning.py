@@ -50,7 +50,7 @@ RATIOS = (0.25, 0.5, 0.75)
 
 def train_stage(args: argparse.Namespace) -> None:
     from lightnn.data import load_dataset
-    from lightnn.train import evaluate, fit
+    from lightnn.train import Distillation, TrainConfig, evaluate, fit
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -79,8 +79,8 @@ def train_stage(args: argparse.Namespace) -> None:
         else:
             torch.manual_seed(0)
             model = create_model(name, num_classes=10)
-            fit(model, train, val, epochs=base_ep, batch_size=256, lr=0.2, weight_decay=5e-4, device=dev,
-                progress=False, verbose=False)
+            fit(model, train, val, TrainConfig(epochs=base_ep, batch_size=256, lr=0.2, weight_decay=5e-4, device=dev,
+                                               progress=False, verbose=False))
         model.to(dev).eval()
         norm = getattr(model, "lightnn_normalize", None)
 
@@ -101,9 +101,10 @@ def train_stage(args: argparse.Namespace) -> None:
         rec["verify_max_diff"] = verify_shrink(model, pruned, xd)
         rec["pruned_top1_noft"] = acc(pruned)
         t2 = time.time()
-        fit(pruned, train, val, epochs=ft_ep, batch_size=256, lr=0.02, weight_decay=5e-4, device=dev,
-            teacher=model, kd_weight=0.5, progress=False, verbose=False, mean=norm["mean"] if norm else None,
-            std=norm["std"] if norm else None)
+        fit(pruned, train, val, TrainConfig(epochs=ft_ep, batch_size=256, lr=0.02, weight_decay=5e-4, device=dev,
+                                            progress=False, verbose=False, mean=norm["mean"] if norm else None,
+                                            std=norm["std"] if norm else None),
+            callbacks=[Distillation(model, weight=0.5)])
         rec["ft_time_s"] = time.time() - t2
         rec["pruned_top1"] = acc(pruned)
         print(name, "pruned", rec["pruned_top1_noft"], "->", rec["pruned_top1"], flush=True)
@@ -118,8 +119,8 @@ def train_stage(args: argparse.Namespace) -> None:
         rec["width"] = {wkey: w, "epochs": base_ep + ft_ep}
         rec["macs"]["width"] = count_macs(wm, x)
         t3 = time.time()
-        fit(wm, train, val, epochs=base_ep + ft_ep, batch_size=256, lr=0.2, weight_decay=5e-4, device=dev,
-            progress=False, verbose=False)
+        fit(wm, train, val, TrainConfig(epochs=base_ep + ft_ep, batch_size=256, lr=0.2, weight_decay=5e-4,
+                                        device=dev, progress=False, verbose=False))
         rec["width_time_s"] = time.time() - t3
         rec["width_top1"] = acc(wm)
         print(name, "width", w, rec["width_top1"], flush=True)
@@ -136,7 +137,7 @@ def depth_stage(args: argparse.Namespace) -> None:
     from lightnn.data import load_dataset
     from lightnn.export.onnx import export_onnx
     from lightnn.runtime.ort import OrtSession
-    from lightnn.train import evaluate, fit
+    from lightnn.train import Distillation, TrainConfig, evaluate, fit
 
     runs_dir = Path(args.runs_dir)
     res = json.loads((runs_dir / "results.json").read_text())
@@ -181,8 +182,9 @@ def depth_stage(args: argparse.Namespace) -> None:
     noft = acc(pruned)
     t1 = time.time()
     ft_ep = args.epochs or rec["ft_epochs"]
-    fit(pruned, train, val, epochs=ft_ep, batch_size=256, lr=args.lr, weight_decay=5e-4, device=dev, teacher=model,
-        kd_weight=args.kd_weight, progress=False, verbose=True, mean=mean, std=std)
+    fit(pruned, train, val, TrainConfig(epochs=ft_ep, batch_size=256, lr=args.lr, weight_decay=5e-4, device=dev,
+                                        progress=False, verbose=True, mean=mean, std=std),
+        callbacks=[Distillation(model, weight=args.kd_weight)])
     rec["depth"] = {"removed": chosen, "block_top1": top1, "block_b32_ms": ms, "base_b32_ms": base_ms,
                     "plan": plan, "verify_max_diff": verify, "top1_noft": noft, "ft_epochs": ft_ep,
                     "ft_lr": args.lr, "kd_weight": args.kd_weight,

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lightnn import create_model  # noqa: E402
 from lightnn.data import BatchLoader, load_dataset  # noqa: E402
-from lightnn.train import fit  # noqa: E402
+from lightnn.train import TrainConfig, fit  # noqa: E402
 from lightnn.train.losses import classification_loss  # noqa: E402
 from lightnn.train.trainer import param_groups  # noqa: E402
 
@@ -119,9 +119,10 @@ def main(argv=None) -> int:
             model = create_model(name, num_classes=train.num_classes, **arch)
             params = sum(p.numel() for p in model.parameters())
             run_dir = out / "_runs" / spec
-            res = fit(model, train, val, epochs=epochs, device=device, amp=amp, channels_last=cl, seed=0,
-                      output_dir=run_dir, progress=False, config={"model": name, "arch": arch, "data": "cifar10"},
-                      mean=mean, std=std, **RECIPE)
+            config = TrainConfig(epochs=epochs, device=device, amp=amp, channels_last=cl, seed=0, progress=False,
+                                 mean=mean, std=std, **RECIPE)
+            res = fit(model, train, val, config, output_dir=run_dir,
+                      extra_config={"model": name, "arch": arch, "data": "cifar10"})
             shutil.copy(run_dir / "model.pt", out / f"{spec}.pt")
             summary["models"][spec] = {"model": name, "arch": arch, "epochs": epochs, "params": params,
                                        "probe_epoch_s": est, "train_time_s": res["train_time_s"],

@@ -28,7 +28,7 @@ from records import col, cpu_model, make_record, render, table, today, write_rec
 from lightnn import create_model  # noqa: E402
 from lightnn.checkpoint import save_checkpoint  # noqa: E402
 from lightnn.data import load_dataset  # noqa: E402
-from lightnn.train import fit  # noqa: E402
+from lightnn.train import TrainConfig, fit  # noqa: E402
 
 RECIPES = {  # name: (label smoothing, bf16 autocast)
     "ls0_bf16": (0.0, True),
@@ -93,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     model = create_model("resnet20", num_classes=10)
     t0 = time.time()
-    res = fit(model, train, val, epochs=args.epochs, batch_size=128, lr=0.1, weight_decay=5e-4, schedule="cosine",
-              warmup_epochs=1, label_smoothing=ls, amp=amp, channels_last=amp, progress=False, verbose=False)
+    res = fit(model, train, val, TrainConfig(epochs=args.epochs, batch_size=128, lr=0.1, weight_decay=5e-4,
+                                             schedule="cosine", warmup_epochs=1, label_smoothing=ls, amp=amp,
+                                             channels_last=amp, progress=False, verbose=False))
     wall = time.time() - t0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,7 @@ from lightnn import create_model  # noqa: E402
 from lightnn.checkpoint import load_model, read_checkpoint, save_checkpoint  # noqa: E402
 from lightnn.compress import DeepConfig, deep_compress  # noqa: E402
 from lightnn.data import BatchLoader, load_dataset  # noqa: E402
-from lightnn.train import fit  # noqa: E402
+from lightnn.train import TrainConfig, fit  # noqa: E402
 
 # targets (issue 6): at least this compression with at most this many top-1 points lost
 TARGETS = {"lenet5": (35.0, 0.5), "alexnet_small_cifar": (35.0, 0.5), "alexnet_cifar": (35.0, 0.5),
@@ -147,8 +147,8 @@ def run(args) -> dict:
         else:
             model = create_model(name, num_classes=train.num_classes, **arch)
             ep = 1 if args.tiny else (args.baseline_epochs or epochs)
-            hist = fit(model, train, val, epochs=ep, batch_size=bs, lr=lr, weight_decay=5e-4, device=dev,
-                       progress=False, verbose=not args.tiny, seed=0)
+            hist = fit(model, train, val, TrainConfig(epochs=ep, batch_size=bs, lr=lr, weight_decay=5e-4, device=dev,
+                                                      progress=False, verbose=not args.tiny, seed=0))
             mean, std = hist["normalize"]["mean"], hist["normalize"]["std"]
             baseline = {"epochs": ep, "lr": lr, "train_seconds": hist["train_time_s"]}
             # keep the trained baseline so a recipe can be retried with --<net>-ckpt without retraining

@@ -135,12 +135,14 @@ def cifar_rows(ckpt_dir: Path, d: Path, threads: int, repeats: int, qat_steps: i
                "speedup": speed[1]["lightnn int8"], "speed": speed, "method": "PTQ minmax"}
         rows.append(row)
         if acc32 - acc8 > 0.5 and qat_steps > 0:  # post-training lost too much: quantization-aware fine-tuning
-            from lightnn.export import export_qat_int8, qat_finetune
+            from lightnn.export import export_qat_int8, qat_training
+            from lightnn.train import fit
 
             train = load_dataset(str(src), split="train")
             t0 = time.perf_counter()
-            qm = qat_finetune(model, train, epochs=1, max_steps=qat_steps, lr=1e-3, batch_size=128, mean=mean,
-                              std=std, max_seconds=qat_seconds)
+            qm, qcfg, callbacks = qat_training(model, epochs=1, max_steps=qat_steps, lr=1e-3, batch_size=128,
+                                               mean=mean, std=std, max_seconds=qat_seconds)
+            fit(qm, train, None, qcfg, callbacks=callbacks)
             qq = export_qat_int8(qm, d / f"{ck.stem}.qat.onnx", calib)
             rows.append({**row, "acc8": evaluate_onnx(qq, val, threads), "bytes8": qq.stat().st_size,
                          "method": f"QAT {qm.qat_steps} steps x 128 ({time.perf_counter() - t0:.0f} s on this CPU)"})

@@ -232,12 +232,9 @@ def _ort_latency(onnx_path: Path, input_size, cfg: dict) -> dict[str, dict]:
 
 def _onnx_top1(onnx_path: Path, x: np.ndarray, y: np.ndarray, threads: int) -> float:
     from .runtime import OrtSession
+    from .train import array_batches, evaluate
 
-    sess = OrtSession(onnx_path, threads=threads)
-    correct = 0
-    for i in range(0, len(x), 128):
-        correct += int((sess.run(x[i:i + 128]).argmax(1) == y[i:i + 128]).sum())
-    return 100.0 * correct / max(1, len(x))
+    return float(evaluate(OrtSession(onnx_path, threads=threads), array_batches(x, y, 128))["top1"])
 
 
 def _lat_fields(lat: dict[str, dict]) -> dict[str, float]:
@@ -275,14 +272,15 @@ def _train_cfg(ctx: Ctx, epochs: int | None = None, lr: float | None = None) -> 
     return t
 
 
-def _fit(model, train, val, ctx: Ctx, out_dir: Path, tcfg: dict, **kw):
-    from .train import fit
+def _fit(model, train, val, ctx: Ctx, out_dir: Path, tcfg: dict):
+    from .train import AuxLoss, TrainConfig, fit
 
-    return fit(model, train, val, epochs=int(tcfg["epochs"]), batch_size=int(tcfg["batch_size"]),
-               lr=float(tcfg["lr"]), weight_decay=float(tcfg["weight_decay"]), schedule=tcfg["schedule"],
-               warmup_epochs=float(tcfg["warmup_epochs"]), label_smoothing=float(tcfg["label_smoothing"]),
-               device="cpu", seed=int(ctx.cfg["seed"]), output_dir=out_dir, resume=True,
-               progress=bool(ctx.cfg.get("progress", True)), verbose=False, **kw)
+    config = TrainConfig(epochs=int(tcfg["epochs"]), batch_size=int(tcfg["batch_size"]), lr=float(tcfg["lr"]),
+                         weight_decay=float(tcfg["weight_decay"]), schedule=tcfg["schedule"],
+                         warmup_epochs=float(tcfg["warmup_epochs"]), label_smoothing=float(tcfg["label_smoothing"]),
+                         device="cpu", seed=int(ctx.cfg["seed"]), progress=bool(ctx.cfg.get("progress", True)),
+                         verbose=False)
+    return fit(model, train, val, config, callbacks=[AuxLoss()], output_dir=out_dir, resume=True)
 
 
 def _export_and_measure(model: nn.Module, name: str, ctx: Ctx, val_xy, input_size) -> dict[str, Any]:

@@ -388,13 +388,15 @@ def test_cli_finetune_with_distillation(r20_ckpt, tmp_path, capsys, monkeypatch)
 
     import lightnn.train
     from lightnn.cli import main
+    from lightnn.train import Distillation
 
     seen = {}
     real_fit = lightnn.train.fit
 
-    def spy(*a, **kw):
-        seen.update(kw)
-        return real_fit(*a, **kw)
+    def spy(model, train, val, config, **kw):  # what reaches the trainer: its config and callbacks
+        seen.update(config.to_dict(), teacher=[c.teacher for c in kw["callbacks"] if isinstance(c, Distillation)],
+                    kd_weight=[c.weight for c in kw["callbacks"] if isinstance(c, Distillation)])
+        return real_fit(model, train, val, config, **kw)
 
     monkeypatch.setattr(lightnn.train, "fit", spy)
     out = tmp_path / "ft"
@@ -406,7 +408,7 @@ def test_cli_finetune_with_distillation(r20_ckpt, tmp_path, capsys, monkeypatch)
     assert rep["finetune"] == {"epochs": 1, "distill": True, "lr": 0.02, "weight_decay": 4e-5, "label_smoothing": 0.1,
                                "kd_weight": 0.3}
     assert "finetuned" in rep["top1"]
-    assert seen["weight_decay"] == 4e-5 and seen["kd_weight"] == 0.3 and seen["teacher"] is not None
+    assert seen["weight_decay"] == 4e-5 and seen["kd_weight"] == [0.3] and len(seen["teacher"]) == 1
     assert seen["label_smoothing"] == 0.1
     assert load_model(out / "model.pt").lightnn_transforms[-1]["kind"] == "channels"
 

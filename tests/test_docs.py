@@ -389,11 +389,11 @@ def test_deploy_table_sizes_and_ratios_are_consistent():
 
 
 def test_training_levers_scores_a_run_and_rebuilds_its_table(tmp_path):
-    # a tiny `fit(..., ema=...)` run: the four scores are evaluate()'s on last.pt / model.pt with and without the
+    # a tiny `fit(..., callbacks=[EMA(...)])` run: the four scores are evaluate()'s on last.pt / model.pt with and without the
     # mirror, the record keeps every epoch, and the table holds exactly those numbers
     from lightnn.checkpoint import load_any, read_checkpoint
     from lightnn.data import ImageData
-    from lightnn.train import evaluate, fit
+    from lightnn.train import EMA, evaluate, fit
 
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(48) % 4
@@ -404,10 +404,10 @@ def test_training_levers_scores_a_run_and_rebuilds_its_table(tmp_path):
     va = ImageData(imgs[32:], labels[32:], [f"c{i}" for i in range(4)], source="tiny")
     run = tmp_path / "r20_tiny"
     torch.manual_seed(0)
-    fit(create_model("resnet20", num_classes=4), tr, va, epochs=2, batch_size=16, lr=0.05, amp=False, ema=0.9,
-        progress=False, verbose=False, output_dir=run,
-        config={"model": "resnet20", "arch": {}, "val_fraction": 0.1, "split_seed": 0, "train_images": 32,
-                "val_images": 16})
+    fit(create_model("resnet20", num_classes=4), tr, va, epochs=2, batch_size=16, lr=0.05, amp=False,
+        callbacks=[EMA(0.9)], progress=False, verbose=False, output_dir=run,
+        extra_config={"model": "resnet20", "arch": {}, "val_fraction": 0.1, "split_seed": 0, "train_images": 32,
+                      "val_images": 16})
     assert "cutout: 0" in (run / "config.yaml").read_text()
     mod = _bench("training_levers")
     scores = mod.score_run(run, va, batch_size=5)

@@ -226,22 +226,25 @@ def test_cli_recipe_file_sits_under_flags(tmp_path):
 
 
 def test_distillation_from_an_identical_teacher_changes_nothing():
-    # oracle: with distill_weight 1 the loss is KL(teacher || student); a teacher equal to the student gives zero
-    # gradients, so retraining (no weight decay) must leave every weight where it was
+    # oracle: with distillation weight 1 the loss is KL(teacher || student); a teacher equal to the student gives zero
+    # gradients, so retraining (no weight decay; the trainer Deep Compression retrains with) must leave every weight
+    # where it was
     import copy
 
-    from lightnn.compress.deep import finetune
+    from lightnn.train import Distillation, TrainConfig, fit
 
+    cfg = TrainConfig(epochs=1, lr=0.5, weight_decay=0.0, amp=False, channels_last=False, device="cpu",
+                      progress=False, verbose=False)
     torch.manual_seed(0)
     model = lightnn.create_model("lenet5", num_classes=10, in_chans=3, img_size=16)
     teacher = copy.deepcopy(model).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    finetune(model, _tiny_batches(), 1, lr=0.5, teacher=teacher, distill_weight=1.0, amp=False)
+    fit(model, _tiny_batches(), None, cfg, callbacks=[Distillation(teacher, weight=1.0)])
     # (float rounding of the two softmaxes leaves updates of ~1e-7)
     assert max((v - before[k]).abs().max().item() for k, v in model.state_dict().items()) < 1e-5
     # and a teacher that differs does move the student, by orders of magnitude more
     other = lightnn.create_model("lenet5", num_classes=10, in_chans=3, img_size=16).eval()
-    finetune(model, _tiny_batches(), 1, lr=0.5, teacher=other, distill_weight=1.0, amp=False)
+    fit(model, _tiny_batches(), None, cfg, callbacks=[Distillation(other, weight=1.0)])
     assert max((v - before[k]).abs().max().item() for k, v in model.state_dict().items()) > 1e-3
 
 
@@ -259,15 +262,20 @@ def test_deep_compress_with_distillation_keeps_the_teacher_out_of_the_file(tmp_p
         assert torch.equal(v, again.state_dict()[k]), k
 
 
-@pytest.mark.parametrize("kw,msg", [(dict(distill_weight=1.5), "distill_weight must be in"),
-                                    (dict(distill_weight=0.5), "needs a teacher")])
-def test_distillation_settings_are_checked(kw, msg):
-    from lightnn.compress.deep import finetune
+def _distill_without_teacher():
+    from lightnn.train import Distillation
+
+    return Distillation(None, weight=0.5)
+
+
+@pytest.mark.parametrize("make,msg", [(lambda: DeepConfig(distill_weight=1.5), r"distill_weight must be in \[0, 1\]"),
+                                      (lambda: DeepConfig(share_train="codebooks"), "share_train must be"),
+                                      (_distill_without_teacher, "needs a teacher")])
+def test_distillation_settings_are_checked(make, msg):
     from lightnn.errors import LightnnError
 
-    model = lightnn.create_model("lenet5", num_classes=10, in_chans=3, img_size=16)
     with pytest.raises(LightnnError, match=msg):
-        finetune(model, _tiny_batches(), 1, lr=0.1, **kw)
+        make()
 
 
 def test_float32_values_exact_in_half_are_stored_in_16_bits():

@@ -101,15 +101,17 @@ def test_latency_budget_with_an_injected_latency(data, plan):
 @pytest.mark.slow
 def test_blocks_ranked_by_injected_latency_then_fine_tuned(data, monkeypatch):
     import lightnn.train
+    from lightnn.train import Distillation
 
     train, val = data
     model = _r20()
     seen = {}
     real_fit = lightnn.train.fit
 
-    def spy(*a, **kw):
-        seen.update(kw)
-        return real_fit(*a, **kw)
+    def spy(model, train, val, config, **kw):  # what reaches the trainer: its config and callbacks
+        seen.update(config.to_dict(), teacher=[c.teacher for c in kw["callbacks"] if isinstance(c, Distillation)],
+                    kd_weight=[c.weight for c in kw["callbacks"] if isinstance(c, Distillation)])
+        return real_fit(model, train, val, config, **kw)
 
     monkeypatch.setattr(lightnn.train, "fit", spy)
     cfg = PruneConfig(ratio=0.25, remove_blocks=1, rank_blocks="latency", round_to=4, finetune_epochs=1, lr=0.02,
@@ -124,7 +126,7 @@ def test_blocks_ranked_by_injected_latency_then_fine_tuned(data, monkeypatch):
     assert set(rep["top1"]) == {"before", "blocks_removed", "pruned", "finetuned"}
     assert rep["finetune"] == {"epochs": 1, "distill": True, "lr": 0.02, "weight_decay": 5e-4, "label_smoothing": 0.0,
                                "kd_weight": 0.3}
-    assert seen["teacher"] is not None and seen["kd_weight"] == 0.3 and seen["schedule"] == "onecycle"
+    assert len(seen["teacher"]) == 1 and seen["kd_weight"] == [0.3] and seen["schedule"] == "onecycle"
     assert seen["seed"] == 3 and seen["batch_size"] == 16 and rep["finetune_final"]["val_top1"] >= 0.0
 
 

@@ -13,8 +13,9 @@ import torch.nn.functional as F
 
 import lightnn
 from lightnn.errors import DataError, LightnnError
-from lightnn.export import (OrtSession, export_onnx, export_qat_int8, load_images, prepare_qat, qat_finetune,
+from lightnn.export import (OrtSession, export_onnx, export_qat_int8, load_images, prepare_qat, qat_training,
                             quantize_int8, quantize_report)
+from lightnn.train import fit
 
 
 class TinyNet(nn.Module):
@@ -176,7 +177,9 @@ def test_qat_exports_int8_that_matches_the_fake_quant_model(trained, data, tmp_p
     import onnx
 
     train, val = data
-    q = qat_finetune(trained, train.subset(torch.randperm(len(train))[:256]), epochs=1, lr=1e-3, batch_size=64)
+    q, cfg, callbacks = qat_training(trained, epochs=1, lr=1e-3, batch_size=64)
+    fit(q, train.subset(torch.randperm(len(train))[:256]), None, cfg, callbacks=callbacks)
+    assert not q.training and q.qat_steps == 4  # 256 images / 64: fit's loop, ending in eval mode
     path = export_qat_int8(q, tmp_path / "qat.onnx", val)
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
@@ -280,3 +283,17 @@ def test_cli_quantize_mean_std_flags(fp32_onnx, tmp_path, capsys):
     assert main([*base, "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0"]) == 2
     assert "std > 0" in capsys.readouterr().err
     assert main([*base, "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25", "--json"]) == 0
+
+
+@pytest.mark.slow
+def test_cli_qat_export_trains_through_fit(tmp_path, capsys):
+    from lightnn.checkpoint import save_checkpoint
+    from lightnn.cli import main
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "r20.pt", lightnn.create_model("resnet20", num_classes=10))
+    assert main(["export", str(tmp_path / "r20.pt"), "--output", str(tmp_path / "r20.qat.onnx"), "--qat-epochs", "1",
+                 "--qat-steps", "2", "--calibration-data", "sample", "--calibration-size", "32", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["int8"]["method"] == "qat" and s["int8"]["reference"] == "qat-pytorch"
+    assert s["int8"]["top1_agreement"] >= 0.9 and s["int8"]["size_ratio"] < 0.4

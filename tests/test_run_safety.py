@@ -23,7 +23,7 @@ from lightnn.data import ImageData
 from lightnn.data.datasets import SAMPLE_PATH
 from lightnn.errors import LightnnError, OutputError
 from lightnn.models.size_check import check_model_args
-from lightnn.train import fit
+from lightnn.train import LambdaCallback, fit
 from lightnn.utils import io as lightnn_io
 from lightnn.utils.runfolder import LOCK_NAME, lock_folder, lock_holder
 
@@ -74,7 +74,7 @@ def test_non_finite_bn_statistics_stop_the_run_before_it_is_saved(tmp_path):
     out = tmp_path / "r"
     with pytest.raises(LightnnError) as e:
         fit(create_model("resnet20", num_classes=4), tiny_data(), tiny_data(16), epochs=3, output_dir=out,
-            step_hook=poison, **KW)
+            callbacks=[LambdaCallback(on_step_end=lambda s: poison(s.model))], **KW)
     msg = str(e.value)
     assert "diverged in epoch 2" in msg and "1 buffer(s) are non-finite (features.0.bn.running_var)" in msg
     assert "lower learning rate" in msg
@@ -192,7 +192,8 @@ def test_resumed_training_removes_partial_writes(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(create_model("resnet20", num_classes=4), tiny_data(), None, epochs=2, output_dir=out, on_epoch_end=stop,
+        fit(create_model("resnet20", num_classes=4), tiny_data(), None, epochs=2, output_dir=out,
+            callbacks=[LambdaCallback(on_epoch_end=lambda s, rec: stop(rec["epoch"], rec, s.model))],
             **KW)
     assert (out / ".last.pt.abc123.tmp").exists()
     fit(create_model("resnet20", num_classes=4), tiny_data(), None, epochs=2, output_dir=out, resume=True, **KW)

@@ -17,7 +17,8 @@ from lightnn import create_model
 from lightnn.cli import main
 from lightnn.data import ImageData
 from lightnn.errors import DataError
-from lightnn.train import distillation_loss, evaluate, fit, lr_lambda, param_groups
+from lightnn.train import (EMA, AuxLoss, Distillation, ExtraLoss, LambdaCallback, Masks, distillation_loss, evaluate,
+                           fit, lr_lambda, param_groups)
 from lightnn.train.losses import classification_loss
 
 
@@ -38,9 +39,14 @@ class Stop(Exception):
 
 
 def interrupt(epoch, rec, model):
-    """An ``on_epoch_end`` that stops the run after its first epoch (last.pt of epoch 1 is on disk)."""
+    """Stops the run after its first epoch (last.pt of epoch 1 is on disk)."""
     if epoch == 1:
         raise Stop
+
+
+def interrupting() -> LambdaCallback:
+    """A callback calling :func:`interrupt` at the end of each epoch, after its checkpoint is written."""
+    return LambdaCallback(on_epoch_end=lambda state, rec: interrupt(rec["epoch"], rec, state.model))
 
 
 KW = dict(batch_size=16, lr=0.05, progress=False, verbose=False, seed=0, amp=False)  # no timing-based precision probe
@@ -100,7 +106,7 @@ def test_resume_gives_the_uninterrupted_result(tmp_path):
     b = small_model()
     with pytest.raises(Stop):
         fit(b, tr, va, epochs=2, output_dir=tmp_path / "b", label_smoothing=0.1, warmup_epochs=1,
-            on_epoch_end=interrupt, **KW)
+            callbacks=[interrupting()], **KW)
     torch.manual_seed(123)  # a fresh process: different init, different RNG
     c = small_model()
     rc = fit(c, tr, va, epochs=2, output_dir=tmp_path / "b", label_smoothing=0.1, warmup_epochs=1, resume=True, **KW)
@@ -205,7 +211,8 @@ def test_aux_head_teacher_hooks_and_extra_loss():
         return 0.01 * m.fc.weight.pow(2).sum()
 
     aux_before = model.aux.weight.clone()
-    fit(model, data, data, epochs=1, mask_hook=keep_pruned, extra_loss=extra, teacher=AuxNet(), kd_weight=0.5, **KW)
+    fit(model, data, data, epochs=1, callbacks=[AuxLoss(), Distillation(AuxNet(), weight=0.5), ExtraLoss(extra),
+                                                 LambdaCallback(on_step_end=lambda s: keep_pruned(s.model))], **KW)
     assert torch.all(model.fc.weight[mask == 0] == 0)
     assert extra_calls and all(extra_calls)
     assert not torch.equal(model.aux.weight, aux_before)  # the aux loss reached the aux head
@@ -534,13 +541,13 @@ def test_ema_is_the_moving_average_of_every_step_and_resumes(tmp_path):
     decay = 0.9
     seen: list[dict] = []
 
-    def record(model):  # a step hook sees the weights after each step; ema itself refuses hooks, so replay
+    def record(model):  # a step callback sees the weights after each step: the oracle replays the average
         seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
 
     torch.manual_seed(0)
     plain = small_model()
     init = {k: v.clone() for k, v in plain.state_dict().items()}
-    fit(plain, tr, va, epochs=2, step_hook=record, **KW)
+    fit(plain, tr, va, epochs=2, callbacks=[LambdaCallback(on_step_end=lambda s: record(s.model))], **KW)
     # oracle: the first step's weights, then lerp towards each later step's weights (BN statistics included)
     avg = {k: v.clone().float() for k, v in seen[0].items()}
     for s in seen[1:]:
@@ -550,7 +557,7 @@ def test_ema_is_the_moving_average_of_every_step_and_resumes(tmp_path):
     torch.manual_seed(0)
     a = small_model()
     assert all(torch.equal(v, init[k]) for k, v in a.state_dict().items())
-    ra = fit(a, tr, va, epochs=2, ema=decay, output_dir=tmp_path / "a", **KW)
+    ra = fit(a, tr, va, epochs=2, callbacks=[EMA(decay)], output_dir=tmp_path / "a", **KW)
     for k, v in a.state_dict().items():
         if v.is_floating_point():
             assert torch.allclose(v, avg[k], atol=1e-5), k
@@ -563,22 +570,24 @@ def test_ema_is_the_moving_average_of_every_step_and_resumes(tmp_path):
 
     torch.manual_seed(0)
     with pytest.raises(Stop):
-        fit(small_model(), tr, va, epochs=2, ema=decay, output_dir=tmp_path / "b", on_epoch_end=interrupt, **KW)
+        fit(small_model(), tr, va, epochs=2, callbacks=[EMA(decay), interrupting()], output_dir=tmp_path / "b",
+            **KW)
     torch.manual_seed(7)
     c = small_model()
-    fit(c, tr, va, epochs=2, ema=decay, output_dir=tmp_path / "b", resume=True, **KW)
+    fit(c, tr, va, epochs=2, callbacks=[EMA(decay)], output_dir=tmp_path / "b", resume=True, **KW)
     for k, v in a.state_dict().items():
         assert torch.equal(v, c.state_dict()[k]), k
 
-    # a run without ema cannot be resumed with it; bad decays and hooks are named
+    # a run without ema cannot be resumed with it; bad decays and weight constraints (masks) are named
     with pytest.raises(Stop):
-        fit(small_model(), tr, va, epochs=2, output_dir=tmp_path / "c", on_epoch_end=interrupt, **KW)
+        fit(small_model(), tr, va, epochs=2, output_dir=tmp_path / "c", callbacks=[interrupting()], **KW)
     with pytest.raises(CheckpointError, match="without ema"):
-        fit(small_model(), tr, va, epochs=2, ema=decay, output_dir=tmp_path / "c", resume=True, **KW)
+        fit(small_model(), tr, va, epochs=2, callbacks=[EMA(decay)], output_dir=tmp_path / "c", resume=True, **KW)
     with pytest.raises(LightnnError, match=r"ema decay must be in \(0, 1\)"):
-        fit(small_model(), tr, epochs=1, ema=1.0, **KW)
-    with pytest.raises(LightnnError, match="cannot be combined with step_hook"):
-        fit(small_model(), tr, epochs=1, ema=0.99, step_hook=record, **KW)
+        fit(small_model(), tr, epochs=1, callbacks=[EMA(1.0)], **KW)
+    with pytest.raises(LightnnError, match="EMA cannot be combined with Masks"):
+        keep = torch.ones(4, 64, dtype=torch.bool)
+        fit(small_model(), tr, epochs=1, callbacks=[EMA(0.99), Masks({"classifier": keep})], **KW)
     # Cutout is part of lightnn's batch augmentation: other batch iterables are named, not silently left uncut
     batches = [(torch.randn(4, 3, 8, 8), torch.arange(4))]
     with pytest.raises(LightnnError, match="cutout=8 needs training data that lightnn batches itself"):

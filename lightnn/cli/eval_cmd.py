@@ -9,12 +9,15 @@ from ._common import add_command
 
 
 def add_parser(sub):
-    p = add_command(sub, "eval", "evaluate a checkpoint (.pt or .lnz): top-1/top-5, loss, per-class, confusion",
+    p = add_command(sub, "eval", "evaluate a checkpoint (.pt or .lnz) or an ONNX model: top-1/top-5, loss, per-class, "
+                    "confusion",
                     ["lightnn eval runs/r20/model.pt --data sample",
+                     "lightnn eval r20.int8.onnx --data sample --json",
                      "lightnn eval runs/r20/model.pt --data ../shared/data/cifar10-train-jpeg.tar.gz --json",
                      "lightnn eval model.lnz --data sample --split all",
                      "lightnn eval runs/r20/model.pt --data ../shared/data/cifar10-train-jpeg.tar.gz --tta flip"])
-    p.add_argument("checkpoint", help="a lightnn checkpoint (.pt) or Deep Compression file (.lnz)")
+    p.add_argument("checkpoint", help="a lightnn checkpoint (.pt), Deep Compression file (.lnz) or ONNX model "
+                                      "(.onnx, run by ONNX Runtime on the CPU)")
     p.add_argument("--data", default="sample", help="dataset: folder, .zip, .tar.gz, CIFAR pickles, or 'sample'")
     p.add_argument("--split", default="val", choices=["train", "val", "test", "all"],
                    help="which split (val: the seeded split carved from train when there is none)")
@@ -37,19 +40,24 @@ def run(args) -> int:
     from ..record import load
     from ..train import evaluate
 
-    model, record = load(args.checkpoint)  # one verified read: weights, classes and normalization
+    onnx = args.checkpoint.endswith(".onnx")
+    # an ONNX file is evaluated as it is (its normalization comes from the metadata lightnn's exporter wrote);
+    # anything else is read once, verified: weights, classes and normalization
+    model, record = (args.checkpoint, None) if onnx else load(args.checkpoint)
     size = (args.image_size, args.image_size) if args.image_size else None
     data = load_dataset(args.data, args.split, val_fraction=args.val_fraction, seed=args.split_seed,
                         image_size=size, skip_corrupt=args.skip_corrupt)
-    trained_on = record.classes
+    trained_on = record.classes if record is not None else None
     if trained_on and len(trained_on) == data.num_classes and list(trained_on) != data.classes:
         warnings.warn(f"class names differ from the ones {args.checkpoint} was trained on", stacklevel=1)
-    norm = record.normalize.to_dict() if record.normalize else {}
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
+    norm = record.normalize.to_dict() if record is not None and record.normalize else {}
+    device = None if onnx else args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if not onnx:
+        model.to(device)
     res = evaluate(model, data, batch_size=args.batch_size, device=device, mean=norm.get("mean"), std=norm.get("std"),
                    tta=args.tta)
-    res = {"checkpoint": args.checkpoint, "model": getattr(model, "lightnn_name", type(model).__name__),
+    name = "onnx" if onnx else getattr(model, "lightnn_name", type(model).__name__)
+    res = {"checkpoint": args.checkpoint, "model": name,
            "data": str(args.data), "split": args.split, "tta": args.tta, **res}
     if args.json:
         print(json.dumps(res))

@@ -43,12 +43,13 @@ def add_parser(sub):
 def run(args) -> int:
     import numpy as np
 
-    from ..export import (check_parity, export_fp16, export_onnx, export_qat_int8, qat_finetune, quantize_int8,
+    from ..export import (check_parity, export_fp16, export_onnx, export_qat_int8, qat_training, quantize_int8,
                           resolve_model)
     from ..export.calib import load_images
     from ..export.onnx import model_input_size, onnx_input_size, source_normalization
     from ..export.quantize import file_size
     from ..runtime import OrtSession
+    from ..train import fit
 
     out = Path(args.output)
     if out.suffix != ".onnx":
@@ -94,8 +95,9 @@ def run(args) -> int:
             train = load_dataset(args.train_data or args.calibration_data, split="train")
             if tuple(train.image_size) != tuple(size):
                 raise LightnnError(f"QAT data {train.source!r} is {train.image_size}, the model takes {size}")
-            q = qat_finetune(model, train, epochs=args.qat_epochs, lr=args.qat_lr, mean=mean, std=std,
-                             max_steps=args.qat_steps)
+            q, qcfg, callbacks = qat_training(model, epochs=args.qat_epochs, lr=args.qat_lr, max_steps=args.qat_steps,
+                                              mean=mean, std=std)
+            fit(q, train, None, qcfg, callbacks=callbacks)
             export_qat_int8(q, out, calib, input_size=size)
         else:
             quantize_int8(fp32, out, calib, method=args.calibration_method)

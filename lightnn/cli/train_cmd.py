@@ -128,7 +128,7 @@ def run(args) -> int:
     from ..models.size_check import check_model_args
     from ..train import check_output, seed_everything
     from ..train import distributed as dist_utils
-    from ..train import fit
+    from ..train import EMA, AuxLoss, Distillation, TrainConfig, fit
 
     actions: dict[str, argparse.Action] = {}
     for a in add_parser(argparse.ArgumentParser().add_subparsers())._actions:
@@ -185,16 +185,21 @@ def run(args) -> int:
                 "val_fraction": cfg["val_fraction"], "split_seed": cfg["split_seed"], "image_size": cfg.get("image_size"),
                 "classes": train.classes, "train_images": len(train.data) if cfg.get("stream") else len(train),
                 "val_images": (len(val.data) if cfg.get("stream") else len(val)) if val is not None else 0}
-    result = fit(model, train, val, epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-                 momentum=cfg["momentum"], nesterov=cfg["nesterov"], weight_decay=cfg["weight_decay"],
-                 schedule=cfg["schedule"], warmup_epochs=cfg["warmup_epochs"], min_lr=cfg["min_lr"],
-                 label_smoothing=cfg["label_smoothing"], augment=cfg["augment"], amp=cfg.get("amp"),
-                 channels_last=cfg.get("channels_last"), compile=cfg.get("compile") or False, device=device,
-                 seed=cfg["seed"],
-                 teacher=cfg.get("teacher"), kd_temperature=cfg["kd_temperature"], kd_weight=cfg["kd_weight"],
-                 aux_weight=cfg["aux_weight"], output_dir=output, resume=cfg["resume"], config=resolved,
-                 progress=cfg["progress"] and not cfg["json"], verbose=not cfg["json"], mean=mean, std=std,
-                 ema=cfg.get("ema"), cutout=cfg.get("cutout") or 0, overwrite=cfg["overwrite"])
+    tc = TrainConfig(epochs=cfg["epochs"], batch_size=cfg["batch_size"], lr=cfg["lr"], momentum=cfg["momentum"],
+                     nesterov=cfg["nesterov"], weight_decay=cfg["weight_decay"], schedule=cfg["schedule"],
+                     warmup_epochs=cfg["warmup_epochs"], min_lr=cfg["min_lr"], label_smoothing=cfg["label_smoothing"],
+                     augment=cfg["augment"], cutout=cfg.get("cutout") or 0, amp=cfg.get("amp"),
+                     channels_last=cfg.get("channels_last"), compile=cfg.get("compile") or False, device=str(device),
+                     seed=cfg["seed"], progress=cfg["progress"] and not cfg["json"], verbose=not cfg["json"],
+                     mean=mean, std=std)
+    # loss terms in the order they combine: (1 - w) (CE + aux) + w KD
+    callbacks: list = [AuxLoss(cfg["aux_weight"])]
+    if cfg.get("teacher"):
+        callbacks.append(Distillation(cfg["teacher"], temperature=cfg["kd_temperature"], weight=cfg["kd_weight"]))
+    if cfg.get("ema") is not None:
+        callbacks.append(EMA(cfg["ema"]))
+    result = fit(model, train, val, tc, callbacks=callbacks, output_dir=output, resume=cfg["resume"],
+                 overwrite=cfg["overwrite"], extra_config=resolved)
     if dist_utils.rank() == 0:
         summary = {"model": model_name, "output": str(output), **result["final"],
                    "best_val_top1": result["best_val_top1"], "train_time_s": result["train_time_s"]}

@@ -19,7 +19,6 @@ In a MobileNet that halves a third of the file.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,11 +31,11 @@ from ..errors import LightnnError
 from .fileformat import DEFAULT_INDEX_BITS, encode_model, load, save_lnz
 from .prune import MagnitudePruner, layer_density, prunable_layers
 from .share import DEFAULT_BITS, finalize_sharing, share_weights
-from ..train.losses import distillation_loss
-from ..train.trainer import bf16_is_fast
+from ..train import AGPSchedule, Callback, Distillation, Masks, SharedWeights, TrainConfig, bf16_is_fast, fit
+from ..train import evaluate as evaluate_model
 
-__all__ = ["DeepConfig", "deep_compress", "finetune", "evaluate", "size_breakdown", "report_markdown",
-           "layer_table", "round_others_to_half"]
+__all__ = ["DeepConfig", "deep_compress", "evaluate", "size_breakdown", "report_markdown", "layer_table",
+           "round_others_to_half"]
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -83,86 +82,52 @@ class DeepConfig:
     def __post_init__(self) -> None:
         if self.other_dtype not in ("float32", "float16"):
             raise LightnnError(f"other_dtype must be 'float32' or 'float16', got {self.other_dtype!r}")
+        if not isinstance(self.distill_weight, (int, float)) or not 0.0 <= self.distill_weight <= 1.0:
+            raise LightnnError(f"distill_weight must be in [0, 1], got {self.distill_weight}")
+        if self.share_train not in ("centroids", "all"):
+            raise LightnnError(f"share_train must be 'centroids' or 'all', got {self.share_train!r}")
 
 
-def _autocast(device: torch.device, amp: bool):
-    if amp and bf16_is_fast(device):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
-
-
-@torch.no_grad()
 def evaluate(model: nn.Module, batches: Batches, *, amp: bool = True) -> float:
-    """Top-1 accuracy (%) of ``model`` over ``batches``."""
-    model.eval()
+    """Top-1 accuracy (%) of ``model`` over ``batches`` (:func:`lightnn.train.evaluate`, bf16 autocast when ``amp``
+    and bf16 is fast on the model's device)."""
     dev = next(model.parameters()).device
-    correct = total = 0
-    for x, y in batches:
-        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-        with _autocast(dev, amp):
-            out = model(x)
-        correct += int((out.argmax(1) == y).sum())
-        total += int(y.numel())
-    return 100.0 * correct / max(1, total)
+    return float(evaluate_model(model, batches, amp=amp and bf16_is_fast(dev), device=dev)["top1"])
 
 
-def finetune(model: nn.Module, batches: Batches, epochs: float, *, lr: float, params: list[nn.Parameter] | None = None,
-             momentum: float = 0.9, weight_decay: float = 0.0, label_smoothing: float = 0.0, amp: bool = True,
-             on_step: Callable[[int, int], None] | None = None, after_step: Callable[[], None] | None = None,
-             teacher: nn.Module | None = None, distill_weight: float = 0.0, distill_temperature: float = 4.0) -> int:
-    """Retrain for ``epochs`` (fractions allowed) with SGD and a cosine schedule.
+class _FreshEpochs:
+    """The retraining batches with ``set_epoch(10_000 + e)``: fresh augmentation, not a replay of the epochs the
+    baseline was trained on."""
 
-    ``on_step(step, total)`` runs before each step (AGP mask updates); ``after_step()`` after each optimizer step
-    (re-applying pruning masks). With a ``teacher`` and ``distill_weight`` w > 0 the loss is
-    ``(1 - w) CE + w KD`` (Hinton et al. 2015, KD at ``distill_temperature``). Returns the number of steps taken.
-    """
-    if not 0.0 <= distill_weight <= 1.0:
-        raise LightnnError(f"distill_weight must be in [0, 1], got {distill_weight}")
-    if distill_weight > 0 and teacher is None:
-        raise LightnnError("distill_weight > 0 needs a teacher model")
-    per_epoch = len(batches) if hasattr(batches, "__len__") else None
-    if per_epoch is None:
-        raise LightnnError("fine-tuning needs a sized batch iterable (len(batches))")
-    total = int(math.ceil(epochs * per_epoch))
-    if total <= 0:
-        return 0
-    params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]  # biases, batch norm (and 1-D codebooks)
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
-                           {"params": no_decay, "weight_decay": 0.0}], lr=lr, momentum=momentum, nesterov=momentum > 0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    def __init__(self, batches: Batches) -> None:
+        if not hasattr(batches, "__len__"):
+            raise LightnnError("Deep Compression retraining needs a sized batch iterable (len(batches))")
+        self.batches = batches
+        self.data = getattr(batches, "data", batches)  # what fit names and counts classes of
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.batches, "set_epoch"):
+            self.batches.set_epoch(10_000 + epoch)
+
+
+def _retrain(model: nn.Module, batches: Batches, epochs: float, lr: float, cfg: "DeepConfig",
+             callbacks: list[Callback], teacher: nn.Module | None, weight_decay: float) -> None:
+    """SGD with Nesterov momentum and a cosine schedule for ``epochs`` (fractions allowed) through
+    :func:`lightnn.train.fit`, on the batches as given, with the uncompressed ``teacher`` when distilling."""
     dev = next(model.parameters()).device
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-    step, epoch = 0, 0
-    model.train()
-    while step < total:
-        if hasattr(batches, "set_epoch"):
-            batches.set_epoch(10_000 + epoch)  # fresh augmentation, not a replay of the baseline's epochs
-        for x, y in batches:
-            if step >= total:
-                break
-            if on_step is not None:
-                on_step(step, total)
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            with _autocast(dev, amp):
-                logits = model(x)
-                loss = loss_fn(logits, y)
-                if distill_weight > 0:
-                    with torch.no_grad():
-                        soft = teacher(x)
-                    loss = (1 - distill_weight) * loss + distill_weight * distillation_loss(logits, soft,
-                                                                                            distill_temperature)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if after_step is not None:
-                after_step()
-            step += 1
-        epoch += 1
+    tc = TrainConfig(epochs=epochs, lr=lr, momentum=cfg.momentum, weight_decay=weight_decay, schedule="cosine",
+                     label_smoothing=cfg.label_smoothing, amp=bool(cfg.amp and bf16_is_fast(dev)), channels_last=False,
+                     device=str(dev), progress=False, verbose=False)
+    if cfg.distill_weight > 0:
+        callbacks = callbacks + [Distillation(teacher, temperature=cfg.distill_temperature, weight=cfg.distill_weight)]
+    fit(model, _FreshEpochs(batches), None, tc, callbacks=callbacks)
     model.eval()
-    return step
 
 
 @torch.no_grad()
@@ -255,7 +220,10 @@ def deep_compress(model: nn.Module, config: DeepConfig | None = None, *, train: 
                   log: Callable[[str], None] | None = print, meta: Mapping[str, Any] | None = None) -> tuple[nn.Module, dict]:
     """Run Deep Compression on ``model`` (modified in place) and optionally write ``output`` (.lnz).
 
-    ``train`` (sized iterable of batches) is needed for retraining (epochs > 0); ``val`` for accuracies.
+    ``train`` (sized iterable of batches) is needed for retraining (epochs > 0), which runs through
+    :func:`lightnn.train.fit` with callbacks: :class:`~lightnn.train.Masks` on an
+    :class:`~lightnn.train.AGPSchedule` (prune), :class:`~lightnn.train.SharedWeights` (share),
+    :class:`~lightnn.train.Distillation` from the uncompressed model (``distill_weight``); ``val`` for accuracies.
     ``stages`` selects ``prune`` and/or ``share``. Returns ``(model, report)``; ``report["stages"]`` lists
     size, compression ratio, accuracy and seconds per stage, ``report["layers"]`` the per-layer table.
     """
@@ -280,26 +248,18 @@ def deep_compress(model: nn.Module, config: DeepConfig | None = None, *, train: 
         teacher = copy.deepcopy(model).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
-    kd = dict(teacher=teacher, distill_weight=cfg.distill_weight, distill_temperature=cfg.distill_temperature)
 
     if "prune" in stages:
         t0 = time.perf_counter()
         pruner = MagnitudePruner(model, cfg.sparsity, scope=cfg.scope, schedule=cfg.schedule)
         if cfg.schedule == "oneshot" or cfg.prune_epochs <= 0 or train is None:
             pruner.update(1, 1)
-            on_step = None
-        else:
-
-            def on_step(step: int, total: int) -> None:
-                n = max(1, int(total * cfg.ramp_fraction))
-                every = max(1, n // max(1, cfg.mask_updates))
-                if step <= n and (step % every == 0 or step == n):
-                    pruner.update(min(step + every, n), n)  # prune ahead of the step so training sees the mask
-
+            schedule = None
+        else:  # AGP: the masks grow along the first ramp_fraction of the retraining
+            schedule = AGPSchedule(pruner.update, ramp_fraction=cfg.ramp_fraction, updates=cfg.mask_updates)
         if train is not None and cfg.prune_epochs > 0:
-            finetune(model, train, cfg.prune_epochs, lr=cfg.prune_lr, momentum=cfg.momentum,
-                     weight_decay=cfg.weight_decay, label_smoothing=cfg.label_smoothing, amp=cfg.amp,
-                     on_step=on_step, after_step=pruner.step, **kd)
+            _retrain(model, train, cfg.prune_epochs, cfg.prune_lr, cfg, [Masks(lambda: pruner.masks, schedule)],
+                     teacher, cfg.weight_decay)
         if cfg.schedule == "agp" and pruner.current != pruner.sparsity:
             pruner.update(1, 1)  # too few steps for the ramp to finish: land on the final sparsity
         pruner.step()
@@ -318,14 +278,8 @@ def deep_compress(model: nn.Module, config: DeepConfig | None = None, *, train: 
         t0 = time.perf_counter()
         shared = share_weights(model, wb, init=cfg.kmeans_init)
         if train is not None and cfg.share_epochs > 0:
-            if cfg.share_train == "centroids":
-                params = [p.centroids for p in shared.values()]
-            elif cfg.share_train == "all":
-                params = [p for n, p in model.named_parameters() if p.requires_grad]
-            else:
-                raise LightnnError(f"share_train must be 'centroids' or 'all', got {cfg.share_train!r}")
-            finetune(model, train, cfg.share_epochs, lr=cfg.share_lr, params=params, momentum=cfg.momentum,
-                     weight_decay=0.0, label_smoothing=cfg.label_smoothing, amp=cfg.amp, **kd)
+            _retrain(model, train, cfg.share_epochs, cfg.share_lr, cfg,
+                     [SharedWeights([p.centroids for p in shared.values()], train=cfg.share_train)], teacher, 0.0)
         finalize_sharing(model)
         if cfg.other_dtype == "float16":
             report_half = round_others_to_half(model)

@@ -14,7 +14,8 @@ retrained, so the survivors learn to compensate. Pruning is
 
 Masks live in :class:`MagnitudePruner`; call :meth:`MagnitudePruner.step` after every optimizer step (or
 :meth:`MagnitudePruner.attach` it to the optimizer, which does that automatically; with the project trainer,
-``lightnn.train.fit(..., mask_hook=lambda m: pruner.step())``) so pruned weights stay zero through retraining.
+``lightnn.train.fit(..., callbacks=[Masks(lambda: pruner.masks)])``) so pruned weights stay zero through
+retraining.
 """
 
 from __future__ import annotations

@@ -407,14 +407,15 @@ def _plan(model: nn.Module, graph, scales: tuple[float, float], report: dict, ru
 
 def _finetune(pruned: nn.Module, teacher: nn.Module, train: Any, val: Any, cfg: PruneConfig, norm: dict, device: str,
               progress: bool, verbose: bool, finetune_dir: str | Path | None) -> dict[str, Any]:
-    from ..train import fit  # looked up at call time, so a test can watch what reaches the trainer
+    from ..train import AuxLoss, Distillation, TrainConfig, fit  # fit looked up at call time: a test can watch it
 
-    res = fit(pruned, train, val, epochs=max(1, round(cfg.finetune_epochs)), lr=cfg.lr, batch_size=cfg.batch_size,
-              weight_decay=cfg.weight_decay, schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs,
-              label_smoothing=cfg.label_smoothing, device=device, seed=cfg.seed,
-              teacher=teacher if cfg.distill else None, kd_weight=cfg.kd_weight, mean=norm["mean"], std=norm["std"],
-              output_dir=finetune_dir, resume=finetune_dir is not None, progress=progress, verbose=verbose)
-    return res
+    config = TrainConfig(epochs=max(1, round(cfg.finetune_epochs)), lr=cfg.lr, batch_size=cfg.batch_size,
+                         weight_decay=cfg.weight_decay, schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs,
+                         label_smoothing=cfg.label_smoothing, device=device, seed=cfg.seed, mean=norm["mean"],
+                         std=norm["std"], progress=progress, verbose=verbose)
+    callbacks = [AuxLoss()] + ([Distillation(teacher, weight=cfg.kd_weight)] if cfg.distill else [])
+    return fit(pruned, train, val, config, callbacks=callbacks, output_dir=finetune_dir,
+               resume=finetune_dir is not None)
 
 
 def prune_to_budget(model: nn.Module, config: PruneConfig, train: Any = None, val: Any = None, *,

@@ -22,7 +22,6 @@ saves and reloads like any other lightnn model.
 from __future__ import annotations
 
 import copy
-import math
 import os
 import tempfile
 from pathlib import Path
@@ -33,11 +32,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import LightnnError
-from ..ops.quant import QATConv2d, QATLinear, fake_quant_act, fake_quant_weight
+from ..ops.quant import ActRange, QATConv2d, QATLinear, fake_quant_act, fake_quant_weight
 from ..transforms.fold import fold_bn
 from ..transforms.quant import fake_quantize, swap_modules
+from ..train import MaxSteps, QATObservers, TimeLimit, TrainConfig
 
-__all__ = ["prepare_qat", "convert_qat", "qat_finetune", "export_qat_int8", "QATConv2d", "QATLinear",
+__all__ = ["prepare_qat", "convert_qat", "qat_training", "QAT_RECIPE", "export_qat_int8", "QATConv2d", "QATLinear",
            "fake_quant_weight", "fake_quant_act"]
 
 
@@ -76,55 +76,45 @@ def convert_qat(model: nn.Module) -> tuple[nn.Module, dict[str, tuple[float, flo
     return m, ranges
 
 
-def qat_finetune(model: nn.Module, train_data: Any = "sample", epochs: int = 1, lr: float = 1e-3,
-                 batch_size: int = 64, weight_decay: float = 0.0, max_steps: int | None = None,
-                 mean: Any = None, std: Any = None, seed: int = 0, verbose: bool = False,
-                 max_seconds: float | None = None) -> nn.Module:
-    """Fine-tune ``model`` with fake quantization for ``epochs`` epochs (SGD + momentum, cosine decay).
+# the fine-tuning recipe: SGD with plain momentum and a cosine decay, in fp32 (the fake quantization is the
+# precision being learned), on the CPU, one epoch at a small learning rate (QAT recovers what int8 loses from a
+# model trained in float, it does not train from scratch)
+QAT_RECIPE = dict(epochs=1, lr=1e-3, batch_size=64, momentum=0.9, nesterov=False, weight_decay=0.0,
+                  schedule="cosine", amp=False, channels_last=False, device="cpu", progress=False, verbose=False)
 
-    ``train_data`` is a :class:`lightnn.data.ImageData` or anything :func:`lightnn.data.load_dataset` reads; the
-    model must already be trained in float (QAT recovers the accuracy int8 loses, it does not train from scratch).
-    ``max_steps`` / ``max_seconds`` stop early (the cosine schedule spans ``max_steps``). Returns the fake-quantized
-    model (``prepare_qat`` applied), in eval mode, with ``qat_steps`` set to the steps taken.
+
+def qat_training(model: nn.Module, *, max_steps: int | None = None, max_seconds: float | None = None,
+                 freeze_observers_after: int | None = None, **settings: Any) -> tuple[nn.Module, TrainConfig, list]:
+    """What quantization-aware fine-tuning of ``model`` needs, for :func:`lightnn.train.fit`::
+
+        q, config, callbacks = qat_training(model, epochs=1, lr=1e-3, max_steps=200)
+        fit(q, train_data, None, config, callbacks=callbacks)   # q: trained, eval mode, q.qat_steps set
+
+    Returns the fake-quantized copy of ``model`` (:func:`prepare_qat`: BN folded, Conv2d/Linear replaced), the
+    :class:`~lightnn.train.TrainConfig` (:data:`QAT_RECIPE` with ``settings`` replacing its fields; ``mean`` /
+    ``std`` left out or None: the model's own normalization, else the ImageNet statistics the calibration images
+    use) and the callbacks: :class:`~lightnn.train.QATObservers` (optionally freezing the activation ranges after
+    ``freeze_observers_after`` steps), :class:`~lightnn.train.MaxSteps` (the cosine schedule then spans
+    ``max_steps``) and :class:`~lightnn.train.TimeLimit` when given.
     """
-    import time
-    from ..data import BatchLoader, ImageData, load_dataset
-
-    if epochs < 1 and not max_steps:
-        raise LightnnError(f"QAT needs at least one epoch (got {epochs})")
-    data = train_data if isinstance(train_data, ImageData) else load_dataset(train_data, split="train")
+    from ..data import IMAGENET_MEAN, IMAGENET_STD
     from .onnx import model_input_size
 
-    size = model_input_size(model)
-    if tuple(data.image_size) != tuple(size):
-        raise LightnnError(f"QAT data {data.source!r} has {data.image_size} images but the model takes {size}")
-    loader = BatchLoader(data, batch_size, shuffle=True, augment=True, mean=mean, std=std, seed=seed,
-                         drop_last=len(data) >= 2 * batch_size)
-    q = prepare_qat(model)
-    q.train()
-    total = max_steps or epochs * len(loader)
-    opt = torch.optim.SGD([p for p in q.parameters() if p.requires_grad], lr=lr, momentum=0.9,
-                          weight_decay=weight_decay)
-    step = 0
-    t_start = time.perf_counter()
-    for epoch in range(max(1, epochs)):
-        loader.set_epoch(epoch)
-        for x, y in loader:
-            for g in opt.param_groups:
-                g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
-            loss = F.cross_entropy(q(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            if verbose and step % 20 == 0:
-                print(f"qat step {step}/{total} loss {loss.item():.4f}")
-            if step >= total or (max_seconds is not None and time.perf_counter() - t_start > max_seconds):
-                break
-        if step >= total or (max_seconds is not None and time.perf_counter() - t_start > max_seconds):
-            break
-    q.qat_steps = step
-    return q.eval()
+    norm = getattr(model, "lightnn_normalize", None)
+    if not norm:  # lightnn's loader default for this many channels
+        c = model_input_size(model)[0]
+        norm = {"mean": list(IMAGENET_MEAN)[:c] + [0.5] * max(0, c - 3),
+                "std": list(IMAGENET_STD)[:c] + [0.25] * max(0, c - 3)}
+    recipe = {**QAT_RECIPE, "mean": norm["mean"], "std": norm["std"]}
+    # mean/std None: the default above, not the data's statistics (the model was trained on these)
+    settings = {k: v for k, v in settings.items() if not (k in ("mean", "std") and v is None)}
+    config = TrainConfig.from_dict(recipe).replace(**settings)
+    callbacks: list = [QATObservers(lambda m: isinstance(m, ActRange), freeze_after=freeze_observers_after)]
+    if max_steps is not None:
+        callbacks.append(MaxSteps(max_steps))
+    if max_seconds is not None:
+        callbacks.append(TimeLimit(max_seconds))
+    return prepare_qat(model), config, callbacks
 
 
 def _onnx_ranges(onnx_path: Path, ranges: dict[str, tuple[float, float]]) -> dict[str, list[dict[str, Any]]]:
@@ -150,7 +140,7 @@ def _onnx_ranges(onnx_path: Path, ranges: dict[str, tuple[float, float]]) -> dic
 
 def export_qat_int8(model: nn.Module, path: str | os.PathLike, calibration_data: Any,
                     input_size: Any = None, opset: int = 17) -> Path:
-    """Export a QAT model (:func:`qat_finetune`) to an int8 ONNX model that ONNX Runtime runs with QLinear kernels.
+    """Export a QAT model (:func:`prepare_qat`, fine-tuned as :func:`qat_training` says) to an int8 ONNX model that ONNX Runtime runs with QLinear kernels.
 
     ``calibration_data`` provides ranges for the tensors QAT did not observe (residual adds, pooling outputs);
     the learned ranges of the Conv/Linear inputs override them.
@@ -160,7 +150,7 @@ def export_qat_int8(model: nn.Module, path: str | os.PathLike, calibration_data:
 
     plain, ranges = convert_qat(model)
     if not ranges:
-        raise LightnnError("model has no trained fake-quantized layers (run lightnn.export.qat_finetune first)")
+        raise LightnnError("model has no trained fake-quantized layers (fine-tune it with lightnn.export.qat_training and lightnn.train.fit first)")
     size = model_input_size(plain, input_size)
     with tempfile.TemporaryDirectory(prefix="lightnn-qat-") as d:
         fp32 = export_onnx(plain, Path(d) / "qat_fp32.onnx", input_size=size, opset=opset, fold_bn=False)

@@ -327,14 +327,13 @@ def runtime_op_types(path: str | os.PathLike) -> dict[str, int]:
 
 
 def evaluate_onnx(path: str | os.PathLike, data: ImageSet, threads: int = 1, batch: int = 64) -> float | None:
-    """Top-1 accuracy (%) of an ONNX classifier on labelled images, or None without labels."""
+    """Top-1 accuracy (%) of an ONNX classifier on labelled images (:func:`lightnn.train.evaluate`), or None
+    without labels."""
     if data.labels is None:
         return None
-    sess = OrtSession(path, threads=threads)
-    correct = 0
-    for i in range(0, len(data), batch):
-        correct += int((sess.run(data.images[i:i + batch]).argmax(1) == data.labels[i:i + batch]).sum())
-    return 100.0 * correct / len(data)
+    from ..train import array_batches, evaluate
+
+    return float(evaluate(OrtSession(path, threads=threads), array_batches(data.images, data.labels, batch))["top1"])
 
 
 def op_type_times(path: str | os.PathLike, input_size: Sequence[int], batch: int = 1, threads: int = 1,

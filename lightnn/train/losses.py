@@ -30,7 +30,8 @@ def classification_loss(outputs, targets: torch.Tensor, *, label_smoothing: floa
                         aux_weight: float = 0.4) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy on the logits plus ``aux_weight`` x cross-entropy on every auxiliary output shaped like the
     logits (Inception-v3 weighs its auxiliary classifier 0.4 in torchvision's reference recipe); other extra
-    outputs (gates, features) are left to an ``extra_loss`` hook. Returns (loss, logits)."""
+    outputs (gates, features) are left to an ``ExtraLoss`` callback. Returns (loss, logits). (:func:`fit` calls it
+    with ``aux_weight=0`` and adds the auxiliary term through its ``AuxLoss`` callback.)"""
     logits, aux = split_outputs(outputs)
     loss = F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
     for a in aux:

@@ -1,14 +1,14 @@
-"""The trainer: :func:`fit` and :func:`evaluate`.
+"""The trainer: :func:`fit`, the one training loop of lightnn.
 
-Recipe knobs follow the CIFAR/ImageNet practice the papers report: SGD with Nesterov momentum, cosine or
-one-cycle schedule with linear warm-up, label smoothing (Inception-v3), no weight decay on norm weights and
-biases (Goyal et al. 2017), optional bf16 autocast and channels-last on GPUs, Inception's auxiliary-head loss,
-knowledge distillation from a teacher (Hinton et al. 2015), and hooks for compression methods: ``step_hook``
-(alias ``mask_hook``) runs after every optimizer step (Deep Compression keeps pruned weights at zero with it),
-``extra_loss`` adds a term (versatile filters' orthogonality loss, SkipNet's reward).
+Recipe knobs follow the CIFAR/ImageNet practice the papers report (:class:`~lightnn.train.TrainConfig`): SGD with
+Nesterov momentum, cosine or one-cycle schedule with linear warm-up, label smoothing (Inception-v3), no weight decay
+on norm weights and biases (Goyal et al. 2017), optional bf16 autocast and channels-last. Every method that changes
+the loop is a callback (:mod:`lightnn.train.callbacks`): knowledge distillation (Hinton et al. 2015), a moving
+average of the weights, Inception's auxiliary-head loss, extra loss terms, pruning masks and their schedules (Deep
+Compression keeps pruned weights at zero with them), trained weight sharing, QAT observers, step and time limits.
 
 With ``output_dir`` each epoch atomically writes ``last.pt`` (a lightnn checkpoint holding the optimizer, schedule,
-epoch and RNG states), ``metrics.jsonl`` (one JSON object per epoch) and ``config.yaml`` (the resolved
+epoch, RNG and callback states), ``metrics.jsonl`` (one JSON object per epoch) and ``config.yaml`` (the resolved
 configuration); the run ends with ``model.pt`` (weights + metadata, no optimizer). ``resume=True`` continues from
 ``last.pt`` and reproduces the uninterrupted run: batches depend only on (seed, epoch, rank) and every RNG state
 is restored.
@@ -19,29 +19,29 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import numbers
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..errors import CheckpointError, DataError, LightnnError
 from ..data.datasets import ImageData
 from ..data.loader import BatchLoader
 from ..utils.runfolder import lock_folder, remove_partial_writes
 from . import distributed as dist_utils
-from .losses import classification_loss, distillation_loss, split_outputs
+from .callbacks import Callback, TrainState
+from .config import TrainConfig, check_compile_mode
+from .evaluate import TTA_MODES, check_num_classes, data_name as _data_name, evaluate, num_classes as _num_classes
+from .losses import classification_loss
 from .schedule import lr_lambda
 
 __all__ = ["fit", "evaluate", "seed_everything", "param_groups", "check_num_classes", "check_input_size",
-           "check_finite", "check_output", "non_finite_tensors", "pick_precision", "bf16_is_fast", "TTA_MODES"]
-
-TTA_MODES = (None, "flip")
+           "check_finite", "check_output", "non_finite_tensors", "pick_precision", "bf16_is_fast", "TTA_MODES",
+           "check_compile_mode"]
 
 
 def seed_everything(seed: int) -> None:
@@ -59,24 +59,7 @@ def seed_everything(seed: int) -> None:
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two groups: weight decay on conv/linear weights, none on norm weights and biases (any parameter with
     ndim <= 1), the exclusion of Goyal et al. 2017 that the recipes in the papers use."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
-    return groups
-
-
-def check_num_classes(model: nn.Module, num_classes: int, where: str) -> None:
-    """Raise :class:`DataError` when the model's classifier does not match the data's class count."""
-    m = getattr(model, "module", model)
-    n = getattr(m, "num_classes", None)
-    if isinstance(n, int) and n > 0 and n != num_classes:
-        name = getattr(m, "lightnn_name", type(m).__name__)
-        raise DataError(f"model {name!r} has {n} output classes but data {where!r} has {num_classes} classes; "
-                        f"build it with num_classes={num_classes}")
+    return _weight_decay_groups(model.parameters(), weight_decay)
 
 
 def _loader(data: Any, *, batch_size: int, train: bool, device: torch.device, seed: int, mean, std,
@@ -86,17 +69,6 @@ def _loader(data: Any, *, batch_size: int, train: bool, device: torch.device, se
                            device=device, drop_last=train and len(data) > batch_size, seed=seed,
                            channels_last=channels_last, cutout=cutout if train else 0)
     return data  # any iterable of (x, y) batches; set_epoch is used when it has one
-
-
-def _data_name(data: Any) -> str:
-    d = getattr(data, "data", data)
-    return getattr(d, "source", type(d).__name__)
-
-
-def _num_classes(data: Any) -> int | None:
-    d = getattr(data, "data", data)
-    n = getattr(d, "num_classes", None)
-    return n if isinstance(n, int) else None
 
 
 def bf16_is_fast(device: torch.device | str) -> bool:
@@ -231,139 +203,48 @@ def _autocast(device: torch.device, amp: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, data: Any, *, batch_size: int = 256, device: str | torch.device | None = None,
-             amp: bool = False, mean=None, std=None, progress: bool = False, tta: str | None = None) -> dict[str, Any]:
-    """Accuracy and loss of ``model`` on ``data`` (an :class:`ImageData` or an iterable of ``(x, y)`` batches).
-
-    ``tta="flip"`` averages the class probabilities of each image and its horizontal mirror (test-time
-    augmentation; twice the compute), the evaluation of the fast-CIFAR-training recipes; the loss is then the
-    negative log of the averaged probability.
-
-    Normalization (for :class:`ImageData`): ``mean``/``std`` if given, else ``model.lightnn_normalize`` (set by
-    :func:`fit` and stored in checkpoints' ``meta["normalize"]``), else the data's own channel statistics.
-    Under torch.distributed each rank evaluates its shard and the counts are summed over ranks.
-
-    Returns a dict: ``top1``, ``top5`` (percent, 0-100), ``loss`` (mean cross-entropy), ``n`` (images),
-    ``per_class`` (top-1 % per class), ``confusion`` (rows true class, columns prediction), ``classes``.
-    """
-    m = getattr(model, "module", model)
-    if tta not in TTA_MODES:
-        raise LightnnError(f"tta must be one of {[t for t in TTA_MODES if t]} or None, got {tta!r}")
-    dev = torch.device(device) if device is not None else next(m.parameters()).device
-    if isinstance(data, ImageData):
-        if mean is None or std is None:
-            norm = getattr(m, "lightnn_normalize", None)
-            mean, std = (norm["mean"], norm["std"]) if norm else data.channel_stats()
-        data = BatchLoader(data, batch_size, shuffle=False, augment=False, mean=mean, std=std, device=dev)
-    k = _num_classes(data)
-    if k is not None:
-        check_num_classes(m, k, _data_name(data))
-    was_training = m.training
-    m.eval()
-    m.to(dev)
-    stats = torch.zeros(4, dtype=torch.float64, device=dev)  # n, correct1, correct5, loss sum
-    conf = None
-    try:
-        it = data
-        if progress:
-            from tqdm import tqdm
-            it = tqdm(data, desc="eval", leave=False, disable=dist_utils.rank() != 0)
-        for x, y in it:
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-            with _autocast(dev, amp):
-                logits, _ = split_outputs(m(x))
-                if tta == "flip":
-                    flipped, _ = split_outputs(m(x.flip(3)))
-            logits = logits.float()
-            if tta == "flip":  # log of the averaged probabilities: top-k and the loss read it like logits
-                logits = torch.logsumexp(torch.stack([logits.log_softmax(1), flipped.float().log_softmax(1)]),
-                                         0) - math.log(2.0)
-            if k is None:
-                k = logits.shape[1]
-            if logits.shape[1] != k:
-                raise DataError(f"model outputs {logits.shape[1]} classes but data {_data_name(data)!r} has {k}")
-            if conf is None:
-                conf = torch.zeros(k * k, dtype=torch.float64, device=dev)
-            top = logits.topk(min(5, k), dim=1).indices
-            hit = top == y[:, None]
-            stats[0] += y.numel()
-            stats[1] += hit[:, 0].sum()
-            stats[2] += hit.any(1).sum()
-            stats[3] += F.cross_entropy(logits, y, reduction="sum")
-            conf += torch.bincount(y * k + top[:, 0], minlength=k * k).double()
-    finally:
-        m.train(was_training)
-    if conf is None:
-        raise DataError(f"data {_data_name(data)!r} yielded no batches to evaluate")
-    dist_utils.all_reduce_sum(stats)
-    dist_utils.all_reduce_sum(conf)
-    n, c1, c5, ls = stats.tolist()
-    cm = conf.view(k, k).long().cpu()
-    row = cm.sum(1).clamp_min(1)
-    classes = getattr(getattr(data, "data", data), "classes", None) or [str(i) for i in range(k)]
-    return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": ls / n, "n": int(n),
-            "per_class": (100.0 * cm.diag() / row).tolist(), "confusion": cm.tolist(), "classes": list(classes)}
+def _weight_decay_groups(params: Iterable[nn.Parameter], weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for p in params:
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups
 
 
-def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batch_size: int = 128,
-        lr: float = 0.1, momentum: float = 0.9, nesterov: bool = True, weight_decay: float = 5e-4,
-        schedule: str = "cosine", warmup_epochs: float = 0.0, min_lr: float = 0.0, label_smoothing: float = 0.0,
-        augment: bool = True, amp: bool | None = None, channels_last: bool | None = None,
-        compile: bool | str = False, device: str | torch.device | None = None, seed: int = 0,
-        teacher: nn.Module | str | os.PathLike | None = None, kd_temperature: float = 4.0, kd_weight: float = 0.5,
-        aux_weight: float = 0.4, extra_loss: Callable[[nn.Module, Any, torch.Tensor], torch.Tensor] | None = None,
-        step_hook: Callable[[nn.Module], None] | None = None, mask_hook: Callable[[nn.Module], None] | None = None,
-        on_epoch_end: Callable[[int, dict, nn.Module], None] | None = None, grad_clip: float | None = None,
-        output_dir: str | os.PathLike | None = None, resume: bool | str | os.PathLike = False,
-        config: dict | None = None, progress: bool = True, verbose: bool = True,
-        mean: Iterable[float] | None = None, std: Iterable[float] | None = None,
-        ema: float | None = None, cutout: int = 0, overwrite: bool | None = None) -> dict[str, Any]:
+def fit(model: nn.Module, train: Any, val: Any = None, config: TrainConfig | Mapping[str, Any] | None = None, *,
+        callbacks: Sequence[Callback] = (), output_dir: str | os.PathLike | None = None,
+        resume: bool | str | os.PathLike = False, overwrite: bool | None = None,
+        extra_config: Mapping[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
     """Train ``model`` in place on ``train`` and report on ``val`` each epoch.
 
     Args:
-        model: any ``nn.Module``; in train mode it may return ``(logits, aux...)`` (Inception's aux head).
+        model: any ``nn.Module``; in train mode it may return ``(logits, aux...)`` (see :class:`AuxLoss`).
         train, val: :class:`~lightnn.data.ImageData` (wrapped in a :class:`~lightnn.data.BatchLoader`: seeded
-            shuffling, pad+crop+flip when ``augment``) or any iterable of ``(x, y)`` batches (``set_epoch(e)`` is
-            called when it has one). ``val`` may be None.
-        epochs, batch_size, lr, momentum, nesterov, weight_decay: SGD; weight decay skips norms and biases.
-            ``batch_size`` is the total over all DDP processes (each rank takes ``batch_size / world_size``).
-        schedule: ``"cosine"``, ``"onecycle"`` or ``"constant"``, stepped every iteration, with ``warmup_epochs``
-            of linear warm-up; ``min_lr`` is the cosine floor.
-        label_smoothing: epsilon of the smoothed cross-entropy.
-        amp: bf16 autocast. Default: on for CUDA; on a CPU with AMX (:func:`bf16_is_fast`) and a single process,
-            :func:`pick_precision` times one batch both ways and takes the faster (it depends on the model);
-            otherwise off. channels_last: default on with amp (the layout oneDNN and cuDNN want for bf16).
-        compile: run the training forward and backward (and the teacher's forward) through ``torch.compile``
-            (TorchInductor; needs a C compiler on CPU). True for its default mode, or a mode name
-            (``"reduce-overhead"``: CUDA graphs, for launch-bound small models on a GPU; ``"max-autotune"``). The
-            first step pays the compilation (tens of seconds); memory-bound small-input models gain most.
-            Evaluation stays eager. The precision probe (``amp`` and ``channels_last`` left to None) then times
-            compiled steps, which costs two more compilations before training starts. ``"auto"`` times eager and
-            compiled (default mode) steps on the first batch (each precision the probe would try, or the forced
-            one) and compiles only when that is more than 3% faster; the choice and the timings are stored as
-            ``precision_probe`` in ``config.yaml``, and a resumed run keeps it. Under DDP, or with fewer images
-            than one batch, ``"auto"`` trains eager.
-        teacher: a model or a checkpoint path; the loss becomes ``(1 - kd_weight) * CE + kd_weight * KD`` with
-            KD = T^2 KL(softmax(t/T) || softmax(s/T)) at T = ``kd_temperature``.
-        aux_weight: weight of the cross-entropy on auxiliary logits.
-        extra_loss: ``fn(model, outputs, targets) -> scalar`` added to the loss (outputs as the model returned them).
-        step_hook / mask_hook: ``fn(model)`` called after every optimizer step (e.g. re-apply pruning masks).
-        on_epoch_end: ``fn(epoch, record, model)`` after each epoch's checkpoint is written.
+            shuffling, pad+crop+flip when ``augment``) or any sized iterable of ``(x, y)`` batches
+            (``set_epoch(e)`` is called when it has one). ``val`` may be None.
+        config: the :class:`~lightnn.train.TrainConfig` (or a mapping of its fields); ``**overrides`` replace
+            fields of it (``fit(m, data, epochs=2, lr=0.05)``); an unknown key is named.
+        callbacks: :class:`~lightnn.train.callbacks.Callback` objects, called in list order (``Distillation``,
+            ``EMA``, ``AuxLoss``, ``ExtraLoss``, ``Masks``, ``SharedWeights``, ``QATObservers``, ``MaxSteps``,
+            ``TimeLimit``, ``LambdaCallback``).
         output_dir: where ``last.pt``, ``model.pt``, ``metrics.jsonl`` and ``config.yaml`` go (rank 0 writes).
         resume: True (``output_dir/last.pt`` if it exists) or a checkpoint path: continue that run.
-        config: extra resolved configuration stored in ``config.yaml`` and the checkpoints' ``meta``.
-        mean, std: input normalization (default: the training data's channel statistics).
-        ema: decay of an exponential moving average of the weights and BN statistics, updated after every
-            optimizer step (``torch.optim.swa_utils.AveragedModel``; 0.999 averages over about the last thousand
-            steps). Validation then scores the average (``val_top1``; the trained weights' score is
-            ``val_top1_raw``), ``model.pt`` holds the average, ``last.pt`` holds both so a resumed run continues
-            the same average, and ``model`` ends holding the averaged weights.
-        cutout: side of the square each training image gets painted over in the mean colour (Cutout; 8 is the
-            CIFAR-10 choice of the fast-training recipes, 16 the paper's for long runs); 0 = off.
         overwrite: what a fresh (not resumed) run does when ``output_dir`` holds another run's ``model.pt``,
             ``last.pt`` or ``metrics.jsonl``: None (default) replaces them as it goes, False refuses
             (:func:`check_output`), True deletes them (and ``config.yaml``) first.
+        extra_config: more resolved configuration stored in ``config.yaml`` and the checkpoints' ``meta``.
+
+    The run takes ``ceil(epochs x batches per epoch)`` optimizer steps (fewer when a callback limits them), the
+    last epoch possibly partial; ``batch_size`` is the total over all DDP processes. ``amp`` None: bf16 autocast on
+    CUDA; on a CPU with AMX (:func:`bf16_is_fast`) and a single process :func:`pick_precision` times one batch
+    both ways and takes the faster (it depends on the model); otherwise off. ``channels_last`` None follows amp.
+    ``compile`` runs the training forward and backward (and a teacher's forward) through ``torch.compile``
+    (True, a mode name, or ``"auto"``: time eager and compiled steps on the first batch and compile only when that
+    is more than 3% faster; the choice and the timings are stored as ``precision_probe`` in ``config.yaml``, and a
+    resumed run keeps it). Evaluation stays eager.
 
     Safety: rank 0 holds a lock on ``output_dir`` while it writes there (a second run on the same folder is
     refused, naming the holder), removes the partial files a killed run left, and checks before writing anything
@@ -372,36 +253,19 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
 
     Returns:
         dict with ``history`` (one record per epoch: lr, train_loss, train_top1, val_top1, val_top5, val_loss,
-        epoch_time_s, images_per_s), ``final`` (the last record), ``best_val_top1``, ``train_time_s``,
+        epoch_time_s, images_per_s), ``final`` (the last record), ``best_val_top1``, ``train_time_s``, ``steps``,
         ``normalize`` and ``output_dir``.
     """
-    _check_numbers(epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                   warmup_epochs=warmup_epochs, min_lr=min_lr, kd_temperature=kd_temperature, aux_weight=aux_weight,
-                   cutout=cutout, grad_clip=grad_clip)
-    if not 0.0 <= kd_weight <= 1.0:
-        raise LightnnError(f"kd_weight must be in [0, 1], got {kd_weight}")
-    if not 0.0 <= label_smoothing < 1.0:
-        raise LightnnError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-    check_compile_mode(compile)
-    hooks = [h for h in (step_hook, mask_hook) if h is not None]
-    if ema is not None:
-        if not 0.0 < float(ema) < 1.0:
-            raise LightnnError(f"ema decay must be in (0, 1), e.g. 0.999, got {ema}")
-        if hooks:
-            raise LightnnError("ema cannot be combined with step_hook/mask_hook: the average would not keep the "
-                               "hook's constraint (pruned weights at zero); train without ema")
-    if cutout and not isinstance(train, ImageData):
-        raise LightnnError(f"cutout={cutout} needs training data that lightnn batches itself (an ImageData); "
+    cfg = _config(config, overrides)
+    cbs = _check_callbacks(callbacks)
+    if cfg.cutout and not isinstance(train, ImageData):
+        raise LightnnError(f"cutout={cfg.cutout} needs training data that lightnn batches itself (an ImageData); "
                            f"{_data_name(train)!r} is an iterable of batches (e.g. --stream): add Cutout to its "
                            f"transforms instead")
-    dev = dist_utils.init_from_env(str(device) if device is not None else None)
+    dev = dist_utils.init_from_env(str(cfg.device) if cfg.device is not None else None)
     rank, world = dist_utils.rank(), dist_utils.world_size()
-    probe_precision = amp is None and channels_last is None and dev.type == "cpu" and world == 1 \
-        and bf16_is_fast(dev)
-    amp = bf16_is_fast(dev) if amp is None else bool(amp)
-    channels_last = amp if channels_last is None else bool(channels_last)
-
-    if isinstance(train, ImageData) and (mean is None or std is None):
+    mean, std = cfg.mean, cfg.std
+    if isinstance(train, ImageData) and mean is None:
         mean, std = train.channel_stats()
     mean = [float(v) for v in mean] if mean is not None else None
     std = [float(v) for v in std] if std is not None else None
@@ -409,259 +273,341 @@ def fit(model: nn.Module, train: Any, val: Any = None, *, epochs: int = 30, batc
     if k is not None:
         check_num_classes(model, k, _data_name(train))
     check_input_size(model, train)
-    if world > 1 and batch_size % world:
-        raise LightnnError(f"batch_size {batch_size} must divide by the {world} DDP processes (it is the total batch)")
-    precision = None
+    if world > 1 and cfg.batch_size % world:
+        raise LightnnError(f"batch_size {cfg.batch_size} must divide by the {world} DDP processes (it is the total "
+                           f"batch)")
     out = Path(output_dir) if output_dir is not None else None
     ckpt_path = _resume_path(resume, out)
+    cfg, precision = _choose_precision(model, train, cfg, dev, world, ckpt_path, mean, std)
+    train_loader = _loader(train, batch_size=cfg.batch_size // world, train=True, device=dev, seed=cfg.seed,
+                           mean=mean, std=std, channels_last=cfg.channels_last, augment=cfg.augment,
+                           cutout=cfg.cutout)
+    val_loader = _loader(val, batch_size=max(cfg.batch_size, 256), train=False, device=dev, seed=cfg.seed,
+                         mean=mean, std=std, channels_last=cfg.channels_last) if val is not None else None
+    state = _setup(model, cfg, cbs, train_loader, dev, rank, world, mean, std)
+    resolved = _resolved(cfg, cbs, extra_config, world, dev, mean, std, precision)
+    run = _Run(train_loader=train_loader, val_loader=val_loader, out=out, resume=resume, ckpt_path=ckpt_path,
+               overwrite=overwrite, resolved=resolved, k=k, train_name=_data_name(train),
+               bar=cfg.progress and rank == 0, normalize={"mean": mean, "std": std})
+    if ckpt_path is not None:
+        run.start_epoch, run.history, run.best, ts = _restore(ckpt_path, model, state.optimizer, state.scheduler, dev)
+        state.step = int(state.scheduler.last_epoch)  # the schedule counts every optimizer step taken
+        _restore_callbacks(cbs, ts, ckpt_path)
+        if cfg.verbose and rank == 0:
+            print(f"resuming from {ckpt_path} after epoch {run.start_epoch}")
+    state.net = _wrap(model, dev, world, cfg.compile)
+    return _run_epochs(state, run)
+
+
+def _config(config: TrainConfig | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> TrainConfig:
+    if config is None:
+        cfg = TrainConfig()
+    elif isinstance(config, TrainConfig):
+        cfg = config
+    elif isinstance(config, Mapping):
+        cfg = TrainConfig.from_dict(config)
+    else:
+        raise LightnnError(f"fit() config must be a TrainConfig or a mapping of its fields, got "
+                           f"{type(config).__name__}")
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+def _check_callbacks(callbacks: Sequence[Callback]) -> list[Callback]:
+    if isinstance(callbacks, Callback):
+        callbacks = [callbacks]
+    cbs = list(callbacks or ())
+    for i, cb in enumerate(cbs):
+        if not isinstance(cb, Callback):
+            raise LightnnError(f"callbacks[{i}] is a {type(cb).__name__}, not a lightnn.train.callbacks.Callback "
+                               f"(wrap a function in LambdaCallback)")
+    return cbs
+
+
+def _choose_precision(model: nn.Module, train: Any, cfg: TrainConfig, dev: torch.device, world: int,
+                      ckpt_path: Path | None, mean, std) -> tuple[TrainConfig, dict | None]:
+    """Decide amp, channels_last and compile where the config leaves them open (see :func:`fit`)."""
+    probe = cfg.amp is None and cfg.channels_last is None and dev.type == "cpu" and world == 1 and bf16_is_fast(dev)
+    amp = bf16_is_fast(dev) if cfg.amp is None else cfg.amp
+    channels_last = amp if cfg.channels_last is None else cfg.channels_last
+    compile, precision = cfg.compile, None
     auto = compile == "auto"
-    if (probe_precision or auto) and ckpt_path is not None:
+    if (probe or auto) and ckpt_path is not None:
         # a resumed run keeps the precision and the compile choice it started with
         prev = _stored_config(ckpt_path)
-        if probe_precision and "amp" in prev:
-            amp, channels_last, probe_precision = bool(prev["amp"]), bool(prev.get("channels_last", prev["amp"])), False
+        if probe and "amp" in prev:
+            amp, channels_last, probe = bool(prev["amp"]), bool(prev.get("channels_last", prev["amp"])), False
             precision = prev.get("precision_probe")
         if auto and prev.get("compile", "auto") != "auto":
             compile, auto = prev["compile"], False
-    if (probe_precision or auto) and world == 1 and isinstance(train, ImageData) and len(train) >= batch_size:
+    if (probe or auto) and world == 1 and isinstance(train, ImageData) and len(train) >= cfg.batch_size:
         # AMX CPU, nothing forced: bf16 + channels-last is not faster for every model, so time both on one batch;
         # compile="auto": time eager and compiled steps and keep the faster
-        first = next(iter(BatchLoader(train, batch_size, augment=augment, mean=mean, std=std, device=dev)))
-        cands = ((False, False), (True, True)) if probe_precision else ((amp, channels_last),)
+        first = next(iter(BatchLoader(train, cfg.batch_size, augment=cfg.augment, mean=mean, std=std, device=dev)))
+        cands = ((False, False), (True, True)) if probe else ((amp, channels_last),)
         precision = pick_precision(model, first, dev, compile=compile, candidates=cands)
         amp, channels_last = precision["amp"], precision["channels_last"]
         if auto:
             compile = precision["compile"]
-        if verbose:
+        if cfg.verbose:
             print(_probe_message(precision, amp, channels_last, auto), flush=True)
     elif auto:
         compile = False
-        if verbose:
+        if cfg.verbose:
             print("compile auto: no training step could be timed here (DDP, data that is not an ImageData, or "
                   "fewer images than one batch), so training runs eager", flush=True)
-    train_loader = _loader(train, batch_size=batch_size // world, train=True, device=dev, seed=seed, mean=mean, std=std,
-                           channels_last=channels_last, augment=augment, cutout=cutout)
-    val_loader = _loader(val, batch_size=max(batch_size, 256), train=False, device=dev, seed=seed, mean=mean,
-                         std=std, channels_last=channels_last) if val is not None else None
-    steps_per_epoch = len(train_loader)
-    if steps_per_epoch == 0:
-        raise DataError(f"training data {_data_name(train)!r} gives no batches at batch_size={batch_size}")
+    return cfg.replace(amp=bool(amp), channels_last=bool(channels_last), compile=compile), precision
 
+
+def _setup(model: nn.Module, cfg: TrainConfig, cbs: list[Callback], train_loader: Any, dev: torch.device,
+           rank: int, world: int, mean, std) -> TrainState:
+    """Model on the device, optimizer, schedule and callbacks started: the state of a fresh run."""
+    try:
+        steps_per_epoch = len(train_loader)
+    except TypeError:
+        raise LightnnError(f"training data {_data_name(train_loader)!r} has no length: fit needs an ImageData or a "
+                           f"sized iterable of (x, y) batches (a list, a BatchLoader, a DataLoader)") from None
+    if steps_per_epoch == 0:
+        raise DataError(f"training data {_data_name(train_loader)!r} gives no batches at batch_size={cfg.batch_size}")
+    total = int(math.ceil(cfg.epochs * steps_per_epoch))  # 0.5 epochs of 5 batches: 3 steps
+    for cb in cbs:
+        total = int(cb.steps(total))
+    if total < 1:
+        raise LightnnError(f"the run would take no optimizer step ({cfg.epochs} epochs of {steps_per_epoch} batches)")
     model.to(dev)
-    if channels_last:
+    if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     if mean is not None:
         model.lightnn_normalize = {"mean": mean, "std": std}
-    if isinstance(teacher, (str, os.PathLike)):
-        from ..checkpoint import load_any
-        teacher = load_any(teacher)
-    if teacher is not None:
-        teacher = teacher.to(dev).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        if channels_last:
-            teacher.to(memory_format=torch.channels_last)
-
-    opt = torch.optim.SGD(param_groups(model, weight_decay), lr=lr, momentum=momentum,
-                          nesterov=nesterov and momentum > 0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for cb in cbs:
+        params = list(cb.parameters(model, params))
+    opt = torch.optim.SGD(_weight_decay_groups(params, cfg.weight_decay), lr=cfg.lr, momentum=cfg.momentum,
+                          nesterov=cfg.nesterov and cfg.momentum > 0)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lr_lambda(schedule, epochs * steps_per_epoch, int(round(warmup_epochs * steps_per_epoch)),
-                       min_ratio=min_lr / lr if lr > 0 else 0.0))
-    torch.manual_seed(seed + rank)  # dropout and other in-model randomness
+        opt, lr_lambda(cfg.schedule, total, int(round(cfg.warmup_epochs * steps_per_epoch)),
+                       min_ratio=cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0))
+    state = TrainState(model=model, config=cfg, device=dev, optimizer=opt, scheduler=sched, callbacks=cbs,
+                       total_steps=total, steps_per_epoch=steps_per_epoch,
+                       epochs=int(math.ceil(total / steps_per_epoch)), rank=rank, world_size=world)
+    for cb in cbs:  # before the seed below: a teacher built from a checkpoint must not shift the run's RNG
+        cb.on_fit_start(state)
+    torch.manual_seed(cfg.seed + rank)  # dropout and other in-model randomness
+    return state
 
-    resolved = {**(config or {}), "epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
-                "nesterov": nesterov, "weight_decay": weight_decay, "schedule": schedule,
-                "warmup_epochs": warmup_epochs, "min_lr": min_lr, "label_smoothing": label_smoothing,
-                "augment": augment, "cutout": cutout, "amp": amp, "channels_last": channels_last,
-                "compile": compile if isinstance(compile, str) else bool(compile),
-                "seed": seed,
-                "kd_temperature": kd_temperature if teacher is not None else None,
-                "kd_weight": kd_weight if teacher is not None else None, "aux_weight": aux_weight,
-                "world_size": world, "device": str(dev), "normalize": {"mean": mean, "std": std},
-                "ema": ema, "precision_probe": precision}
-    history: list[dict] = []
-    start_epoch = 0
-    best = -1.0
-    ema_model = None
-    train_state: dict = {}
-    if ckpt_path is not None:
-        start_epoch, history, best, train_state = _restore(ckpt_path, model, opt, sched, dev)
-        if verbose and rank == 0:
-            print(f"resuming from {ckpt_path} after epoch {start_epoch}")
-    if ema is not None:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-        ema_model = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(ema)), use_buffers=True)
-        if ckpt_path is not None:
-            if "ema" not in train_state:
-                raise CheckpointError(f"cannot resume with ema: {str(ckpt_path)!r} was written by a run without ema "
-                                      f"(drop --ema or start a new run)")
-            ema_model.load_state_dict(train_state["ema"])
+def _resolved(cfg: TrainConfig, cbs: list[Callback], extra: Mapping[str, Any] | None, world: int,
+              dev: torch.device, mean, std, precision: dict | None) -> dict[str, Any]:
+    """What ``config.yaml`` and the checkpoints record: the recipe as run, and each callback's settings."""
+    d = cfg.to_dict()
+    for k in ("progress", "verbose", "mean", "std", "device"):
+        d.pop(k)
+    d["compile"] = cfg.compile if isinstance(cfg.compile, str) else bool(cfg.compile)
+    resolved = {**dict(extra or {}), **d, "kd_temperature": None, "kd_weight": None, "aux_weight": None,
+                "ema": None}
+    for cb in cbs:
+        resolved.update(cb.config())
+    resolved.update(world_size=world, device=str(dev), normalize={"mean": mean, "std": std},
+                    precision_probe=precision)
+    return resolved
 
+
+def _wrap(model: nn.Module, dev: torch.device, world: int, compile: bool | str) -> nn.Module:
     net = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    teach = teacher
-    if compile:
-        net = _compiled(net, compile)
-        teach = _compiled(teacher, compile) if teacher is not None else None
+    return _compiled(net, compile) if compile else net
 
-    loop = _Loop(model=model, net=net, teach=teach, opt=opt, sched=sched, loader=train_loader,
-                 steps=steps_per_epoch, dev=dev, amp=amp, label_smoothing=label_smoothing, aux_weight=aux_weight,
-                 kd_weight=kd_weight, kd_temperature=kd_temperature, extra_loss=extra_loss, hooks=hooks,
-                 ema_model=ema_model, grad_clip=grad_clip, compile=compile, k=k, train_name=_data_name(train),
-                 bar=progress and rank == 0)
+
+@dataclass
+class _Run:
+    """The run folder and data side of one :func:`fit` call (the training side is its :class:`TrainState`)."""
+
+    train_loader: Any
+    val_loader: Any
+    out: Path | None
+    resume: Any
+    ckpt_path: Path | None
+    overwrite: bool | None
+    resolved: dict
+    k: int | None
+    train_name: str
+    bar: bool
+    normalize: dict
+    start_epoch: int = 0
+    history: list | None = None
+    best: float = -1.0
+
+
+def _run_epochs(state: TrainState, run: _Run) -> dict[str, Any]:
+    history = run.history if run.history is not None else []
+    best, out, rank, cfg = run.best, run.out, state.rank, state.config
     t_run = time.perf_counter()
     with _output_lock(out if rank == 0 else None):
         if out is not None and rank == 0:
-            _prepare_output(out, resume, ckpt_path, overwrite, verbose)
-            _write_config(out / "config.yaml", resolved)
-        for epoch in range(start_epoch, epochs):
+            _prepare_output(out, run.resume, run.ckpt_path, run.overwrite, cfg.verbose)
+            _write_config(out / "config.yaml", run.resolved)
+        for epoch in range(run.start_epoch, state.epochs):
+            if state.stop or state.step >= state.total_steps:
+                break
+            state.epoch = epoch
             t0 = time.perf_counter()
-            acc = _train_epoch(loop, epoch, epochs, first=epoch == start_epoch)
-            train_time = time.perf_counter() - t0
-            rec: dict[str, Any] = {"epoch": epoch + 1, "lr": sched.get_last_lr()[0],
-                                   "train_loss": acc[2].item() / acc[0].item(),
-                                   "train_top1": 100.0 * acc[1].item() / acc[0].item(),
-                                   "images_per_s": acc[0].item() / train_time}
-            if val_loader is not None and math.isfinite(rec["train_loss"]):
-                ev = evaluate(model if ema_model is None else ema_model.module, val_loader, amp=amp, device=dev)
-                rec.update(val_top1=ev["top1"], val_top5=ev["top5"], val_loss=ev["loss"], val_images=ev["n"])
-                if ema_model is not None:
-                    rec["val_top1_raw"] = evaluate(model, val_loader, amp=amp, device=dev)["top1"]
-            check_finite(model, rec, lr)  # before anything of this epoch is saved
+            acc = _train_epoch(state, run, first=epoch == run.start_epoch)
+            rec = _epoch_record(state, run, acc, time.perf_counter() - t0)
             if "val_top1" in rec:
                 best = max(best, rec["val_top1"])
             rec["epoch_time_s"] = time.perf_counter() - t0
             history.append(rec)
-            if verbose and rank == 0:
-                msg = (f"epoch {epoch + 1}/{epochs}  loss {rec['train_loss']:.4f}  train {rec['train_top1']:.2f}%  "
-                       f"{rec['images_per_s']:.0f} img/s")
-                if "val_top1" in rec:
-                    msg += f"  val top1 {rec['val_top1']:.2f}%  top5 {rec['val_top5']:.2f}%"
-                print(msg, flush=True)
+            if cfg.verbose and rank == 0:
+                print(_epoch_line(rec, state.epochs), flush=True)
             if out is not None and rank == 0:
-                train_state = {"epoch": epoch + 1, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                               "rng": _rng_state(), "history": history, "best_val_top1": best}
-                if ema_model is not None:
-                    train_state["ema"] = ema_model.state_dict()
-                _save(out / "last.pt", model, resolved, rec, train_state)
+                train_state = {"epoch": epoch + 1, "optimizer": state.optimizer.state_dict(),
+                               "scheduler": state.scheduler.state_dict(), "rng": _rng_state(), "history": history,
+                               "best_val_top1": best, "callbacks": _callback_states(state.callbacks)}
+                _save(out / "last.pt", state.model, run.resolved, rec, train_state)
                 _write_metrics(out / "metrics.jsonl", history)
             dist_utils.barrier()
-            if on_epoch_end is not None:
-                on_epoch_end(epoch + 1, rec, model)
-
+            for cb in state.callbacks:
+                cb.on_epoch_end(state, rec)
         total = time.perf_counter() - t_run
         final = history[-1] if history else {}
-        if ema_model is not None:  # the model ends as the average it was validated as
-            model.load_state_dict(ema_model.module.state_dict())
+        for cb in state.callbacks:
+            cb.on_fit_end(state)
         if out is not None and rank == 0:
-            _save(out / "model.pt", model, resolved, final, None)
+            _save(out / "model.pt", state.model, run.resolved, final, None)
     return {"history": history, "final": final, "best_val_top1": best if best >= 0 else None,
-            "train_time_s": total, "normalize": {"mean": mean, "std": std},
+            "train_time_s": total, "steps": state.step, "normalize": run.normalize,
             "output_dir": str(out) if out is not None else None}
 
 
-# argument -> (integer?, lowest allowed, whether the lowest is allowed itself)
-_NUMBERS = {"epochs": (True, 1, True), "batch_size": (True, 1, True), "lr": (False, 0.0, True),
-            "momentum": (False, 0.0, True), "weight_decay": (False, 0.0, True), "warmup_epochs": (False, 0.0, True),
-            "min_lr": (False, 0.0, True), "kd_temperature": (False, 0.0, False), "aux_weight": (False, 0.0, True),
-            "cutout": (True, 0, True), "grad_clip": (False, 0.0, False)}
+def _epoch_line(rec: dict, epochs: int) -> str:
+    msg = (f"epoch {rec['epoch']}/{epochs}  loss {rec['train_loss']:.4f}  train {rec['train_top1']:.2f}%  "
+           f"{rec['images_per_s']:.0f} img/s")
+    if "val_top1" in rec:
+        msg += f"  val top1 {rec['val_top1']:.2f}%  top5 {rec['val_top5']:.2f}%"
+    return msg
 
 
-def _check_numbers(**values: Any) -> None:
-    """Raise :class:`LightnnError` naming the first argument of :func:`fit` that is not a finite number in range
-    (None is allowed for ``grad_clip``)."""
-    for name, v in values.items():
-        integer, lo, closed = _NUMBERS[name]
-        if v is None and name == "grad_clip":
-            continue
-        kind = "an integer" if integer else "a number"
-        ok = isinstance(v, numbers.Integral if integer else numbers.Real)
-        ok = ok and not isinstance(v, bool) and math.isfinite(v) and (v >= lo if closed else v > lo)
-        if not ok:
-            raise LightnnError(f"{name} must be {kind} {'>=' if closed else '>'} {lo}, got {v!r}")
+def _epoch_record(state: TrainState, run: _Run, acc: torch.Tensor, train_time: float) -> dict[str, Any]:
+    """The epoch's metrics (validation included), checked finite before anything of the epoch is saved."""
+    n = max(acc[0].item(), 1.0)
+    rec: dict[str, Any] = {"epoch": state.epoch + 1, "lr": state.scheduler.get_last_lr()[0],
+                           "train_loss": acc[2].item() / n, "train_top1": 100.0 * acc[1].item() / n,
+                           "images_per_s": acc[0].item() / train_time}
+    if run.val_loader is not None and math.isfinite(rec["train_loss"]):
+        scored = next((m for m in (cb.eval_model(state) for cb in state.callbacks) if m is not None), state.model)
+        amp, dev = state.config.amp, state.device
+        ev = evaluate(scored, run.val_loader, amp=amp, device=dev)
+        rec.update(val_top1=ev["top1"], val_top5=ev["top5"], val_loss=ev["loss"], val_images=ev["n"])
+        if scored is not state.model:  # a callback's model (a moving average) was scored: also the trained one
+            rec["val_top1_raw"] = evaluate(state.model, run.val_loader, amp=amp, device=dev)["top1"]
+    for cb in state.callbacks:
+        cb.on_epoch_metrics(state, rec)
+    check_finite(state.model, rec, state.config.lr)
+    return rec
 
 
-@dataclass
-class _Loop:
-    """What one training epoch needs; fixed for the whole run."""
-
-    model: nn.Module
-    net: nn.Module
-    teach: nn.Module | None
-    opt: torch.optim.Optimizer
-    sched: Any
-    loader: Any
-    steps: int
-    dev: torch.device
-    amp: bool
-    label_smoothing: float
-    aux_weight: float
-    kd_weight: float
-    kd_temperature: float
-    extra_loss: Callable | None
-    hooks: list
-    ema_model: nn.Module | None
-    grad_clip: float | None
-    compile: bool | str
-    k: int | None
-    train_name: str
-    bar: bool
-
-
-def _train_epoch(lp: _Loop, epoch: int, epochs: int, first: bool) -> torch.Tensor:
-    """One pass over the training data; returns (images, correct, loss sum) summed over the DDP ranks."""
-    if hasattr(lp.loader, "set_epoch"):
-        lp.loader.set_epoch(epoch)
-    lp.net.train()
-    acc = torch.zeros(3, dtype=torch.float64, device=lp.dev)  # n, correct, loss sum
-    it: Iterable = lp.loader
+def _train_epoch(state: TrainState, run: _Run, first: bool) -> torch.Tensor:
+    """One pass over the training data (or the part of it the step budget leaves); returns (images, correct,
+    loss sum) summed over the DDP ranks."""
+    loader = run.train_loader
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(state.epoch)
+    state.net.train()
+    for cb in state.callbacks:
+        cb.on_epoch_start(state)
+    acc = torch.zeros(3, dtype=torch.float64, device=state.device)  # n, correct, loss sum
+    it: Iterable = loader
     bar = None
-    if lp.bar:
+    if run.bar:
         from tqdm import tqdm
-        bar = tqdm(lp.loader, total=lp.steps, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True)
+        bar = tqdm(loader, total=min(state.steps_per_epoch, state.total_steps - state.step),
+                   desc=f"epoch {state.epoch + 1}/{state.epochs}", leave=False, dynamic_ncols=True)
         it = bar
-    for step, (x, y) in enumerate(it):
-        x, y = x.to(lp.dev, non_blocking=True), y.to(lp.dev, non_blocking=True)
-        first_step = first and step == 0
-        try:
-            with _autocast(lp.dev, lp.amp):
-                outputs = lp.net(x)
-                loss, logits = classification_loss(outputs, y, label_smoothing=lp.label_smoothing,
-                                                   aux_weight=lp.aux_weight)
-                if lp.teach is not None:
-                    with torch.no_grad():
-                        t_logits, _ = split_outputs(lp.teach(x))
-                    loss = (1.0 - lp.kd_weight) * loss + lp.kd_weight * distillation_loss(logits, t_logits,
-                                                                                          lp.kd_temperature)
-                if lp.extra_loss is not None:
-                    loss = loss + lp.extra_loss(lp.model, outputs, y)
-            if first_step and lp.k is not None and logits.shape[1] != lp.k:
-                raise DataError(f"model outputs {logits.shape[1]} classes but data {lp.train_name!r} has {lp.k}")
-            lp.opt.zero_grad(set_to_none=True)
-            loss.backward()
-        except RuntimeError as e:
-            if lp.compile and first_step and _is_compile_error(e):
-                raise LightnnError(_compile_failure(lp.model, e)) from e
-            raise
-        if lp.grad_clip:
-            nn.utils.clip_grad_norm_(lp.model.parameters(), lp.grad_clip)
-        lp.opt.step()
-        lp.sched.step()
-        for h in lp.hooks:
-            h(lp.model)
-        if lp.ema_model is not None:
-            lp.ema_model.update_parameters(lp.model)
+    for i, (x, y) in enumerate(it):
+        x, y = x.to(state.device, non_blocking=True), y.to(state.device, non_blocking=True)
+        loss, logits = _train_step(state, run, x, y, first and i == 0)
         with torch.no_grad():
             acc[0] += y.numel()
             acc[1] += (logits.argmax(1) == y).sum()
             acc[2] += loss.detach().double() * y.numel()
-        if bar is not None and step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lp.sched.get_last_lr()[0]:.4f}")
+        if bar is not None and i % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{state.scheduler.get_last_lr()[0]:.4f}")
+        if state.world_size > 1 and any(cb.may_stop for cb in state.callbacks):
+            # every rank stops at the same step, or the next gradient all-reduce would hang
+            flag = dist_utils.all_reduce_sum(torch.tensor([float(state.stop)], device=state.device))
+            state.stop = bool(flag.item() > 0)
+        if state.stop or state.step >= state.total_steps:
+            break
     if bar is not None:
         bar.close()
+    state.x = state.y = state.outputs = state.logits = None
     return dist_utils.all_reduce_sum(acc)
+
+
+def _train_step(state: TrainState, run: _Run, x: torch.Tensor, y: torch.Tensor,
+                first_step: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    cfg, cbs, opt = state.config, state.callbacks, state.optimizer
+    for cb in cbs:
+        cb.on_step_start(state)
+    state.x, state.y = x, y
+    try:
+        with _autocast(state.device, cfg.amp):
+            outputs = state.net(x)
+            # auxiliary heads count through the AuxLoss callback, not here
+            loss, logits = classification_loss(outputs, y, label_smoothing=cfg.label_smoothing, aux_weight=0.0)
+            state.outputs, state.logits = outputs, logits
+            for cb in cbs:
+                loss = cb.loss(state, loss)
+        if first_step and run.k is not None and logits.shape[1] != run.k:
+            raise DataError(f"model outputs {logits.shape[1]} classes but data {run.train_name!r} has {run.k}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+    except RuntimeError as e:
+        if cfg.compile and first_step and _is_compile_error(e):
+            raise LightnnError(_compile_failure(state.model, e)) from e
+        raise
+    for cb in cbs:
+        cb.on_after_backward(state)
+    if cfg.grad_clip:
+        nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
+    opt.step()
+    state.scheduler.step()
+    state.step += 1
+    for cb in cbs:
+        cb.on_step_end(state)
+    return loss, logits
+
+
+def _callback_key(cb: Callback, seen: dict[str, int]) -> str:
+    key = cb.state_key or type(cb).__name__
+    seen[key] = seen.get(key, 0) + 1
+    return key if seen[key] == 1 else f"{key}.{seen[key] - 1}"
+
+
+def _callback_states(cbs: list[Callback]) -> dict[str, dict]:
+    seen: dict[str, int] = {}
+    out = {}
+    for cb in cbs:
+        key = _callback_key(cb, seen)
+        sd = cb.state_dict()
+        if sd is not None:
+            out[key] = sd
+    return out
+
+
+def _restore_callbacks(cbs: list[Callback], train_state: dict, path: Path) -> None:
+    states = dict(train_state.get("callbacks") or {})
+    if "ema" in train_state:  # last.pt written before EMA became a callback
+        states.setdefault("ema", train_state["ema"])
+    seen: dict[str, int] = {}
+    for cb in cbs:
+        key = _callback_key(cb, seen)
+        if cb.state_dict() is None:
+            continue
+        if key not in states:
+            raise CheckpointError(f"cannot resume with {key}: {str(path)!r} was written by a run without {key} "
+                                  f"(drop it or start a new run)")
+        cb.load_state_dict(states[key])
 
 
 def non_finite_tensors(model: nn.Module) -> tuple[list[str], list[str]]:
@@ -754,19 +700,6 @@ def check_input_size(model: nn.Module, data: Any) -> None:
                         f"or pick a model for this size") from None
     finally:
         m.train(was_training)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-
-
-_COMPILE_MODES = {"default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "auto"}
-
-
-def check_compile_mode(compile: bool | str) -> None:
-    """Raise LightnnError unless ``compile`` is a bool, one of torch.compile's mode names, or "auto" (lightnn's:
-    compile only when a timed compiled step is faster than an eager one)."""
-    if isinstance(compile, str) and compile not in _COMPILE_MODES:
-        raise LightnnError(f"compile mode {compile!r} is not one of {sorted(_COMPILE_MODES)}")
 
 
 def _is_compile_error(e: BaseException) -> bool:
