@@ -184,7 +184,7 @@ def by_type_parts() -> list[dict]:
         {"text": f"The paper's four mult-add percentages add up to {sum(v[0] for v in TABLE2.values()):.2f}%; the one "
                  f"stem conv (3x3x3x32 at 112x112 = {four['Conv 3x3']['macs'] / 1e6:.2f} M MACs) is {stem:.2f}%, so "
                  f"the printed 1.19% reads as 1.91% with two digits transposed. Every other cell agrees to within "
-                 f"{others:.2f} points (tests/test_profile.py checks 0.5)."},
+                 f"{others:.2f} points (tests/profile/test_profile.py checks 0.5)."},
         {"text": "Every layer type, percentages of the whole model, with the memory traffic each type causes "
                  f"(activations read + written + weights, fp32, batch 1): BatchNorm and ReLU layers cost "
                  f"{eltwise_macs / 1e6:g} M multiply-adds but {eltwise:.1f}% of the traffic (ShuffleNet V2 guideline "

@@ -20,7 +20,7 @@ from lightnn.compress import load, read_lnz, save_lnz
 from lightnn.compress.huffman import encode
 from lightnn.errors import CheckpointError, LnzFormatError, LnzLimitError
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent / "compress"))
 import lnz_fuzz  # noqa: E402
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "input_safety.md"
@@ -375,7 +375,7 @@ def test_docs_name_existing_tests():
     here = Path(__file__).parent
     names = set(re.findall(r"`(test_\w+)`", text))
     assert len(names) >= 10
-    defined = set(re.findall(r"^def (test_\w+)", "".join(p.read_text() for p in here.glob("test_*.py")), re.M))
+    defined = set(re.findall(r"^def (test_\w+)", "".join(p.read_text() for p in here.rglob("test_*.py")), re.M))
     assert names <= defined, f"docs/input_safety.md names tests that do not exist: {sorted(names - defined)}"
 
 

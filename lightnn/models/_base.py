@@ -1,4 +1,4 @@
-"""The model contract every zoo model follows (checked by tests/test_models.py for every registered name).
+"""The model contract every zoo model follows (checked by tests/models/test_models.py for every registered name).
 
 - ``forward(x) == forward_head(forward_features(x))``
 - ``forward_features(x)`` returns the last feature map (N, num_features, h, w) before global pooling

@@ -11,7 +11,7 @@
 - IGCV3-D (Sun et al., BMVC 2018, arXiv:1806.00178), the official ``symbols/igcv3.py``: MobileNetV2 widths with
   about twice the blocks per stage (t, c, n, s table below) and IGCV3 inverted residuals (G1 = G2 = 2).
 
-Counts (tested in tests/test_igc.py): IGCV3-D 1.0 has 3.49 M params and 313 M MACs at 224 (paper 3.5 M, 318 M).
+Counts (tested in tests/ops/test_igc.py): IGCV3-D 1.0 has 3.49 M params and 313 M MACs at 224 (paper 3.5 M, 318 M).
 The widths 0.7 / 1.4 give 175 M / 590 M MACs against the 210 M / 610 M that ShuffleNet V2 quotes. The official
 code scales the declared input of each stage's first block twice for width != 1 (``in_c = round(c * multiplier)``
 after ``c`` was already scaled), so that block's expansion is sized from the wrong width; we do not copy that. With

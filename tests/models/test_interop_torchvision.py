@@ -1,5 +1,5 @@
 """torchvision checkpoints load into lightnn's models and give the same outputs (runs where torchvision is
-installed: ``pip install torchvision`` then ``pytest tests/test_interop_torchvision.py``).
+installed: ``pip install torchvision`` then ``pytest tests/models/test_interop_torchvision.py``).
 
 For every name lightnn shares with torchvision: build torchvision's model with random weights and randomized
 BatchNorm statistics, save its state dict, load it with ``create_model(name, checkpoint=file)`` and with
