@@ -43,13 +43,11 @@ def add_parser(sub):
 def run(args) -> int:
     import numpy as np
 
-    from ..export import (check_parity, export_fp16, export_onnx, export_qat_int8, qat_training, quantize_int8,
-                          resolve_model)
+    from ..export import check_parity, export_fp16, export_onnx, qat_stage, quantize_int8, resolve_model
     from ..export.calib import load_images
     from ..export.onnx import model_input_size, onnx_input_size, source_normalization
     from ..export.quantize import file_size
     from ..runtime import OrtSession
-    from ..train import fit
 
     out = Path(args.output)
     if out.suffix != ".onnx":
@@ -95,25 +93,20 @@ def run(args) -> int:
             train = load_dataset(args.train_data or args.calibration_data, split="train")
             if tuple(train.image_size) != tuple(size):
                 raise LightnnError(f"QAT data {train.source!r} is {train.image_size}, the model takes {size}")
-            q, qcfg, callbacks = qat_training(model, epochs=args.qat_epochs, lr=args.qat_lr, max_steps=args.qat_steps,
-                                              mean=mean, std=std)
-            fit(q, train, None, qcfg, callbacks=callbacks)
-            export_qat_int8(q, out, calib, input_size=size)
+            check = images(min(64, args.calibration_size), split="val")
+            # the oracle for a QAT export is the fake-quantized PyTorch model it came from
+            _, rep = qat_stage(model, train, calib, out, check=check, input_size=size, epochs=args.qat_epochs,
+                               lr=args.qat_lr, max_steps=args.qat_steps, mean=mean, std=std)
+            summary["int8"] = {**rep, "size_ratio": rep["bytes"] / file_size(fp32)}
         else:
             quantize_int8(fp32, out, calib, method=args.calibration_method)
-        check = images(min(64, args.calibration_size), split="val" if not is_onnx else "all")
-        got = OrtSession(out, threads=1).run(check.images).argmax(1)
-        if args.qat_epochs:  # the oracle for a QAT export is the fake-quantized PyTorch model it came from
-            import torch
-
-            with torch.no_grad():
-                ref = q(torch.from_numpy(check.images)).argmax(1).numpy()
-        else:
+            check = images(min(64, args.calibration_size), split="val" if not is_onnx else "all")
+            got = OrtSession(out, threads=1).run(check.images).argmax(1)
             ref = OrtSession(fp32, threads=1).run(check.images).argmax(1)
-        summary["int8"] = {"path": str(out), "bytes": file_size(out), "size_ratio": file_size(out) / file_size(fp32),
-                           "top1_agreement": float(np.mean(got == ref)), "n": len(check),
-                           "reference": "qat-pytorch" if args.qat_epochs else "fp32-onnx",
-                           "method": "qat" if args.qat_epochs else args.calibration_method}
+            summary["int8"] = {"path": str(out), "bytes": file_size(out),
+                               "size_ratio": file_size(out) / file_size(fp32),
+                               "top1_agreement": float(np.mean(got == ref)), "n": len(check),
+                               "reference": "fp32-onnx", "method": args.calibration_method}
     elif args.fp16:
         export_fp16(fp32, out)
         summary["fp16"] = {"path": str(out), "bytes": file_size(out), "size_ratio": file_size(out) / file_size(fp32)}

@@ -37,7 +37,7 @@ from ..transforms.fold import fold_bn
 from ..transforms.quant import fake_quantize, swap_modules
 from ..train import MaxSteps, QATObservers, TimeLimit, TrainConfig
 
-__all__ = ["prepare_qat", "convert_qat", "qat_training", "QAT_RECIPE", "export_qat_int8", "QATConv2d", "QATLinear",
+__all__ = ["prepare_qat", "convert_qat", "qat_training", "qat_stage", "QAT_RECIPE", "export_qat_int8", "QATConv2d", "QATLinear",
            "fake_quant_weight", "fake_quant_act"]
 
 
@@ -157,3 +157,34 @@ def export_qat_int8(model: nn.Module, path: str | os.PathLike, calibration_data:
         overrides = _onnx_ranges(fp32, ranges)
         return quantize_int8(fp32, path, calibration_data, method="minmax", activation_ranges=overrides)
 
+
+
+def qat_stage(model: nn.Module, train: Any, calibration: Any, out: str | os.PathLike, *, check: Any = None,
+              input_size: Any = None, opset: int = 17, **training: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """Quantization-aware training as one stage: fake-quantize ``model`` (:func:`qat_training`), fine-tune it with
+    :func:`lightnn.train.fit`, export the int8 ONNX model to ``out`` (:func:`export_qat_int8`, ``calibration``
+    images for the ranges QAT did not observe) and check that model against the fake-quantized PyTorch model it
+    came from on ``check`` images (an :class:`~lightnn.export.calib.ImageSet` or array; default: the calibration
+    images). ``training`` goes to :func:`qat_training` (``epochs``, ``lr``, ``max_steps``, ``mean``, ``std`` ...).
+
+    Returns the trained fake-quantized model and a report: ``path``, ``bytes``, ``top1_agreement`` with the
+    PyTorch model, ``n`` images, ``steps`` taken.
+    """
+    import numpy as np
+
+    from ..runtime import OrtSession
+    from ..train import fit
+    from .quantize import file_size
+
+    q, config, callbacks = qat_training(model, **training)
+    fit(q, train, None, config, callbacks=callbacks)
+    path = export_qat_int8(q, out, calibration, input_size=input_size, opset=opset)
+    images = getattr(check if check is not None else calibration, "images", check if check is not None
+                     else calibration)
+    x = np.ascontiguousarray(images, dtype=np.float32)
+    got = OrtSession(path, threads=1).run(x).argmax(1)
+    with torch.no_grad():
+        ref = q(torch.from_numpy(x)).argmax(1).numpy()
+    return q, {"path": str(path), "bytes": file_size(path), "top1_agreement": float(np.mean(got == ref)),
+               "n": int(len(x)), "reference": "qat-pytorch", "method": "qat",
+               "steps": int(getattr(q, "qat_steps", 0))}

@@ -191,6 +191,21 @@ def test_qat_exports_int8_that_matches_the_fake_quant_model(trained, data, tmp_p
     assert abs(np.mean(out.argmax(1) == val.labels) - np.mean(ref.argmax(1) == val.labels)) <= 0.03
 
 
+def test_qat_stage_is_the_same_workflow_in_one_call(trained, data, tmp_path):
+    from lightnn.export import qat_stage
+
+    train, val = data
+    sub = train.subset(torch.randperm(len(train))[:256])
+    q, rep = qat_stage(trained, sub, val, tmp_path / "qat.onnx", check=val, epochs=1, lr=1e-3, batch_size=64)
+    assert rep["path"] == str(tmp_path / "qat.onnx") and rep["bytes"] == (tmp_path / "qat.onnx").stat().st_size
+    assert rep["steps"] == q.qat_steps == 4 and rep["n"] == len(val) and rep["reference"] == "qat-pytorch"
+    # the agreement it reports is the one a hand check of the same two models gives
+    with torch.no_grad():
+        ref = q(torch.from_numpy(val.images)).argmax(1).numpy()
+    got = OrtSession(tmp_path / "qat.onnx").run(val.images).argmax(1)
+    assert rep["top1_agreement"] == pytest.approx(float(np.mean(got == ref))) and rep["top1_agreement"] >= 0.9
+
+
 def test_qat_checkpoint_round_trip(tmp_path):
     from lightnn.checkpoint import load_model, save_checkpoint
 
