@@ -13,6 +13,7 @@ import importlib
 import sys
 
 from ..errors import LightnnError
+from ._common import explicit_flags
 
 # subcommand -> module (in lightnn.cli); order is the order `lightnn --help` lists them
 SUBCOMMANDS = {
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 1
+    explicit_flags(args)  # subcommands that track typed flags get their untyped defaults back before running
     try:
         rc = args._run(args)
     except LightnnError as e:

@@ -11,7 +11,7 @@ from ..errors import LightnnError
 from ..utils.checks import Number
 
 __all__ = ["add_command", "load_yaml", "Number", "check_value", "merge_config", "expand_models", "track_explicit",
-           "explicit_flags"]
+           "explicit_flags", "refuse_inapplicable"]
 
 
 def add_command(sub, name: str, help: str, examples: list[str], description: str | None = None) -> argparse.ArgumentParser:
@@ -67,6 +67,15 @@ def explicit_flags(args: argparse.Namespace) -> set[str]:
         for d in set(defaults) - args._explicit:
             setattr(args, d, defaults[d])
     return args._explicit
+
+
+def refuse_inapplicable(command: str, args: argparse.Namespace, rules: list[tuple[str, bool, str]]) -> None:
+    """Refuse, by name, a typed flag that this invocation would not read: ``rules`` are ``(dest, not_read, why)``
+    (e.g. ``("qat_lr", not args.qat_epochs, "needs --qat-epochs")``). Untyped flags are never refused."""
+    typed = explicit_flags(args)
+    for dest, not_read, why in rules:
+        if dest in typed and not_read:
+            raise LightnnError(f"lightnn {command}: --{dest.replace('_', '-')} {why}")
 
 
 def merge_config(args: argparse.Namespace, config: dict[str, Any]) -> dict[str, Any]:

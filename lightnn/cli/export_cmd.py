@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..errors import LightnnError
-from ._common import add_command
+from ._common import add_command, refuse_inapplicable, track_explicit
 
 
 def add_parser(sub):
@@ -37,6 +37,7 @@ def add_parser(sub):
     p.add_argument("--parity-inputs", type=int, default=16, help="images for the PyTorch-vs-ONNX check")
     p.add_argument("--atol", type=float, default=1e-4, help="parity tolerance, relative to max |logit|")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
+    track_explicit(p)  # a typed flag this export would not read is refused by name (see run)
     return p
 
 
@@ -54,6 +55,14 @@ def run(args) -> int:
         raise LightnnError(f"--output {args.output!r} must end in .onnx")
     src = str(args.source)
     is_onnx = src.endswith(".onnx")
+    onnx_in = "does not apply to an ONNX source (it is already exported)"
+    refuse_inapplicable("export", args, [
+        *((k, is_onnx, onnx_in) for k in ("input_size", "opset", "static_batch", "no_fold_bn", "parity_inputs",
+                                          "atol", "qat_epochs")),
+        ("calibration_method", not args.int8, "applies to --int8 only (QAT learns its ranges)"),
+        ("calibration_size", not (args.int8 or args.qat_epochs), "applies to --int8 / --qat-epochs only"),
+        *((k, not args.qat_epochs, "needs --qat-epochs") for k in ("train_data", "qat_lr", "qat_steps")),
+    ])
     summary: dict = {"source": src, "output": str(out)}
     norm = None
     model = None

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..errors import LightnnError
-from ._common import add_command
+from ._common import add_command, refuse_inapplicable, track_explicit
 
 
 def add_parser(sub):
@@ -39,6 +39,7 @@ def add_parser(sub):
     p.add_argument("--no-auto-mixed", action="store_true",
                    help="do not search for a mixed model when int8 is slower than fp32")
     p.add_argument("--json", action="store_true")
+    track_explicit(p)  # a typed flag this run would not read is refused by name (see run)
     return p
 
 
@@ -53,6 +54,9 @@ def run(args) -> int:
         raise LightnnError(f"--output {args.output!r} is a directory for the models and the report, not a file")
     batches = _batches(args.batch)
     src = str(args.source)
+    refuse_inapplicable("quantize", args, [
+        ("input_size", src.endswith(".onnx"), "does not apply to an ONNX source (its input size is in the file)"),
+    ])
     if src.endswith(".onnx"):
         if not Path(src).is_file():
             raise LightnnError(f"ONNX model {src!r} does not exist")

@@ -146,3 +146,26 @@ def test_train_precedence_flag_over_config_over_default(tmp_path):
     assert _train_cfg(["--epochs", "30"], {"epochs": 7}, tmp_path)["epochs"] == 30
     assert _train_cfg(["--no-amp"], {"amp": True}, tmp_path)["amp"] is False
     assert _train_cfg([], {"amp": True}, tmp_path)["amp"] is True and _train_cfg([])["amp"] is None
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["m.onnx", "--int8", "--opset", "13"], "--opset does not apply to an ONNX source"),
+    (["m.onnx", "--fp16", "--static-batch"], "--static-batch does not apply to an ONNX source"),
+    (["resnet20", "--qat-lr", "0.01"], "--qat-lr needs --qat-epochs"),
+    (["resnet20", "--int8", "--train-data", "sample"], "--train-data needs --qat-epochs"),
+    (["resnet20", "--fp16", "--calibration-size", "8"], "--calibration-size applies to --int8 / --qat-epochs only"),
+    (["resnet20", "--qat-epochs", "1", "--calibration-method", "entropy"], "--calibration-method applies to --int8"),
+])
+def test_export_refuses_flags_it_would_not_read(tmp_path, capsys, argv, message):
+    from lightnn.cli import main
+
+    assert main(["export", *argv, "--output", str(tmp_path / "out.onnx")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_quantize_refuses_an_input_size_for_an_onnx_source(tmp_path, capsys):
+    from lightnn.cli import main
+
+    assert main(["quantize", "m.onnx", "--calibration-data", "sample", "--output", str(tmp_path / "q"),
+                 "--input-size", "32"]) == 2
+    assert "--input-size does not apply to an ONNX source" in capsys.readouterr().err
