@@ -383,22 +383,12 @@ def test_cli_lowrank_dispatch(r20_ckpt, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_finetune_with_distillation(r20_ckpt, tmp_path, capsys, monkeypatch):
+def test_cli_finetune_with_distillation(r20_ckpt, tmp_path, capsys, fit_spy):
     import json
 
-    import lightnn.train
     from lightnn.cli import main
-    from lightnn.train import Distillation
 
-    seen = {}
-    real_fit = lightnn.train.fit
-
-    def spy(model, train, val, config, **kw):  # what reaches the trainer: its config and callbacks
-        seen.update(config.to_dict(), teacher=[c.teacher for c in kw["callbacks"] if isinstance(c, Distillation)],
-                    kd_weight=[c.weight for c in kw["callbacks"] if isinstance(c, Distillation)])
-        return real_fit(model, train, val, config, **kw)
-
-    monkeypatch.setattr(lightnn.train, "fit", spy)
+    seen = fit_spy  # what reaches the trainer: its config and callbacks
     out = tmp_path / "ft"
     assert main(["compress", str(r20_ckpt), "--method", "channels", "--ratio", "0.5", "--data", "sample",
                  "--finetune-epochs", "1", "--distill", "--lr", "0.02", "--weight-decay", "4e-5", "--kd-weight",

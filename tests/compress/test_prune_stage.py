@@ -99,21 +99,10 @@ def test_latency_budget_with_an_injected_latency(data, plan):
 
 
 @pytest.mark.slow
-def test_blocks_ranked_by_injected_latency_then_fine_tuned(data, monkeypatch):
-    import lightnn.train
-    from lightnn.train import Distillation
-
+def test_blocks_ranked_by_injected_latency_then_fine_tuned(data, fit_spy):
     train, val = data
     model = _r20()
-    seen = {}
-    real_fit = lightnn.train.fit
-
-    def spy(model, train, val, config, **kw):  # what reaches the trainer: its config and callbacks
-        seen.update(config.to_dict(), teacher=[c.teacher for c in kw["callbacks"] if isinstance(c, Distillation)],
-                    kd_weight=[c.weight for c in kw["callbacks"] if isinstance(c, Distillation)])
-        return real_fit(model, train, val, config, **kw)
-
-    monkeypatch.setattr(lightnn.train, "fit", spy)
+    seen = fit_spy  # what reaches the trainer: its config and callbacks
     cfg = PruneConfig(ratio=0.25, remove_blocks=1, rank_blocks="latency", round_to=4, finetune_epochs=1, lr=0.02,
                       distill=True, kd_weight=0.3, batch_size=16, schedule="onecycle", seed=3, device="cpu")
     pruned, rep = prune_to_budget(model, cfg, train, val, latency=lambda m: _params(m) / 1e4)
