@@ -147,6 +147,8 @@ def checkpoint_dict(model: nn.Module, *, meta: dict | None = None, train_state: 
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": dict(meta or {}),
     }
+    # refuse at save time what the loader would refuse (e.g. a class passed as an architecture argument)
+    check_architecture(ckpt, lambda what: LightnnError(f"model {name!r} cannot be saved: its checkpoint {what}"))
     if train_state is not None:
         ckpt["train_state"] = train_state
     ckpt["digest"] = weights_digest(ckpt)

@@ -101,3 +101,14 @@ def test_load_refuses_a_bare_state_dict(tmp_path):
     torch.save(lightnn.create_model("lenet5", num_classes=10).state_dict(), tmp_path / "sd.pt")
     with pytest.raises(CheckpointError, match="bare state dict"):
         lightnn.load(tmp_path / "sd.pt")
+
+
+def test_an_architecture_argument_that_is_not_plain_data_is_refused_at_save_time(tmp_path):
+    import torch.nn as nn
+
+    m = lightnn.create_model("resnet20", num_classes=10, width=4)
+    m.lightnn_args = {**m.lightnn_args, "act": nn.ReLU}  # a class: torch.load(weights_only=True) could not read it
+    for suffix in (".pt", ".lnz"):
+        with pytest.raises(LightnnError, match=r"cannot be saved.*arch_kwargs\['act'\] of type type"):
+            lightnn.save(tmp_path / f"m{suffix}", m)
+        assert not (tmp_path / f"m{suffix}").exists()

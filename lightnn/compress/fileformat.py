@@ -95,6 +95,8 @@ def _header_and_payload(model: nn.Module, recs: list[EncodedTensor], meta: Mappi
         records.append({"key": r.key, "kind": r.kind, "shape": r.shape, "dtype": r.dtype, **r.fields, "seg": seg})
     header = {"format": "lightnn-lnz", "model": name, "arch_kwargs": dict(arch.get("arch_kwargs", {})),
               "transforms": list(arch.get("transforms", [])), "meta": dict(meta or {}), "records": records}
+    # refuse at write time what the reader would refuse (e.g. a class passed as an architecture argument)
+    check_architecture(header, lambda what: LightnnError(f"model {name!r} cannot be saved as .lnz: its header {what}"))
     text = json.dumps(header, separators=(",", ":"), default=_json_default).encode()
     if len(text) > MAX_HEADER_BYTES or len(records) > MAX_RECORDS:  # never write a file the reader refuses
         raise LightnnError(f"a .lnz header of {len(records)} records and {len(text):,} bytes exceeds the format's "
