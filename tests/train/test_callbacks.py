@@ -10,18 +10,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lightnn.data import ImageData
 from lightnn.errors import CheckpointError, LightnnError
 from lightnn.train import (AGPSchedule, Callback, LambdaCallback, Masks, MaxSteps, QATObservers, SharedWeights,
                            TimeLimit, TrainConfig, fit)
+from synthetic import tiny_data  # noqa: E402  (tests/train/synthetic.py)
 
 
-def tiny_data(n: int = 32, k: int = 4, size: int = 8, seed: int = 0) -> ImageData:
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % k
-    imgs = torch.randint(0, 120, (n, 3, size, size), generator=g, dtype=torch.uint8)
-    imgs[:, 0] += (labels * 40).to(torch.uint8)[:, None, None]
-    return ImageData(imgs, labels, [f"c{i}" for i in range(k)], source="tiny")
 
 
 def net(seed: int = 0) -> nn.Module:

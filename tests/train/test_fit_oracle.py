@@ -19,18 +19,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lightnn.data import BatchLoader, ImageData
+from lightnn.data import BatchLoader
+from synthetic import tiny_data  # noqa: E402  (tests/train/synthetic.py)
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "fit_oracle.pt"
 MEAN, STD = [0.3, 0.25, 0.2], [0.2, 0.2, 0.25]
 
 
-def tiny_data(n: int = 32, k: int = 4, size: int = 8, seed: int = 0) -> ImageData:
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % k
-    imgs = torch.randint(0, 120, (n, 3, size, size), generator=g, dtype=torch.uint8)
-    imgs[:, 0] += (labels * 40).to(torch.uint8)[:, None, None]  # learnable: class sets the red level
-    return ImageData(imgs, labels, [f"c{i}" for i in range(k)], source="tiny")
 
 
 class Tiny(nn.Module):

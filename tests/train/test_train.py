@@ -15,19 +15,13 @@ import torch.nn.functional as F
 
 from lightnn import create_model
 from lightnn.cli import main
-from lightnn.data import ImageData
 from lightnn.errors import DataError
 from lightnn.train import (EMA, AuxLoss, Distillation, ExtraLoss, LambdaCallback, Masks, distillation_loss, evaluate,
                            fit, lr_lambda, param_groups)
 from lightnn.train.losses import classification_loss
+from synthetic import tiny_data  # noqa: E402  (tests/train/synthetic.py)
 
 
-def tiny_data(n: int = 48, k: int = 4, size: int = 8, seed: int = 0) -> ImageData:
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % k
-    imgs = torch.randint(0, 120, (n, 3, size, size), generator=g, dtype=torch.uint8)
-    imgs[:, 0] += (labels * 40).to(torch.uint8)[:, None, None]  # learnable: class sets the red level
-    return ImageData(imgs, labels, [f"c{i}" for i in range(k)], source="tiny")
 
 
 def small_model(k: int = 4):
@@ -126,9 +120,9 @@ def test_resume_gives_the_uninterrupted_result(tmp_path):
 
 def test_class_count_mismatch_is_a_data_error():
     with pytest.raises(DataError, match="num_classes=4"):
-        fit(create_model("resnet20", num_classes=10), tiny_data(), epochs=1, **KW)
+        fit(create_model("resnet20", num_classes=10), tiny_data(48), epochs=1, **KW)
     with pytest.raises(DataError, match="10 output classes"):
-        evaluate(create_model("resnet20", num_classes=10), tiny_data())
+        evaluate(create_model("resnet20", num_classes=10), tiny_data(48))
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0])
@@ -136,7 +130,7 @@ def test_label_smoothing_out_of_range_is_named(bad):
     from lightnn.errors import LightnnError
 
     with pytest.raises(LightnnError, match=rf"label_smoothing must be in \[0, 1\), got {bad}"):
-        fit(create_model("resnet20", num_classes=4), tiny_data(), epochs=1, label_smoothing=bad, **KW)
+        fit(create_model("resnet20", num_classes=4), tiny_data(48), epochs=1, label_smoothing=bad, **KW)
 
 
 def test_evaluate_matches_hand_count():
@@ -198,7 +192,7 @@ class AuxNet(nn.Module):
 
 
 def test_aux_head_teacher_hooks_and_extra_loss():
-    data = tiny_data()
+    data = tiny_data(48)
     model = AuxNet()
     mask = (torch.rand_like(model.fc.weight) > 0.5).float()
     extra_calls = []
