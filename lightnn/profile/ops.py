@@ -160,7 +160,7 @@ MEMORY_OPS: set[str] = {f"aten.{n}" for n in """
 # Metadata-only ops: no data moves, no cost. (Allocation without writing, e.g. empty, moves nothing either.)
 VIEW_OPS: set[str] = {f"aten.{n}" for n in """
     view _unsafe_view reshape _reshape_alias view_as transpose transpose_ t t_ permute slice select expand
-    expand_as unsqueeze unsqueeze_ squeeze squeeze_ split split_with_sizes unbind chunk narrow as_strided alias
+    expand_as unsqueeze unsqueeze_ squeeze squeeze_ split split_with_sizes unbind chunk narrow as_strided as_strided_ alias
     unsafe_split unsafe_split_with_sizes unsafe_chunk
     detach detach_ diagonal unfold view_as_real view_as_complex flatten unflatten movedim lift_fresh
     empty empty_like empty_strided new_empty new_empty_strided resize_ _local_scalar_dense is_same_size

@@ -439,3 +439,13 @@ def test_cli_profile_unknown_names(capsys):
     assert "no_such_model" in capsys.readouterr().err
     assert main(["profile", "zzz*"]) == 2
     assert "zzz*" in capsys.readouterr().err
+
+
+def test_channels_last_model_counts_as_the_contiguous_one():
+    # A model trained in the channels-last layout (the trainer picks it where it is faster, e.g. on AMX Xeons) keeps
+    # channels-last weights; its global pooling then restrides in place (aten.as_strided_), a free metadata op.
+    # The count must not depend on the memory format, and strict mode must not refuse it.
+    m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4))
+    ref = profile(m, (1, 3, 12, 12), strict=True)
+    cl = profile(m.to(memory_format=torch.channels_last), (1, 3, 12, 12), strict=True)
+    assert (cl.params, cl.macs, cl.memory_bytes) == (ref.params, ref.macs, ref.memory_bytes)
