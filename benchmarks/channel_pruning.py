@@ -38,6 +38,7 @@ from lightnn import create_model  # noqa: E402
 from lightnn.checkpoint import load_model, save_checkpoint  # noqa: E402
 from lightnn.compress.channel import prune_channels, verify_shrink  # noqa: E402
 from lightnn.compress.sensitivity import count_macs, plan_ratios, plot_sensitivity, sensitivity_analysis  # noqa: E402
+from lightnn.models import model_normalization, record_update  # noqa: E402
 from lightnn.utils.io import atomic_write_json  # noqa: E402
 
 # name, width argument, candidate widths for the equal-MACs uniform baseline, baseline epochs, fine-tune epochs
@@ -75,14 +76,14 @@ def train_stage(args: argparse.Namespace) -> None:
             meta = torch.load(given, map_location="cpu", weights_only=True).get("meta", {})
             rec["base_epochs"] = base_ep = int(meta.get("epochs", meta.get("epoch", base_ep)))
             if meta.get("normalize"):
-                model.lightnn_normalize = meta["normalize"]
+                record_update(model, normalize=meta["normalize"])
         else:
             torch.manual_seed(0)
             model = create_model(name, num_classes=10)
             fit(model, train, val, TrainConfig(epochs=base_ep, batch_size=256, lr=0.2, weight_decay=5e-4, device=dev,
                                                progress=False, verbose=False))
         model.to(dev).eval()
-        norm = getattr(model, "lightnn_normalize", None)
+        norm = model_normalization(model)
 
         def acc(m: torch.nn.Module) -> float:
             return evaluate(m, val, batch_size=1000, device=dev)["top1"]
@@ -125,7 +126,7 @@ def train_stage(args: argparse.Namespace) -> None:
         rec["width_top1"] = acc(wm)
         print(name, "width", w, rec["width_top1"], flush=True)
         for tag, m in (("base", model), ("pruned", pruned), ("width", wm)):
-            meta = {"top1": rec[f"{tag}_top1"], "normalize": getattr(m, "lightnn_normalize", norm)}
+            meta = {"top1": rec[f"{tag}_top1"], "normalize": model_normalization(m) or norm}
             save_checkpoint(out / f"{name}_{tag}.pt", m.cpu(), meta=meta)
         results["models"][name] = rec
         atomic_write_json(out / "results.json", results)
@@ -148,7 +149,7 @@ def depth_stage(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     train, val = load_dataset(args.data, "train"), load_dataset(args.data, "val")
     model = load_model(runs_dir / f"{name}_base.pt").eval()
-    norm = getattr(model, "lightnn_normalize", None) or torch.load(
+    norm = model_normalization(model) or torch.load(
         runs_dir / f"{name}_base.pt", map_location="cpu", weights_only=True).get("meta", {}).get("normalize")
     mean, std = (norm["mean"], norm["std"]) if norm else (None, None)
 

@@ -40,6 +40,7 @@ from lightnn import create_model  # noqa: E402
 from lightnn.checkpoint import load_model, read_checkpoint, save_checkpoint  # noqa: E402
 from lightnn.compress import DeepConfig, deep_compress  # noqa: E402
 from lightnn.data import BatchLoader, load_dataset  # noqa: E402
+from lightnn.models import model_normalization  # noqa: E402
 from lightnn.train import TrainConfig, fit  # noqa: E402
 
 # targets (issue 6): at least this compression with at most this many top-1 points lost
@@ -139,7 +140,7 @@ def run(args) -> dict:
         if ckpt and Path(ckpt).exists():
             model = load_model(ckpt)
             ck_meta = read_checkpoint(ckpt).get("meta", {})
-            norm = dict(getattr(model, "lightnn_normalize", None) or ck_meta.get("normalize") or {})
+            norm = dict(model_normalization(model) or ck_meta.get("normalize") or {})
             baseline = {**ck_meta.get("baseline", {}), "source": str(ckpt)}  # how it was trained, if recorded
             mean, std = norm.get("mean"), norm.get("std")
             if mean is None:

@@ -35,6 +35,7 @@ from records import col, make_record, render, start, table, write_record  # noqa
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from lightnn.models import model_name, record_update  # noqa: E402
 
 MODELS = ["mobilenet_v2", "shufflenet_v2_x1_0", "resnet18", "mnasnet1_0"]
 CIFAR_DATA = [Path("/work/shared/data/cifar10-train-jpeg.tar.gz"), Path("/tmp/cifar")]
@@ -130,7 +131,7 @@ def cifar_rows(ckpt_dir: Path, d: Path, threads: int, repeats: int, qat_steps: i
             fns.update({k: (lambda s=s, xn=xn: s.run(xn)) for k, s in sess.items()})
             times = interleaved(fns, repeats=repeats, runs=10 if b == 1 else 3)
             speed[b] = {k: ratio_stats(times["ort fp32"], times[k]) for k in fns}
-        row = {"ckpt": ck.name, "model": getattr(model, "lightnn_name", "?"), "n_val": len(val), "acc32": acc32,
+        row = {"ckpt": ck.name, "model": model_name(model, "?"), "n_val": len(val), "acc32": acc32,
                "acc8": acc8, "acc_naive": acc_naive, "bytes32": fp32.stat().st_size, "bytes8": q.stat().st_size,
                "speedup": speed[1]["lightnn int8"], "speed": speed, "method": "PTQ minmax"}
         rows.append(row)
@@ -150,8 +151,7 @@ def cifar_rows(ckpt_dir: Path, d: Path, threads: int, repeats: int, qat_steps: i
 
 
 def _with_norm(model, norm):
-    model.lightnn_normalize = norm
-    return model
+    return record_update(model, normalize=norm)
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 
 from .errors import CheckpointError, LightnnError
-from .models import create_model, set_checkpoint_loader
+from .models import ModelRecord, create_model, model_name, record_of, set_checkpoint_loader, set_record
 from .transforms import apply_transforms
 from .utils.io import atomic_torch_save
 
@@ -128,11 +128,10 @@ def checkpoint_dict(model: nn.Module, *, meta: dict | None = None, train_state: 
                     architecture: Mapping[str, Any] | None = None) -> dict:
     """The plain-data checkpoint of ``model`` (registry name, architecture, transforms, weights) with its digest.
 
-    ``architecture`` (``{"model", "arch_kwargs", "transforms"}``, what :class:`lightnn.record.ModelRecord` holds)
-    names what rebuilds the model; by default it is read from the model's registry attributes."""
-    arch = architecture if architecture is not None else {
-        "model": getattr(model, "lightnn_name", None), "arch_kwargs": getattr(model, "lightnn_args", {}),
-        "transforms": getattr(model, "lightnn_transforms", [])}
+    ``architecture`` (``{"model", "arch_kwargs", "transforms"}``, what :class:`lightnn.models.ModelRecord` holds)
+    names what rebuilds the model; by default it is the model's record's."""
+    rec = record_of(model)
+    arch = architecture if architecture is not None else (rec.architecture() if rec is not None else {})
     name = arch.get("model")
     if name is None:
         raise LightnnError(
@@ -362,7 +361,8 @@ def _build_budget(values: int, modules: int) -> Iterator[None]:
 def build_model(ckpt: Mapping, declared: Mapping[str, Spec], *, source: str, **overrides: Any) -> nn.Module:
     """``create_model`` + transforms for a checkpoint (or ``.lnz`` header) whose weights have the shapes in
     ``declared``. The build is bounded by those weights (see the module docstring); any failure becomes a
-    :class:`CheckpointError` naming ``source`` and the architecture."""
+    :class:`CheckpointError` naming ``source`` and the architecture. The model gets the record of the file:
+    its architecture, transforms and the record fields of its ``meta`` (normalization, classes, ...)."""
     transforms = list(ckpt.get("transforms", []))
     args = dict(ckpt.get("arch_kwargs", {}))
     args.update(overrides)
@@ -386,8 +386,8 @@ def build_model(ckpt: Mapping, declared: Mapping[str, Spec], *, source: str, **o
             raise CheckpointError(f"{source}: refusing to build {what}: it asks for more memory than this machine "
                                   f"has (an architecture argument out of range?)") from None
         raise CheckpointError(f"{source}: cannot build {what}: {type(e).__name__}: {' '.join(str(e).split())}") from None
-    model.lightnn_transforms = transforms
-    return model
+    arch = {"model": ckpt["model"], "arch_kwargs": record_of(model).arch_kwargs, "transforms": transforms}
+    return set_record(model, ModelRecord.from_file_fields(arch, ckpt.get("meta") or {}, source))
 
 
 def _dtype_kind(dtype: torch.dtype) -> str:
@@ -419,8 +419,7 @@ def check_fit(model: nn.Module, declared: Mapping[str, Spec], *, source: str) ->
     parts = [_listed(x, noun) for x, noun in ((missing, "missing key"), (unexpected, "unexpected key"),
                                                (shapes, "shape mismatch"), (kinds, "dtype mismatch")) if x]
     if parts:
-        name = getattr(model, "lightnn_name", type(model).__name__)
-        raise CheckpointError(f"{source}: weights do not fit model {name!r}: {'; '.join(parts)}")
+        raise CheckpointError(f"{source}: weights do not fit model {model_name(model)!r}: {'; '.join(parts)}")
 
 
 def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: str) -> nn.Module:

@@ -363,11 +363,12 @@ def _stage_select(ctx: Ctx) -> str:
 def _stage_prune(ctx: Ctx, train, val) -> None:
     from .checkpoint import load_model, save_checkpoint
     from .compress.stages import PruneConfig, prune_to_budget
+    from .models import model_normalization, record_update
 
     best = ctx.state["select"]["best"]
     row0 = ctx.state["candidates"][best]
     model = load_model(ctx.out / row0["checkpoint"])
-    model.lightnn_normalize = row0["normalize"]
+    record_update(model, normalize=row0["normalize"])
     size = tuple(train.image_size)
     pc, tc = ctx.cfg["prune"], ctx.cfg["train"]
     # one uniform ratio over all channel groups, bisected until the shrunk model meets the MACs budget, then the
@@ -388,7 +389,7 @@ def _stage_prune(ctx: Ctx, train, val) -> None:
     row["top1_before_finetune"] = rep["top1"]["pruned"]
     final = rep.get("finetune_final") or {"val_top1": rep["top1"]["pruned"]}
     row["top1"] = float(final["val_top1"])
-    row["normalize"] = pruned.lightnn_normalize
+    row["normalize"] = model_normalization(pruned)
     ckpt = save_checkpoint(ctx.out / "models" / f"{best}-pruned.pt", pruned, meta={"normalize": row["normalize"]})
     row["checkpoint"] = str(ckpt.relative_to(ctx.out))
     val_xy = _normalized(val, row["normalize"]["mean"], row["normalize"]["std"])

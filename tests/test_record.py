@@ -12,8 +12,10 @@ import torch
 import lightnn
 from lightnn import ModelRecord
 from lightnn.compress.channel import prune_channels
+from lightnn.record import build
 from lightnn.data import Normalization
 from lightnn.errors import CheckpointError, LightnnError
+from lightnn.models import model_normalization, record_of, set_record
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -50,12 +52,12 @@ def test_save_load_round_trip_keeps_record_and_weights(pruned, tmp_path, suffix)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(x), pruned(x), rtol=0, atol=0)  # lossless: .lnz of float32 weights
-    assert model.lightnn_normalize == {"mean": [0.5] * 3, "std": [0.25] * 3}  # handed on to eval/export
+    assert model_normalization(model) == {"mean": [0.5] * 3, "std": [0.25] * 3}  # handed on to eval/export
 
 
 def test_record_not_attributes_names_the_architecture(pruned, tmp_path):
     # the record, not whatever the module carries, says what rebuilds the file
-    other = ModelRecord.of(pruned).replace(arch_kwargs={**pruned.lightnn_args, "num_classes": 100})
+    other = ModelRecord.of(pruned).replace(arch_kwargs={**record_of(pruned).arch_kwargs, "num_classes": 100})
     lightnn.save(tmp_path / "other.pt", pruned, other)
     with pytest.raises(CheckpointError, match=r"weights do not fit.*classifier\.weight"):
         lightnn.load(tmp_path / "other.pt")
@@ -63,9 +65,9 @@ def test_record_not_attributes_names_the_architecture(pruned, tmp_path):
 
 def test_build_replays_the_transforms(pruned):
     rec = ModelRecord.of(pruned)
-    fresh = rec.build()
+    fresh = build(rec)
     assert {k: v.shape for k, v in fresh.state_dict().items()} == {k: v.shape for k, v in pruned.state_dict().items()}
-    assert fresh.lightnn_transforms == [dict(t) for t in rec.transforms]
+    assert record_of(fresh).transforms == rec.transforms
 
 
 def test_records_are_frozen_and_edits_make_new_ones(pruned):
@@ -107,8 +109,63 @@ def test_an_architecture_argument_that_is_not_plain_data_is_refused_at_save_time
     import torch.nn as nn
 
     m = lightnn.create_model("resnet20", num_classes=10, width=4)
-    m.lightnn_args = {**m.lightnn_args, "act": nn.ReLU}  # a class: torch.load(weights_only=True) could not read it
+    set_record(m, record_of(m).replace(arch_kwargs={**record_of(m).arch_kwargs, "act": nn.ReLU}))  # a class: torch.load(weights_only=True) could not read it
     for suffix in (".pt", ".lnz"):
         with pytest.raises(LightnnError, match=r"cannot be saved.*arch_kwargs\['act'\] of type type"):
             lightnn.save(tmp_path / f"m{suffix}", m)
         assert not (tmp_path / f"m{suffix}").exists()
+
+
+def _lightnn_attributes(model) -> set[str]:
+    return {k for k in vars(model) if k.startswith("lightnn_")}
+
+
+def test_a_model_carries_one_record_through_every_edit():
+    from lightnn.compress.depth import remove_blocks
+    from lightnn.compress.lowrank import factorize
+    from lightnn.export.qat import convert_qat, prepare_qat
+    from lightnn.transforms.fold import fold_bn
+
+    torch.manual_seed(0)
+    m = lightnn.create_model("resnet20", num_classes=10, width=8).eval()
+    x = torch.randn(1, 3, 32, 32)
+    assert _lightnn_attributes(m) == {"lightnn_record"} and record_of(m).transforms == ()
+    m = remove_blocks(m, ["features.2.1"], x)
+    m = prune_channels(m, x, 0.25, round_to=1)
+    factorize(m, energy=0.9)
+    kinds = [t["kind"] for t in record_of(m).transforms]
+    assert kinds[:2] == ["blocks", "channels"] and set(kinds[2:]) <= {"lowrank"}
+    folded = fold_bn(m)
+    assert [t["kind"] for t in record_of(folded).transforms] == [*kinds, "fold_bn"]
+    assert [t["kind"] for t in record_of(m).transforms] == kinds  # the source's record is untouched
+    q = prepare_qat(m)
+    assert [t["kind"] for t in record_of(q).transforms] == [*kinds, "fold_bn", "fake_quant"]
+    plain, _ = convert_qat(q)
+    assert [t["kind"] for t in record_of(plain).transforms] == [*kinds, "fold_bn"]
+    for model in (m, folded, q, plain):
+        assert _lightnn_attributes(model) == {"lightnn_record"} and record_of(model).name == "resnet20"
+    # the recorded edits rebuild the same architecture: a fresh build takes the edited model's weights
+    fresh = build(record_of(folded))
+    fresh.load_state_dict(folded.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.eval()(x), folded(x), rtol=0, atol=0)
+
+
+def test_a_users_own_module_gets_a_nameless_record_that_replays_but_is_not_saved(tmp_path):
+    import torch.nn as nn
+
+    from lightnn.transforms import apply_transforms
+
+    def net():
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1))
+
+    model = net().eval()
+    assert record_of(model) is None
+    pruned = prune_channels(model, torch.randn(1, 3, 8, 8), 0.5, round_to=1)
+    rec = record_of(pruned)
+    assert rec.name is None and [t["kind"] for t in rec.transforms] == ["channels"]
+    again = apply_transforms(net(), rec.transforms)
+    assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in pruned.state_dict().items()}
+    with pytest.raises(LightnnError, match="no registry name"):
+        lightnn.save(tmp_path / "m.pt", pruned)
+    assert not (tmp_path / "m.pt").exists()

@@ -227,8 +227,10 @@ def _run_sensitivity(args: argparse.Namespace, recipe: dict[str, Any]) -> int:
     src, out, _, model = _load(args)
     train, val = _data(args)
     log = None if args.json else (lambda s: print(s, file=sys.stderr))
+    from ..models import model_name
+
     model, rep = sensitivity_stage(model, cfg, train, val, log=log, progress=not args.json)
-    write_sensitivity(rep["sensitivity"], out, f"{getattr(model, 'lightnn_name', src.stem)}: each channel group "
+    write_sensitivity(rep["sensitivity"], out, f"{model_name(model, src.stem)}: each channel group "
                                                "pruned alone")
     report = {"source": str(src), "method": "sensitivity", **rep}
     print(json.dumps(report) if args.json else sensitivity_table(rep["sensitivity"]) + f"\nwrote {out}/sensitivity.*")
@@ -255,6 +257,7 @@ def _run_channels(args: argparse.Namespace, recipe: dict[str, Any]) -> int:
     from ..checkpoint import save_checkpoint
     from ..compress.sensitivity import write_sensitivity
     from ..compress.stages import prune_to_budget
+    from ..models import model_name, model_normalization
     from ..utils.io import atomic_write_json
 
     cfg = _prune_config(args, recipe)
@@ -265,9 +268,9 @@ def _run_channels(args: argparse.Namespace, recipe: dict[str, Any]) -> int:
     report = {"source": str(src), "method": "channels", **rep}
     out.mkdir(parents=True, exist_ok=True)
     if "sensitivity" in rep:
-        write_sensitivity(rep["sensitivity"], out, f"{getattr(model, 'lightnn_name', src.stem)}: each channel group "
+        write_sensitivity(rep["sensitivity"], out, f"{model_name(model, src.stem)}: each channel group "
                                                    "pruned alone")
-    save_checkpoint(out / "model.pt", pruned, meta={**meta, "normalize": pruned.lightnn_normalize, "compression": {
+    save_checkpoint(out / "model.pt", pruned, meta={**meta, "normalize": model_normalization(pruned), "compression": {
         "channels": {k: v for k, v in report.items() if k != "sensitivity"}}})
     atomic_write_json(out / "report.json", report)
     if args.json:

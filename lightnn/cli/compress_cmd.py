@@ -124,8 +124,9 @@ def run(args) -> int:
     import torch
 
     from ..checkpoint import save_checkpoint
-    from ..record import load
     from ..compress import deep_compress, report_markdown
+    from ..models import record_update
+    from ..record import load
     from ..utils.io import atomic_write_json, atomic_write_text
 
     cfg = _config(args, recipe)
@@ -168,7 +169,7 @@ def run(args) -> int:
     model, report = deep_compress(model, cfg, train=train, val=val, output=lnz_out, stages=stages, meta=meta,
                                   log=None if quiet else (lambda s: print(s, file=sys.stderr)))
     if out.suffix == ".pt":
-        model.lightnn_normalize = norm
+        record_update(model, normalize=norm or None)
         save_checkpoint(out, model, meta={**meta, "compression": report["stages"]})
         report["stages"].append({"stage": "checkpoint (dense .pt)", "bytes": out.stat().st_size,
                                  "ratio": report["stages"][0]["bytes"] / out.stat().st_size, "accuracy": None,

@@ -56,7 +56,7 @@ def run(args) -> int:
         model.to(device)
     res = evaluate(model, data, batch_size=args.batch_size, device=device, mean=norm.get("mean"), std=norm.get("std"),
                    tta=args.tta)
-    name = "onnx" if onnx else getattr(model, "lightnn_name", type(model).__name__)
+    name = "onnx" if onnx else record.name
     res = {"checkpoint": args.checkpoint, "model": name,
            "data": str(args.data), "split": args.split, "tta": args.tta, **res}
     if args.json:

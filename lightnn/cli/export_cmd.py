@@ -136,8 +136,9 @@ def run(args) -> int:
 
 
 def _with_norm(model, norm):
-    model.lightnn_normalize = norm
-    return model
+    from ..models import record_update
+
+    return record_update(model, normalize=norm)
 
 
 def _sibling(out: Path, tag: str) -> Path:

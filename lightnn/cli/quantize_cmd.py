@@ -47,6 +47,7 @@ def run(args) -> int:
     from ..export import export_onnx, quantize_report, resolve_model
     from ..export.calib import load_images
     from ..export.onnx import check_parity, model_input_size, onnx_input_size, source_normalization
+    from ..models import record_update
     from ..utils.io import atomic_write_json, atomic_write_text
 
     out = Path(args.output)
@@ -71,7 +72,7 @@ def run(args) -> int:
         size = model_input_size(model, args.input_size)
         norm = source_normalization(src, model)
         if norm:
-            model.lightnn_normalize = norm
+            record_update(model, normalize=norm)
         fp32 = out / "model.fp32.onnx"
         export_onnx(model, fp32, input_size=size)
     if (args.mean is None) != (args.std is None):

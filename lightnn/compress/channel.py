@@ -8,7 +8,7 @@ a new module type). This module turns its removable sets into edits:
   (:mod:`lightnn.compress.importance`), keeps hardware-friendly widths (:func:`round_keep`) and shrinks the model;
 - :func:`shrink` / :func:`apply_channel_spec` write new, smaller modules in place, each rebuilt by the shrink rule
   registered for its type (``nn.Conv2d`` / ``nn.BatchNorm2d`` / ``nn.Linear`` / shuffle, split, permute built in).
-  The edit is recorded as plain data (kept channel indices per layer) in ``model.lightnn_transforms`` under the
+  The edit is recorded as plain data (kept channel indices per layer) in the model's record (``record_of(model).transforms``) under the
   checkpoint transform ``"channels"``, so a pruned checkpoint rebuilds with ``create_model(checkpoint=...)``;
 - :func:`mask_model` / :func:`verify_shrink` are the oracle: the shrunk model must equal the original with the
   removed channels zeroed where they are consumed.
@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import LightnnError
+from ..models import record_edit, record_of
 from ..graph import ChannelGroup, DependencyGraph, build_dependency_graph
 from ..transforms.channels import apply_channel_spec
 from .importance import get_criterion, taylor_gradients
@@ -55,8 +56,7 @@ def shrink(model: nn.Module, graph: DependencyGraph, removed: dict[str, list[int
     """Remove the channel sets ``removed[group_name]`` from ``model`` in place and record the transform."""
     spec = channel_spec(graph, removed)
     apply_channel_spec(model, spec)
-    model.lightnn_transforms = list(getattr(model, "lightnn_transforms", [])) + [spec]
-    return model
+    return record_edit(model, spec)
 
 
 def mask_model(model: nn.Module, spec: dict) -> nn.Module:
@@ -93,7 +93,8 @@ def verify_shrink(original: nn.Module, pruned: nn.Module, example_input: torch.T
     when the outputs differ beyond the tolerance.
     """
     if spec is None:
-        specs = [t for t in getattr(pruned, "lightnn_transforms", []) if t.get("kind") == "channels"]
+        rec = record_of(pruned)
+        specs = [t for t in (rec.transforms if rec is not None else ()) if t.get("kind") == "channels"]
         if not specs:
             raise LightnnError("pruned model records no 'channels' transform; pass spec=")
         spec = specs[-1]
@@ -168,7 +169,7 @@ def prune_channels(model: nn.Module, example_input: torch.Tensor, ratio: float |
     random, and any added with ``register_criterion``) or a function ``(group, model) -> scores``; ``scope="layer"`` ranks inside each group, ``"global"`` ranks all
     groups together (scores normalized by each group's mean) and removes the overall ``ratio`` of channel sets.
     Taylor needs ``data`` (batches of ``(x, y)``). Kept widths are rounded to multiples of ``round_to``.
-    Returns the pruned model (a copy unless ``inplace``) with ``lightnn_transforms`` updated.
+    Returns the pruned model (a copy unless ``inplace``) with the edit added to its record.
     """
     if scope not in ("layer", "global"):
         raise LightnnError(f"scope must be 'layer' or 'global', got {scope!r}")

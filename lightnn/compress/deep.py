@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import LightnnError
+from ..models import model_name
 from .fileformat import DEFAULT_INDEX_BITS, encode_model, load, save_lnz
 from .prune import MagnitudePruner, layer_density, prunable_layers
 from .share import DEFAULT_BITS, finalize_sharing, share_weights
@@ -292,7 +293,7 @@ def deep_compress(model: nn.Module, config: DeepConfig | None = None, *, train: 
         say(f"shared: {_fmt_bytes(sizes['shared_bytes'])} ({original / sizes['shared_bytes']:.1f}x)"
             + (f", top-1 {a:.2f}%" if a is not None else ""))
 
-    report: dict[str, Any] = {"model": getattr(model, "lightnn_name", type(model).__name__),
+    report: dict[str, Any] = {"model": model_name(model),
                               "config": asdict(cfg), "stages": stage_rows}
     if report_half is not None:
         report["float16_others"] = report_half

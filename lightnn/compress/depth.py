@@ -11,7 +11,7 @@ of a non-negative input, as after a previous block's ReLU).
 standard layers, not only the zoo); :func:`block_sensitivity` scores each block by what removing it alone costs
 (any metric, usually validation accuracy, or a latency); :func:`rank_blocks` orders them by score lost, or by
 score lost per millisecond saved; :func:`remove_blocks` replaces the chosen blocks by ``nn.Identity`` and
-records the plain-data transform ``{"kind": "blocks", "removed": [...]}`` on ``model.lightnn_transforms``, so
+records the plain-data transform ``{"kind": "blocks", "removed": [...]}`` on the model's record, so
 :func:`lightnn.checkpoint.load_model` rebuilds the shallower model from its file. Channel pruning
 (:func:`lightnn.compress.channel.prune_channels`) can follow on the result; the transforms replay in order.
 """
@@ -27,6 +27,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ..errors import LightnnError
+from ..models import record_edit
 from ..transforms import set_module
 from ..transforms.blocks import remove_named_blocks
 
@@ -180,5 +181,4 @@ def remove_blocks(model: nn.Module, names: Sequence[str], example_input: torch.T
     if not inplace:
         model = copy.deepcopy(model)
     remove_named_blocks(model, names)
-    model.lightnn_transforms = [*getattr(model, "lightnn_transforms", []), {"kind": "blocks", "removed": names}]
-    return model
+    return record_edit(model, {"kind": "blocks", "removed": names})

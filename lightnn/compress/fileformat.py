@@ -39,6 +39,7 @@ import torch.nn as nn
 
 from ..checkpoint import build_model, check_architecture, check_fit, load_weights, register_file_format
 from ..errors import LightnnError, LnzCorruptError, LnzError, LnzFormatError, LnzLimitError
+from ..models import record_of
 from ..utils.io import atomic_write_bytes
 from .encode import (MAX_EXPANSION, EncodedTensor, RecordSpec, check_record, decode_budget, decode_checked,
                      encode_tensor)
@@ -105,8 +106,8 @@ def _header_and_payload(model: nn.Module, recs: list[EncodedTensor], meta: Mappi
 
 
 def _model_architecture(model: nn.Module) -> dict[str, Any]:
-    return {"model": getattr(model, "lightnn_name", None), "arch_kwargs": getattr(model, "lightnn_args", {}),
-            "transforms": getattr(model, "lightnn_transforms", [])}
+    rec = record_of(model)
+    return rec.architecture() if rec is not None else {"model": None, "arch_kwargs": {}, "transforms": []}
 
 
 def _json_default(o: Any) -> Any:
@@ -124,8 +125,8 @@ def save_lnz(path: str | os.PathLike, model: nn.Module, *, index_bits: int | Map
              block: int | None = None, architecture: Mapping[str, Any] | None = None) -> dict:
     """Encode ``model`` and write it atomically to ``path``. Returns per-tensor stats and the file size.
 
-    ``architecture`` (``{"model", "arch_kwargs", "transforms"}``, what :class:`lightnn.record.ModelRecord` holds)
-    names what rebuilds the model; by default it is read from the model's registry attributes."""
+    ``architecture`` (``{"model", "arch_kwargs", "transforms"}``, what :class:`lightnn.models.ModelRecord` holds)
+    names what rebuilds the model; by default it is the model's record's."""
     unwrapped = getattr(model, "module", model)
     recs = encode_model(unwrapped, index_bits=index_bits, weight_bits=weight_bits, block=block)
     hbytes, payload = _header_and_payload(unwrapped, recs, meta, architecture)
@@ -298,12 +299,7 @@ def load(path: str | os.PathLike) -> nn.Module:
     declared = _declared(checked)
     model = build_model(header, declared, source=source)
     check_fit(model, declared, source=source)
-    model = load_weights(model, _decode_records(checked, payload, p), source=source)
-    model.lightnn_meta = header.get("meta", {})
-    norm = model.lightnn_meta.get("normalize")
-    if norm:  # input normalization the model was trained with (lightnn eval reads it)
-        model.lightnn_normalize = norm
-    return model
+    return load_weights(model, _decode_records(checked, payload, p), source=source)  # its record: build_model
 
 
 register_file_format(".lnz", load)  # lightnn.checkpoint.load_any (and so eval, export, quantize) reads .lnz

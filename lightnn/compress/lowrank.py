@@ -6,7 +6,7 @@ threshold: the smallest r keeping ``energy`` of sum(sigma^2) (the squared Froben
 when factoring would not save parameters (r (in K^2 + out) >= out in K^2).
 
 The edit is recorded as the plain-data transform ``{"kind": "lowrank", "ranks": {layer: r}}`` on
-``model.lightnn_transforms``, so :func:`lightnn.checkpoint.load_model` rebuilds the factored model from a file.
+the model's record, so :func:`lightnn.checkpoint.load_model` rebuilds the factored model from a file.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import LightnnError
+from ..models import record_edit
 from ..transforms import set_module
 from ..ops.lowrank import LowRankConv2d, LowRankLinear, svd
 
@@ -132,7 +133,7 @@ def factorize(model: nn.Module, *, rank: int | dict[str, int] | None = None, ene
     ``rank``: one rank for every layer, or ``{layer_name: rank}``; ``energy``: keep this fraction of each layer's
     squared singular values instead. ``layers``/``exclude``: wildcard patterns over module names (grouped convs
     are never eligible). ``input_size`` (C, H, W), default ``model.default_input_size``, sets the MACs columns.
-    Returns a :class:`LowRankReport`; the spec is appended to ``model.lightnn_transforms``.
+    Returns a :class:`LowRankReport`; the spec is appended to the model's record.
     """
     if (rank is None) == (energy is None):
         raise LightnnError("low-rank: give exactly one of rank= or energy=")
@@ -183,7 +184,7 @@ def factorize(model: nn.Module, *, rank: int | dict[str, int] | None = None, ene
     report.params_after = sum(p.numel() for p in model.parameters())
     report.spec = {"kind": "lowrank", "ranks": ranks}
     if ranks:
-        model.lightnn_transforms = [*getattr(model, "lightnn_transforms", []), report.spec]
+        record_edit(model, report.spec)
     return report
 
 

@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import LightnnError
+from ..models import model_normalization, record_update
 from .budget import budget_search
 from .channel import build_dependency_graph, prune_channels, resolve_round_to, verify_shrink
 from .importance import CRITERIA
@@ -244,8 +245,8 @@ def _input_size(model: nn.Module, *data: Any) -> tuple[int, ...]:
 
 
 def _normalization(model: nn.Module, train: Any, val: Any) -> dict | None:
-    norm = getattr(model, "lightnn_normalize", None)
-    if norm and norm.get("mean") is not None:
+    norm = model_normalization(model)
+    if norm:
         return norm
     src = train if train is not None else val
     if src is None:
@@ -425,10 +426,10 @@ def prune_to_budget(model: nn.Module, config: PruneConfig, train: Any = None, va
 
     ``train`` / ``val`` are :class:`~lightnn.data.ImageData` (:meth:`PruneConfig.data_needs` says which the config
     needs). ``latency(model) -> ms`` replaces the deployment measurement (:func:`deployment_latency`) for a latency
-    budget and latency ranking of blocks. Normalization is ``model.lightnn_normalize``, else the training data's
+    budget and latency ranking of blocks. Normalization is the model record's, else the training data's
     channel statistics. ``finetune_dir``: the trainer's output folder (an interrupted fine-tune resumes from it).
 
-    Returns ``(pruned, report)``: the pruned model on the CPU with ``lightnn_normalize`` set, and a JSON-ready
+    Returns ``(pruned, report)``: the pruned model on the CPU, its record holding the edits and the normalization, and a JSON-ready
     report with ``config``, ``unsupported``, ``plan`` (and ``sensitivity``, ``blocks``, ``latency_backend`` when
     used), ``verify_max_diff`` (shrunk vs masked), ``macs`` / ``params`` before and after, ``top1`` (with
     validation data), ``finetune`` / ``finetune_final`` (the trainer's last epoch record) and ``seconds`` (block
@@ -484,7 +485,7 @@ def prune_to_budget(model: nn.Module, config: PruneConfig, train: Any = None, va
         report["finetune_final"] = res["final"]
         report["seconds"]["finetune"] = time.perf_counter() - t0
     pruned.cpu()
-    pruned.lightnn_normalize = norm
+    record_update(pruned, normalize=norm)
     return pruned, report
 
 

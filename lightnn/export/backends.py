@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..profile.latency import register_latency_backend, time_callable
+from ..models import model_name
 from ..runtime import OrtSession
 
 
@@ -38,7 +39,7 @@ def _session_for(model: Any, example: Any, threads: int, int8: bool) -> OrtSessi
             calib = np.random.default_rng(0).standard_normal((8, *example.shape[1:]), dtype=np.float32)
             path = quantize_int8(path, Path(d) / "m.int8.onnx", calib)
         sess = OrtSession(Path(path).read_bytes(), threads=threads)
-    sess.path = f"<{getattr(model, 'lightnn_name', type(model).__name__)}{' int8' if int8 else ''}>"
+    sess.path = f"<{model_name(model)}{' int8' if int8 else ''}>"
     _SESSION_CACHE["entry"] = (model, key, sess)  # holding the model keeps another one from reusing its id
     return sess
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import LightnnError, UnsupportedOpError
+from ..models import model_name, model_normalization
 from ..utils.io import atomic_write_bytes
 
 __all__ = ["export_onnx", "check_parity", "resolve_model", "onnx_input_size", "source_normalization", "ParityReport",
@@ -79,10 +80,10 @@ def model_input_size(model: nn.Module, input_size: Any = None) -> tuple[int, int
 
 def source_normalization(source: Any, model: nn.Module | None = None) -> dict[str, list[float]] | None:
     """The input normalization a model was trained with: ``{"mean": [...], "std": [...]}`` from the model
-    (``lightnn_normalize``), a checkpoint's metadata, or an ONNX file exported by lightnn; None when unknown."""
-    norm = getattr(model, "lightnn_normalize", None) if model is not None else None
+    (its record's), a checkpoint's metadata, or an ONNX file exported by lightnn; None when unknown."""
+    norm = model_normalization(model) if model is not None else None
     if norm:
-        return {"mean": list(norm["mean"]), "std": list(norm["std"])}
+        return norm
     if isinstance(source, (str, os.PathLike)):
         p = Path(source)
         if p.suffix == ".onnx" and p.is_file():
@@ -105,7 +106,7 @@ def source_normalization(source: Any, model: nn.Module | None = None) -> dict[st
 def _default_size(model: nn.Module) -> tuple[int, ...]:
     if "default_input_size" in vars(model):
         return model.default_input_size
-    name = getattr(model, "lightnn_name", None)
+    name = model_name(model, "")
     if name:
         from ..models import is_model, model_info
 
@@ -194,7 +195,7 @@ def export_onnx(
         m = re.search(r"operator '?(?:aten::)?([A-Za-z0-9_.]+)'?", msg)
         op = m.group(1) if m else None
         layer = _layer_in_graph(net, graphs, f"aten::{op}") if op else None
-        name = getattr(model, "lightnn_name", type(model).__name__)
+        name = model_name(model)
         where = f" in layer {layer}" if layer else ""
         what = f"op {op!r}{where}" if op else "the graph"
         raise UnsupportedOpError(f"model {name!r} at input {'x'.join(map(str, size))} does not export to ONNX "
@@ -203,11 +204,11 @@ def export_onnx(
 
     proto = onnx.load_from_string(buf.getvalue())
     meta = {"lightnn.input_size": ",".join(map(str, size)), "lightnn.bn_folded": str(bool(fold_bn))}
-    if getattr(model, "lightnn_name", None):
-        meta["lightnn.model"] = model.lightnn_name
-    if norm:
-        meta["lightnn.mean"] = ",".join(f"{v:.6g}" for v in norm["mean"])
-        meta["lightnn.std"] = ",".join(f"{v:.6g}" for v in norm["std"])
+    if model_name(model, ""):
+        meta["lightnn.model"] = model_name(model)
+    if norm:  # repr: the shortest text that reads back as the same float (the model was trained on these)
+        meta["lightnn.mean"] = ",".join(repr(float(v)) for v in norm["mean"])
+        meta["lightnn.std"] = ",".join(repr(float(v)) for v in norm["std"])
     onnx.helper.set_model_props(proto, meta)
     return atomic_write_bytes(path, proto.SerializeToString())
 

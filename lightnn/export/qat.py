@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import LightnnError
+from ..models import model_normalization, record_edit, record_of, set_record
 from ..ops.quant import ActRange, QATConv2d, QATLinear, fake_quant_act, fake_quant_weight
 from ..transforms.fold import fold_bn
 from ..transforms.quant import fake_quantize, swap_modules
@@ -43,10 +44,8 @@ __all__ = ["prepare_qat", "convert_qat", "qat_training", "qat_stage", "QAT_RECIP
 
 def prepare_qat(model: nn.Module, inplace: bool = False) -> nn.Module:
     """Fold BN, then replace every Conv2d/Linear with its fake-quantized version (records the transforms)."""
-    transforms = list(getattr(model, "lightnn_transforms", []))
-    m = fake_quantize(fold_bn(model, inplace=inplace))
-    m.lightnn_transforms = transforms + [{"kind": "fold_bn"}, {"kind": "fake_quant", "bits": 8}]
-    return m
+    m = fake_quantize(fold_bn(model, inplace=inplace))  # fold_bn records its own edit
+    return record_edit(m, {"kind": "fake_quant", "bits": 8})
 
 
 def convert_qat(model: nn.Module) -> tuple[nn.Module, dict[str, tuple[float, float]]]:
@@ -72,7 +71,9 @@ def convert_qat(model: nn.Module) -> tuple[nn.Module, dict[str, tuple[float, flo
         return p
 
     swap_modules(m, swap)
-    m.lightnn_transforms = [t for t in getattr(m, "lightnn_transforms", []) if t.get("kind") != "fake_quant"]
+    rec = record_of(m)
+    if rec is not None:
+        set_record(m, rec.replace(transforms=tuple(t for t in rec.transforms if t.get("kind") != "fake_quant")))
     return m, ranges
 
 
@@ -100,7 +101,7 @@ def qat_training(model: nn.Module, *, max_steps: int | None = None, max_seconds:
     from ..data import IMAGENET_MEAN, IMAGENET_STD
     from .onnx import model_input_size
 
-    norm = getattr(model, "lightnn_normalize", None)
+    norm = model_normalization(model)
     if not norm:  # lightnn's loader default for this many channels
         c = model_input_size(model)[0]
         norm = {"mean": list(IMAGENET_MEAN)[:c] + [0.5] * max(0, c - 3),

@@ -2,8 +2,8 @@
 
 A builder is a plain function ``fn(*, num_classes=1000, in_chans=3, **arch_kwargs) -> nn.Module`` decorated with
 :func:`register_model`. :func:`create_model` records the registry name and the architecture arguments on the model
-(``model.lightnn_name``, ``model.lightnn_args``) so that checkpoints can rebuild it without pickled code; dataclass
-arguments (the rows of an ``ir_net`` table) are recorded as dicts of their fields.
+in the model's :class:`~lightnn.models.ModelRecord` (``model.lightnn_record``) so that checkpoints can rebuild it
+without pickled code; dataclass arguments (the rows of an ``ir_net`` table) are recorded as dicts of their fields.
 """
 
 from __future__ import annotations
@@ -154,6 +154,7 @@ def create_model(
         raise LightnnError(f"model {name!r} does not take argument(s) {sorted(arch_kwargs)}: {e}") from None
     if "default_input_size" not in vars(model):  # a class-level default must not hide the registered size
         model.default_input_size = (in_chans, *info.input_size[1:])
-    model.lightnn_name = name
-    model.lightnn_args = {"num_classes": num_classes, "in_chans": in_chans, **_plain(arch_kwargs)}
-    return model
+    from .record import ModelRecord, set_record  # record.py validates names against this registry
+
+    return set_record(model, ModelRecord(name, {"num_classes": num_classes, "in_chans": in_chans,
+                                                **_plain(arch_kwargs)}))

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import CheckpointError
+from .record import model_name
 
 __all__ = ["load_foreign_state_dict", "convert_state_dict"]
 
@@ -101,7 +102,7 @@ def convert_state_dict(model: nn.Module, state_dict: Mapping, source: str = "tor
 
 
 def _name(model: nn.Module) -> str:
-    return repr(getattr(model, "lightnn_name", type(model).__name__))
+    return repr(model_name(model))
 
 
 def load_foreign_state_dict(model: nn.Module, state_dict: Mapping, source: str = "torchvision") -> nn.Module:

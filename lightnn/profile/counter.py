@@ -37,6 +37,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from ..errors import LightnnError, UnsupportedOpError
+from ..models.record import model_name
 from ..report.tables import csv_table, fmt_bytes, fmt_count, fmt_si, markdown_table
 from . import ops as _ops
 
@@ -481,7 +482,7 @@ def profile(model: nn.Module, input_size: Any = (1, 3, 224, 224), strict: bool =
     macs = sum(r.macs for r in rows)
     memory = sum(r.memory_bytes for r in rows)
     counted_params = sum(r.params for r in rows)
-    name = getattr(model, "lightnn_name", None) or type(model).__name__
+    name = model_name(model)
     return ProfileReport(model=name, input_size=in_size, dtype=str(dtype).replace("torch.", ""),
                          params=total_params, macs=macs, memory_bytes=memory,
                          peak_activation_bytes=tracker.peak, layers=rows, ops=dict(tracker.ops),

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from ..data.datasets import ImageData
 from ..data.loader import BatchLoader
 from ..errors import DataError, LightnnError
+from ..models import model_name, model_normalization
 from . import distributed as dist_utils
 from .losses import split_outputs
 
@@ -32,7 +33,7 @@ def check_num_classes(model: nn.Module, num_classes: int, where: str) -> None:
     m = getattr(model, "module", model)
     n = getattr(m, "num_classes", None)
     if isinstance(n, int) and n > 0 and n != num_classes:
-        name = getattr(m, "lightnn_name", type(m).__name__)
+        name = model_name(m)
         raise DataError(f"model {name!r} has {n} output classes but data {where!r} has {num_classes} classes; "
                         f"build it with num_classes={num_classes}")
 
@@ -80,7 +81,7 @@ def _runner(model: Any, device: Any, threads: int) -> tuple[Callable, torch.devi
         m = getattr(model, "module", model)
         p = next(m.parameters(), None)
         dev = torch.device(device) if device is not None else (p.device if p is not None else torch.device("cpu"))
-        return (lambda x: split_outputs(m(x))[0]), dev, m, getattr(m, "lightnn_normalize", None)
+        return (lambda x: split_outputs(m(x))[0]), dev, m, model_normalization(m)
     from ..runtime import OrtSession
 
     if isinstance(model, (str, os.PathLike)):
@@ -110,8 +111,8 @@ def evaluate(model: nn.Module | str | os.PathLike | Any, data: Any, *, batch_siz
     augmentation; twice the compute), the evaluation of the fast-CIFAR-training recipes; the loss is then the
     negative log of the averaged probability.
 
-    Normalization (for :class:`ImageData`): ``mean``/``std`` if given, else the model's (``lightnn_normalize`` of a
-    module, set by :func:`fit` and stored in checkpoints' ``meta["normalize"]``; the ``lightnn.mean``/``std``
+    Normalization (for :class:`ImageData`): ``mean``/``std`` if given, else the model's (the ``normalize`` of a
+    module's record, set by :func:`fit` and stored in checkpoints' ``meta["normalize"]``; the ``lightnn.mean``/``std``
     metadata of an ONNX file lightnn exported), else the data's own channel statistics.
     Under torch.distributed each rank evaluates its shard and the counts are summed over ranks.
 

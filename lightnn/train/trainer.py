@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import CheckpointError, DataError, LightnnError
+from ..models import model_name, record_update
 from ..data.datasets import ImageData
 from ..data.loader import BatchLoader
 from ..utils.runfolder import lock_folder, remove_partial_writes
@@ -377,7 +378,7 @@ def _setup(model: nn.Module, cfg: TrainConfig, cbs: list[Callback], train_loader
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     if mean is not None:
-        model.lightnn_normalize = {"mean": mean, "std": std}
+        record_update(model, normalize={"mean": mean, "std": std})
     params = [p for p in model.parameters() if p.requires_grad]
     for cb in cbs:
         params = list(cb.parameters(model, params))
@@ -692,7 +693,7 @@ def check_input_size(model: nn.Module, data: Any) -> None:
         with torch.no_grad():
             m(x)
     except RuntimeError as e:
-        name = getattr(m, "lightnn_name", type(m).__name__)
+        name = model_name(m)
         designed = getattr(m, "default_input_size", None)
         hint = f"; it is built for {'x'.join(map(str, designed))}" if designed else ""
         raise DataError(f"model {name!r} cannot take the {'x'.join(map(str, x.shape[1:]))} images of data "
@@ -744,8 +745,8 @@ def _restore(path: Path, model: nn.Module, opt, sched, dev: torch.device) -> tup
     ts = ck.get("train_state") if isinstance(ck, dict) else None
     if not ts:
         raise CheckpointError(f"{str(path)!r} has no training state to resume from (it is a final model file)")
-    name = getattr(model, "lightnn_name", None)
-    if name is not None and ck.get("model") != name:
+    name = model_name(model, "")
+    if name and ck.get("model") != name:
         raise CheckpointError(f"cannot resume: {str(path)!r} holds model {ck.get('model')!r}, not {name!r}")
     try:
         model.load_state_dict(ck["state_dict"])
@@ -773,7 +774,7 @@ def _save(path: Path, model: nn.Module, config: dict, rec: dict, train_state: di
 
     meta = {"epoch": rec.get("epoch"), "metrics": rec, "normalize": config.get("normalize"),
             "classes": config.get("classes"), "config": {k: v for k, v in config.items() if _plain(v)}}
-    if getattr(model, "lightnn_name", None) is None:
+    if not model_name(model, ""):
         return  # a model built outside the registry cannot be rebuilt from a checkpoint; metrics are still logged
     save_checkpoint(path, model, meta=meta, train_state=train_state)
 

@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Mapping
 import torch.nn as nn
 
 from ..errors import CheckpointError, LightnnError
+from ..models import ModelRecord, record_of, set_record
 
 __all__ = ["register_transform", "apply_transforms", "transform_kinds", "get_transform", "set_module"]
 
@@ -61,7 +62,9 @@ def get_transform(kind: str) -> Transform:
 
 
 def apply_transforms(model: nn.Module, transforms: Iterable[Mapping]) -> nn.Module:
-    """Replay recorded architecture edits in order (each spec a mapping with a ``kind``)."""
+    """Replay recorded architecture edits in order (each spec a mapping with a ``kind``); the model's record
+    gets them appended (whatever the registered functions record themselves)."""
+    rec = record_of(model) or ModelRecord(None)
     for i, spec in enumerate(transforms):
         if not isinstance(spec, Mapping):
             raise CheckpointError(f"transform #{i} is a {type(spec).__name__}, not a mapping with a 'kind'")
@@ -70,7 +73,8 @@ def apply_transforms(model: nn.Module, transforms: Iterable[Mapping]) -> nn.Modu
             raise CheckpointError(f"transform #{i} {kind!r} is not an architecture transform this lightnn knows "
                                   f"(known: {', '.join(transform_kinds())})")
         model = _TRANSFORMS[kind](model, dict(spec))
-    return model
+        rec = rec.with_transform(spec)
+    return set_record(model, rec)
 
 
 def set_module(model: nn.Module, path: str, new: nn.Module) -> None:

@@ -20,6 +20,8 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from ..models import record_edit
+
 __all__ = ["fold_bn", "find_bn_pairs"]
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -74,7 +76,7 @@ def fold_bn(model: nn.Module, inplace: bool = False) -> nn.Module:
     """Return an eval-mode copy of ``model`` with every foldable BatchNorm merged into its producer.
 
     The result computes the same function as ``model.eval()`` (up to float rounding) and has no BatchNorm left
-    behind a conv/linear; lightnn attributes (``lightnn_name``, ``lightnn_args``) are kept.
+    behind a conv/linear; its model record gets the ``{"kind": "fold_bn"}`` edit, which a checkpoint replays.
     """
     m = model if inplace else copy.deepcopy(model)
     m.eval()
@@ -83,5 +85,4 @@ def fold_bn(model: nn.Module, inplace: bool = False) -> nn.Module:
         fused = fuse_conv_bn_eval(prod, bn) if isinstance(prod, nn.Conv2d) else fuse_linear_bn_eval(prod, bn)
         _set(m, prod_name, fused)
         _set(m, bn_name, nn.Identity())
-    m.lightnn_bn_folded = True
-    return m
+    return record_edit(m, {"kind": "fold_bn"})

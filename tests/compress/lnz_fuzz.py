@@ -31,6 +31,7 @@ import torch
 import lightnn
 from lightnn.compress import MagnitudePruner, finalize_sharing, load, round_others_to_half, save_lnz, share_weights
 from lightnn.errors import LightnnError
+from lightnn.models import model_name
 
 _PRE = struct.Struct("<8sHHIQIII")
 SUBJECT = {"name": "lenet5", "num_classes": 10, "in_chans": 1, "img_size": 16}
@@ -301,7 +302,7 @@ MUTATORS: dict[str, Callable] = {
 
 def _identical(model: torch.nn.Module, ref: torch.nn.Module) -> bool:
     a, b = model.state_dict(), ref.state_dict()
-    return (getattr(model, "lightnn_name", None) == ref.lightnn_name and sorted(a) == sorted(b)
+    return (model_name(model, "") == model_name(ref) and sorted(a) == sorted(b)
             and all(a[k].dtype == b[k].dtype and a[k].shape == b[k].shape
                     and torch.equal(a[k].reshape(-1).view(torch.uint8), b[k].reshape(-1).view(torch.uint8))
                     for k in a))

@@ -16,6 +16,7 @@ from lightnn.compress.importance import CRITERIA
 from lightnn.compress.sensitivity import count_macs, plan_ratios, sensitivity_analysis
 from lightnn.errors import LightnnError, UnsupportedOpError
 from lightnn.ops import ChannelPermute, ChannelShuffle, ChannelSplit, ConvBNAct, SqueezeExcite
+from lightnn.models import record_of
 
 
 def _randomize(m: nn.Module) -> nn.Module:
@@ -123,7 +124,7 @@ def test_masked_oracle_detects_a_wrong_weight():
     model = _randomize(Residual()).double()
     x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
     pruned = prune_channels(model, x, 0.5, round_to=1)
-    spec = pruned.lightnn_transforms[-1]
+    spec = record_of(pruned).transforms[-1]
     pruned.a.conv.weight.data[0, 0] += 1.0
     with pytest.raises(LightnnError, match="differs from the masked"):
         verify_shrink(model, pruned, x, spec=spec)
@@ -134,7 +135,7 @@ def test_masking_changes_outputs():  # the oracle is not trivially the original 
     x = torch.randn(2, 3, 16, 16)
     pruned = prune_channels(model, x, 0.5, round_to=1)
     with torch.no_grad():
-        assert not torch.allclose(model(x), mask_model(model, pruned.lightnn_transforms[-1])(x))
+        assert not torch.allclose(model(x), mask_model(model, record_of(pruned).transforms[-1])(x))
 
 
 def test_groups_residual_concat_shuffle():
@@ -179,7 +180,7 @@ def test_l1_keeps_the_largest_filters():
         model.a.conv.weight[5] *= 100
         model.a.conv.weight[7] *= 0.0
     pruned = prune_channels(model, torch.randn(1, 3, 8, 8), {"a.conv": 0.5}, round_to=1)
-    kept = pruned.lightnn_transforms[-1]["layers"]["a.conv"]["out"]
+    kept = record_of(pruned).transforms[-1]["layers"]["a.conv"]["out"]
     assert 5 in kept and 7 not in kept and len(kept) == 16
 
 
@@ -352,7 +353,7 @@ def test_cli_channels_ratio(r20_ckpt, tmp_path, capsys):
     rep = json.loads(capsys.readouterr().out)
     assert rep["macs"]["after"] < 0.6 * rep["macs"]["before"]
     pruned = load_model(out / "model.pt")
-    assert pruned.lightnn_transforms[-1]["kind"] == "channels"
+    assert record_of(pruned).transforms[-1]["kind"] == "channels"
     capsys.readouterr()
     assert main(["compress", str(r20_ckpt), "--method", "channels", "--output", str(out)]) == 2
     assert "exactly one of --target-macs" in capsys.readouterr().err
@@ -400,7 +401,7 @@ def test_cli_finetune_with_distillation(r20_ckpt, tmp_path, capsys, fit_spy):
     assert "finetuned" in rep["top1"]
     assert seen["weight_decay"] == 4e-5 and seen["kd_weight"] == [0.3] and len(seen["teacher"]) == 1
     assert seen["label_smoothing"] == 0.1
-    assert load_model(out / "model.pt").lightnn_transforms[-1]["kind"] == "channels"
+    assert record_of(load_model(out / "model.pt")).transforms[-1]["kind"] == "channels"
 
 
 def test_round_to_auto_follows_the_cpu_channel_block():

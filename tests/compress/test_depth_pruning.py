@@ -13,6 +13,7 @@ from lightnn.compress import (block_sensitivity, prune_channels, rank_blocks, re
                               verify_shrink)
 from lightnn.compress.sensitivity import count_macs
 from lightnn.errors import LightnnError
+from lightnn.models import record_of
 
 X = torch.randn(2, 3, 32, 32)
 
@@ -106,7 +107,7 @@ def test_blocks_then_channels_round_trip_through_a_checkpoint(tmp_path):
     shallow = remove_blocks(m, ["features.1.2", "features.3.1"], X)
     pruned = prune_channels(shallow, X[:1], 0.3)
     assert verify_shrink(shallow, pruned, X[:1]) < 1e-4
-    assert [t["kind"] for t in pruned.lightnn_transforms] == ["blocks", "channels"]
+    assert [t["kind"] for t in record_of(pruned).transforms] == ["blocks", "channels"]
     save_checkpoint(tmp_path / "p.pt", pruned)
     back = load_model(tmp_path / "p.pt").eval()
     with torch.no_grad():
@@ -151,7 +152,7 @@ def test_cli_blocks_ranked_by_latency_under_a_latency_budget(tmp_path, capsys, m
     order = rank_blocks(blocks["top1_removed_alone"], baseline=rep["top1"]["before"],
                         latency_removed=blocks["ms_removed_alone"], baseline_latency=blocks["ms"])
     assert blocks["removed"] == order[:1]
-    assert [t["kind"] for t in load_model(out / "model.pt").lightnn_transforms] == ["blocks", "channels"]
+    assert [t["kind"] for t in record_of(load_model(out / "model.pt")).transforms] == ["blocks", "channels"]
 
 
 @pytest.mark.slow
@@ -170,7 +171,7 @@ def test_cli_remove_blocks_then_target_macs(tmp_path, capsys):
     # the budget is relative to the input model, blocks included
     assert rep["macs"]["after"] <= 0.5 * rep["macs"]["before"]
     back = load_model(out / "model.pt")
-    assert [t["kind"] for t in back.lightnn_transforms] == ["blocks", "channels"]
+    assert [t["kind"] for t in record_of(back).transforms] == ["blocks", "channels"]
     assert main(["compress", str(ck), "--method", "channels", "--remove-blocks", "8", "--ratio", "0.3",
                  "--data", "sample", "--output", str(out)]) == 2
     assert "only 7 removable" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from lightnn.checkpoint import save_checkpoint
 from lightnn.compress.lowrank import factorize, rank_for_energy
 from lightnn.errors import LightnnError
 from lightnn.ops.lowrank import LowRankConv2d, LowRankLinear
+from lightnn.models import record_of
 
 
 def _conv(in_c=6, out_c=10, k=3, stride=1, padding=1, bias=True) -> nn.Conv2d:
@@ -83,7 +84,7 @@ def test_factorize_by_rank_reports_params_and_macs():
     assert rows["fc"].macs_before == 32 * 64
     assert rep.params_before == before and rep.params_after == sum(p.numel() for p in net.parameters())
     assert rep.params_after < rep.params_before
-    assert net.lightnn_transforms[-1] == {"kind": "lowrank", "ranks": {"c1": 4, "c2": 4, "fc": 4}}
+    assert record_of(net).transforms[-1] == {"kind": "lowrank", "ranks": {"c1": 4, "c2": 4, "fc": 4}}
     assert net(x).shape == (2, 64)
     assert "c2" in rep.table() and rep.to_dict()["spec"]["kind"] == "lowrank"
 
@@ -95,7 +96,7 @@ def test_factorize_energy_one_is_lossless_and_skips_layers_without_saving():
     ref = net(x)
     rep = factorize(net, energy=1.0)
     # full rank saves nothing on these layers, so they are left as they are
-    assert all(r.skipped for r in rep.rows) and not hasattr(net, "lightnn_transforms")
+    assert all(r.skipped for r in rep.rows) and record_of(net) is None
     torch.testing.assert_close(net(x), ref)
     # a low-rank weight is found exactly: energy 1.0 picks its true rank
     net2 = _Net().double()
@@ -129,7 +130,7 @@ def test_checkpoint_rebuilds_factored_model(tmp_path):
     assert len(rep.spec["ranks"]) == 2
     path = save_checkpoint(tmp_path / "lr.pt", model)
     rebuilt = lightnn.create_model(name, checkpoint=str(path)).eval()
-    assert rebuilt.lightnn_transforms == model.lightnn_transforms
+    assert record_of(rebuilt).transforms == record_of(model).transforms
     c, h, w = lightnn.model_info(name).test_input_size
     x = torch.randn(2, c, h, w)
     with torch.no_grad():

@@ -13,6 +13,7 @@ from lightnn.compress.sensitivity import count_macs
 from lightnn.compress.stages import LowRankConfig, PruneConfig, SensitivityConfig, prune_to_budget, lowrank_stage
 from lightnn.data import ImageData
 from lightnn.errors import LightnnError
+from lightnn.models import model_normalization, record_of
 
 
 def _images(n: int, seed: int) -> ImageData:
@@ -57,7 +58,7 @@ def test_uniform_macs_budget_without_data():
     assert all(t["feasible"] == (t["cost"] <= 0.5) for t in plan["search"])
     assert rep["verify_max_diff"] < 1e-4 and "top1" not in rep and "finetune" not in rep
     assert count_macs(model, x) == m0  # the input model is left as it was
-    assert pruned.lightnn_transforms[-1]["kind"] == "channels"
+    assert record_of(pruned).transforms[-1]["kind"] == "channels"
 
 
 def test_sensitivity_plan_meets_the_macs_budget_and_round_trips(data, tmp_path):
@@ -74,7 +75,7 @@ def test_sensitivity_plan_meets_the_macs_budget_and_round_trips(data, tmp_path):
     assert set(rep["plan"]["ratios"]) <= set(rep["sensitivity"]["groups"]) and rep["plan"]["ratios"]
     assert rep["plan"]["budget"] == {"macs": 0.8} and len(rep["plan"]["search"]) == 5
     assert set(rep["top1"]) == {"before", "pruned"}
-    assert pruned.lightnn_normalize["mean"] == pytest.approx(train.channel_stats()[0])
+    assert model_normalization(pruned)["mean"] == pytest.approx(train.channel_stats()[0])
     back = load_model(save_checkpoint(tmp_path / "p.pt", pruned)).eval()
     with torch.no_grad():
         assert torch.equal(back(x), pruned.eval()(x))
@@ -111,7 +112,7 @@ def test_blocks_ranked_by_injected_latency_then_fine_tuned(data, fit_spy):
     order = rank_blocks(b["top1_removed_alone"], baseline=rep["top1"]["before"], latency_removed=b["ms_removed_alone"],
                         baseline_latency=b["ms"])
     assert b["removed"] == order[:1]
-    assert [t["kind"] for t in pruned.lightnn_transforms] == ["blocks", "channels"]
+    assert [t["kind"] for t in record_of(pruned).transforms] == ["blocks", "channels"]
     assert set(rep["top1"]) == {"before", "blocks_removed", "pruned", "finetuned"}
     assert rep["finetune"] == {"epochs": 1, "distill": True, "lr": 0.02, "weight_decay": 5e-4, "label_smoothing": 0.0,
                                "kd_weight": 0.3}
@@ -155,7 +156,7 @@ def test_lowrank_stage():
     model = _r20()
     model, rep = lowrank_stage(model, LowRankConfig(energy=0.9, exclude=["fc"]))
     assert rep["params_after"] < rep["params_before"] and "fc" not in rep["spec"]["ranks"]
-    assert model.lightnn_transforms[-1]["kind"] == "lowrank"
+    assert record_of(model).transforms[-1]["kind"] == "lowrank"
     with pytest.raises(LightnnError, match="exactly one of rank / energy"):
         LowRankConfig()
     with pytest.raises(LightnnError, match=r"energy must be in \(0, 1\]"):

@@ -13,6 +13,7 @@ from lightnn.errors import UnsupportedOpError
 from lightnn.graph import (ChannelTracer, CouplingContext, build_dependency_graph, register_coupling,
                            register_function_coupling, unregister_coupling)
 from lightnn.ops import ConvBNAct
+from lightnn.models import record_of
 
 
 class ScaledAdd(nn.Module):
@@ -92,7 +93,7 @@ def test_registered_module_prunes_and_shrunk_equals_masked(scaled_add_registered
     assert verify_shrink(model, pruned, x, atol=1e-9, rtol=1e-9) < 1e-8
 
     # the recorded spec replays on a fresh model (the checkpoint path) with the registered shrink rule
-    again = apply_channel_spec(_randomize(Net()).double(), pruned.lightnn_transforms[-1])
+    again = apply_channel_spec(_randomize(Net()).double(), record_of(pruned).transforms[-1])
     again.load_state_dict(pruned.state_dict())
     with torch.no_grad():
         assert torch.equal(again(x), pruned(x))

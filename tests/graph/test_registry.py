@@ -18,6 +18,7 @@ from lightnn.errors import LightnnError
 from lightnn.graph import (coupling_rules, module_rule, register_coupling, register_function_coupling,
                            register_shrink, shrink_rule, unregister_coupling)
 from lightnn.ops import ChannelPermute, ChannelShuffle, ChannelSplit, ConvBNAct
+from lightnn.models import record_of
 
 
 def test_every_rule_is_named_and_callable():
@@ -156,7 +157,7 @@ def test_registered_criterion_is_used_by_name():
         model = Net().eval()
         x = torch.randn(1, 3, 8, 8)
         pruned = prune_channels(model, x, {"a.conv": 0.5}, criterion="index_order", round_to=1)
-        assert pruned.lightnn_transforms[-1]["layers"]["a.conv"]["out"] == list(range(8, 16))
+        assert record_of(pruned).transforms[-1]["layers"]["a.conv"]["out"] == list(range(8, 16))
         verify_shrink(model, pruned, x)
     finally:
         importance.CRITERIA.pop("index_order")

@@ -10,6 +10,7 @@ import torch.nn as nn
 from lightnn.data import BatchLoader, ImageData
 from lightnn.errors import LightnnError
 from lightnn.train import array_batches, evaluate
+from lightnn.models import model_normalization, record_update
 
 
 def tiny_data(n: int = 40, k: int = 5, size: int = 8, seed: int = 0) -> ImageData:
@@ -41,7 +42,7 @@ def exported(tmp_path_factory):
     from lightnn.export import export_onnx
 
     model = Net().eval()
-    model.lightnn_normalize = {"mean": [0.25, 0.2, 0.15], "std": [0.5, 0.5, 0.5]}  # exact in the file's metadata
+    record_update(model, normalize={"mean": [0.25, 0.2, 0.15], "std": [0.5, 0.5, 0.5]})  # exact in the file's metadata
     path = export_onnx(model, tmp_path_factory.mktemp("ev") / "net.onnx")
     return model, path
 
@@ -53,14 +54,14 @@ def test_a_module_and_its_onnx_export_score_the_same(exported, tta):
     model, path = exported
     data = tiny_data()
     ref = evaluate(model, data, batch_size=16, tta=tta)
-    # the ONNX file reads its normalization from its metadata, like the module from lightnn_normalize
+    # the ONNX file reads its normalization from its metadata, like the module from its record
     for onnx_model in (path, str(path), OrtSession(path, threads=1)):
         got = evaluate(onnx_model, data, batch_size=16, tta=tta)
         assert got["top1"] == ref["top1"] and got["top5"] == ref["top5"] and got["n"] == ref["n"] == 40
         assert got["confusion"] == ref["confusion"] and got["loss"] == pytest.approx(ref["loss"], rel=1e-4, abs=1e-5)
     assert 0 < ref["top1"] < 100  # a score the comparison can get wrong
     # pre-normalized arrays (an int8 report's images) through array_batches: same counts
-    loader = BatchLoader(data, 40, mean=model.lightnn_normalize["mean"], std=model.lightnn_normalize["std"])
+    loader = BatchLoader(data, 40, mean=model_normalization(model)["mean"], std=model_normalization(model)["std"])
     x, y = next(iter(loader))
     got = evaluate(OrtSession(path), array_batches(x.numpy(), y.numpy(), 7), tta=tta)
     assert got["top1"] == ref["top1"] and got["n"] == 40
