@@ -55,6 +55,22 @@ class ClassifierModel(nn.Module):
         self.num_classes = num_classes
         self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
+    def feature_width(self) -> int:
+        """The channels of ``forward_features``' output, read off the layers (so it holds after channel pruning,
+        which sets ``num_features`` from it): the classifier's input width here; families whose head is not one
+        linear layer on the pooled features override it."""
+        head = getattr(self, "classifier", None)
+        head = head if head is not None else getattr(self, "fc", None)  # ResNet, Inception name it fc
+        return head.in_features if isinstance(head, nn.Linear) else self.num_features
+
+
+def last_conv_width(trunk: nn.Module) -> int:
+    """Output channels of the last ``nn.Conv2d`` registered in ``trunk`` (a plain conv stack: VGG, AlexNet)."""
+    convs = [m for m in trunk.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError("the trunk has no Conv2d layer")
+    return convs[-1].out_channels
+
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
     """Round a channel count to a multiple of ``divisor`` without going more than 10% below ``v``

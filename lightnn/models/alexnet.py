@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._base import ClassifierModel
+from ._base import ClassifierModel, last_conv_width
 from ._registry import register_model
 
 __all__ = ["AlexNet"]
@@ -68,6 +68,9 @@ class AlexNet(ClassifierModel):
             nn.Linear(hidden, num_classes),
         )
 
+    def feature_width(self) -> int:  # the MLP head reads the flattened pooled map, not a pooled vector
+        return last_conv_width(self.features)
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if pre_logits:
             return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
@@ -75,7 +78,8 @@ class AlexNet(ClassifierModel):
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
-        self.classifier[-1] = nn.Linear(self.hidden, num_classes) if num_classes > 0 else nn.Identity()
+        width = self.classifier[-1].in_features  # the hidden width, after pruning too
+        self.classifier[-1] = nn.Linear(width, num_classes) if num_classes > 0 else nn.Identity()
 
 
 @register_model(paper="NeurIPS 2012; arXiv:1404.5997")

@@ -363,6 +363,10 @@ class IRNet(ClassifierModel):
             x = self.head_act(self.head_fc(x))
         return self.classifier(self.dropout(x))
 
+    def feature_width(self) -> int:
+        # the head Linear (MobileNetV3) reads the pooled feature map; the classifier reads the head's output
+        return self.head_fc.in_features if self.has_head_fc else super().feature_width()
+
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
         width = self.head_fc.out_features if self.has_head_fc else self.num_features  # right after pruning too

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ._base import ClassifierModel, init_weights
+from ._base import ClassifierModel, init_weights, last_conv_width
 from ._registry import register_model
 
 __all__ = ["VGG"]
@@ -60,6 +60,9 @@ class VGG(ClassifierModel):
             self.classifier = nn.Linear(in_c, num_classes)
         init_weights(self)
 
+    def feature_width(self) -> int:  # the MLP head reads the flattened pooled map, not a pooled vector
+        return last_conv_width(self.features)
+
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if pre_logits:
             return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
@@ -67,7 +70,9 @@ class VGG(ClassifierModel):
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes = num_classes
-        head = nn.Linear(self.hidden or self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        last = self.classifier[-1] if self.hidden else self.classifier
+        width = last.in_features if isinstance(last, nn.Linear) else (self.hidden or self.num_features)  # pruned too
+        head = nn.Linear(width, num_classes) if num_classes > 0 else nn.Identity()
         if self.hidden:
             self.classifier[-1] = head
         else:

@@ -27,10 +27,15 @@ def apply_channel_spec(model: nn.Module, spec: dict) -> nn.Module:
         new = shrunk_module(m, entry.get("in"), entry.get("out"), path)
         if new is not None:
             set_module(model, path, new)
-    # The head's input width is the model's num_features (ClassifierModel contract).
-    head = getattr(model, "classifier", None) or getattr(model, "fc", None)
-    if isinstance(head, nn.Linear) and isinstance(getattr(model, "num_features", None), int):
-        model.num_features = head.in_features
+    # num_features is the width of the last feature map (ClassifierModel contract): the model reads it off its
+    # layers (feature_width); other modules with a linear head on the pooled features: that head's input width
+    if isinstance(getattr(model, "num_features", None), int):
+        width = getattr(model, "feature_width", None)
+        head = getattr(model, "classifier", None) or getattr(model, "fc", None)
+        if callable(width):
+            model.num_features = int(width())
+        elif isinstance(head, nn.Linear):
+            model.num_features = head.in_features
     return model
 
 

@@ -419,3 +419,23 @@ def test_round_to_auto_follows_the_cpu_channel_block():
     for bad in ("fast", 0, "-8"):
         with pytest.raises(LightnnError, match="round_to must be a positive integer or 'auto'"):
             resolve_round_to(bad)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small_cifar", "mobilenet_v2_cifar", "vgg16_cifar", "alexnet_cifar",
+                                  "resnet20", "resnet18_cifar", "shufflenet_v2_cifar"])
+def test_num_features_is_the_pruned_feature_map_width(name):
+    # num_features (the ClassifierModel contract) must follow the pruned trunk, whatever the head looks like:
+    # MobileNetV3's head Linear, VGG/AlexNet's MLP on the flattened map, a plain classifier or fc
+    from lightnn import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10).eval()
+    x = torch.randn(1, 3, 32, 32)
+    pruned = prune_channels(model, x, 0.5, round_to=1)
+    with torch.no_grad():
+        width = pruned.forward_features(x).shape[1]
+    assert width < model.num_features  # the last feature map was pruned too: the check can fail
+    assert pruned.num_features == width
+    pruned.reset_classifier(5)
+    with torch.no_grad():
+        assert pruned(x).shape == (1, 5)
