@@ -118,7 +118,7 @@ SCHEMA: dict[str, Any] = {
     "select": {"latency_batch": Number(int, 1), "reward_w": Number(float)},
     "prune": {"enabled": bool, "target_macs": Number(float, 0.05, 1, hi_open=True),
               "criterion": _OneOf("l1", "l2", "bn_scale", "random"), "round_to": _round_to,
-              "finetune_epochs": Number(int, 1), "finetune_lr": Number(float, 0, lo_open=True), "distill": bool,
+              "finetune_epochs": Number(float, 0, lo_open=True), "finetune_lr": Number(float, 0, lo_open=True), "distill": bool,
               "search_steps": Number(int, 1)},
     "quantize": {"enabled": bool, "method": _OneOf("minmax", "percentile", "entropy"),
                  "calibration_images": Number(int, 1)},
@@ -375,7 +375,7 @@ def _stage_prune(ctx: Ctx, train, val) -> None:
     # training recipe of the candidates (at the prune stage's epochs and rate) with the unpruned model as teacher
     cfg = PruneConfig(target_macs=float(pc["target_macs"]), plan="uniform", criterion=pc["criterion"],
                       round_to=pc["round_to"], search_steps=int(pc.get("search_steps", 8)), eval_limit=None,
-                      finetune_epochs=int(pc["finetune_epochs"]), lr=float(pc["finetune_lr"]),
+                      finetune_epochs=float(pc["finetune_epochs"]), lr=float(pc["finetune_lr"]),
                       weight_decay=float(tc["weight_decay"]), label_smoothing=float(tc["label_smoothing"]),
                       schedule=tc["schedule"], warmup_epochs=float(tc["warmup_epochs"]),
                       distill=bool(pc.get("distill", True)), batch_size=int(tc["batch_size"]), device="cpu",

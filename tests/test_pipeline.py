@@ -103,6 +103,13 @@ def test_bad_config_is_clear(tmp_path):
     assert main(["run", str(cfg), "--output", str(tmp_path / "o")]) == 2
 
 
+def test_prune_finetune_epochs_may_be_a_fraction_but_not_zero():
+    # the prune stage's fine-tune takes fractional epochs, as PruneConfig and the trainer do
+    assert pipeline.resolve_config({"prune": {"finetune_epochs": 0.5}})["prune"]["finetune_epochs"] == 0.5
+    with pytest.raises(LightnnError, match="finetune_epochs"):
+        pipeline.resolve_config({"prune": {"finetune_epochs": 0}})
+
+
 def test_report_names_the_shipped_model(tiny_run):
     out, state, lines = tiny_run
     q = state["quantize"]
