@@ -20,10 +20,10 @@ def run(args) -> int:
 
     names = list_models(args.pattern)
     rows = [model_info(n) for n in names]
-    if args.json:
+    if args.json:  # an empty list when nothing matches, with the same exit status as the table
         print(json.dumps([{"name": r.name, "family": r.family, "input_size": list(r.input_size), "paper": r.paper}
                           for r in rows], indent=1))
-        return 0
+        return 0 if rows else 1
     if not rows:
         print("no model matches " + " ".join(args.pattern))
         return 1
