@@ -11,8 +11,8 @@ Built-in kinds, each in its own module of this package:
   their fake-quantized versions (quantization-aware training).
 
 A new edit registers itself with ``@register_transform("kind")``; the layer sits below ``compress``, ``export``
-and ``train`` (it imports only ``ops``, ``graph`` and ``errors``), so loading a checkpoint never reaches up into
-the code that made the edit.
+and ``train`` (it imports only ``models``, ``ops``, ``graph`` and ``errors``), so loading a checkpoint never reaches
+up into the code that made the edit. :func:`apply_transforms` appends each spec it replays to the model's record.
 """
 
 from __future__ import annotations
