@@ -9,10 +9,13 @@ The raw sum misses what happens between units (tensors handed from one kernel to
 double-counts nothing but the harness overhead the table already takes off. The correction is linear::
 
     predicted = sum over unit kinds k of scale_k x (raw sum of the kind-k units) + constant_ms
+                + per_unit_ms x (number of unit calls)
 
 fitted by :func:`fit_correction` on end-to-end timings of the models the table was built from (non-negative least
 squares in numpy, each model weighted by 1 / its latency so the fit minimizes relative error, and a small ridge
-pulling each scale toward 1 so a kind seen in few models keeps its measured cost). It is stored in the table file.
+pulling each scale toward 1 and the other terms toward 0, so a kind seen in few models keeps its measured cost).
+The per-call offset may be negative: a unit timed alone pays for handing over its input and output, which inside a
+network the next kernel finds in cache. It is stored in the table file.
 """
 
 from __future__ import annotations
@@ -80,11 +83,16 @@ def measure_units(units: Iterable[Unit], table: LatencyTable, progress: Callable
     return n
 
 
-def apply_correction(sums: dict[str, float], correction: dict[str, Any] | None) -> float:
+def apply_correction(sums: dict[str, float], correction: dict[str, Any] | None, calls: int = 0) -> float:
+    """The corrected total of raw per-kind sums for a model of ``calls`` unit calls (never below a tenth of the
+    raw sum: a correction fitted elsewhere cannot make a model free)."""
+    raw = float(sum(sums.values()))
     if not correction:
-        return float(sum(sums.values()))
+        return raw
     scales = correction.get("scales", {})
-    return float(sum(scales.get(k, 1.0) * v for k, v in sums.items()) + correction.get("constant_ms", 0.0))
+    total = (sum(scales.get(k, 1.0) * v for k, v in sums.items()) + correction.get("constant_ms", 0.0)
+             + correction.get("per_unit_ms", 0.0) * calls)
+    return float(max(total, 0.1 * raw))
 
 
 def predict_latency(model: nn.Module, input_size: Any, table: LatencyTable, *, measure_missing: bool = True,
@@ -111,7 +119,7 @@ def predict_latency(model: nn.Module, input_size: Any, table: LatencyTable, *, m
         rows.append({"name": u.name, "kind": u.kind, "key": u.key, "ms": table.value(u.key),
                      "flagged": bool(table.entries[u.key].get("flagged")), "measured_now": u.key in now})
     raw = float(sum(r["ms"] for r in rows))
-    return Prediction(total_ms=apply_correction(sums, table.correction), raw_ms=raw, correction=table.correction,
+    return Prediction(total_ms=apply_correction(sums, table.correction, len(units)), raw_ms=raw, correction=table.correction,
                       rows=rows, sums=sums, measured=measured)
 
 
@@ -151,29 +159,38 @@ def nnls(a: np.ndarray, b: np.ndarray, max_iter: int | None = None) -> np.ndarra
     return x
 
 
-def fit_correction(samples: Sequence[tuple[dict[str, float], float]], ridge: float = 0.05) -> dict[str, Any]:
-    """Per-kind scales and a constant from ``(raw sums by kind, measured ms)`` pairs (see the module docstring).
+def fit_correction(samples: Sequence[tuple], ridge: float = 0.05) -> dict[str, Any]:
+    """Per-kind scales, a constant and (when the samples give unit-call counts) a per-call offset from
+    ``(raw sums by kind, measured ms[, unit calls])`` tuples (see the module docstring).
 
-    Rows are weighted by 1 / measured ms (relative error); ``ridge`` adds ``ridge x (scale_k - 1)`` rows so a
-    poorly determined scale stays near 1. Returns ``{"scales", "constant_ms", "models", "rel_error_median"}``."""
+    Rows are weighted by 1 / measured ms (relative error). ``ridge`` adds rows pulling each scale toward 1 and the
+    constant and the per-call offset toward 0 (each relative to a typical model), so a poorly determined term stays
+    near its neutral value. The offset may be negative (what a unit timed alone pays and a network does not: the
+    handing over of its input and output); scales and constant are non-negative. Returns ``{"scales",
+    "constant_ms", "per_unit_ms", "models", "rel_error_median"}``."""
     if not samples:
         raise LightnnError("fit_correction: no end-to-end measurements to fit on")
-    kinds = sorted({k for sums, _ in samples for k in sums})
-    rows, target = [], []
-    for sums, ms in samples:
-        if not ms > 0:
-            raise LightnnError(f"fit_correction: a measured latency must be > 0, got {ms!r}")
-        rows.append([sums.get(k, 0.0) / ms for k in kinds] + [1.0 / ms])
-        target.append(1.0)
-    for i in range(len(kinds)):
-        reg = [0.0] * (len(kinds) + 1)
-        reg[i] = ridge
-        rows.append(reg)
-        target.append(ridge)
-    coef = nnls(np.array(rows), np.array(target))
-    scales = {k: float(c) for k, c in zip(kinds, coef)}
-    corr = {"scales": scales, "constant_ms": float(coef[-1]), "models": len(samples)}
-    errs = [abs(apply_correction(s, corr) / ms - 1.0) for s, ms in samples]
+    kinds = sorted({k for s in samples for k in s[0]})
+    with_calls = all(len(s) > 2 for s in samples)
+    ms = np.array([float(s[1]) for s in samples])
+    if not (ms > 0).all():
+        raise LightnnError(f"fit_correction: a measured latency must be > 0, got {ms.min()!r}")
+    calls = np.array([float(s[2]) if with_calls else 0.0 for s in samples])
+    a = np.array([[s[0].get(k, 0.0) for k in kinds] for s in samples]) / ms[:, None]
+    cols = [a, (1.0 / ms)[:, None]] + ([(calls / ms)[:, None], (-calls / ms)[:, None]] if with_calls else [])
+    rows = np.hstack(cols)
+    m0, c0 = float(np.median(ms)), float(np.median(calls)) if with_calls else 0.0
+    reg = np.zeros((len(kinds) + 1 + int(with_calls), rows.shape[1]))
+    reg[: len(kinds), : len(kinds)] = ridge * np.eye(len(kinds))
+    reg[len(kinds), len(kinds)] = ridge / m0
+    if with_calls:
+        reg[len(kinds) + 1, len(kinds) + 1:] = [ridge * c0 / m0, -ridge * c0 / m0]
+    target = np.concatenate([np.ones(len(samples)), [ridge] * len(kinds), np.zeros(reg.shape[0] - len(kinds))])
+    coef = nnls(np.vstack([rows, reg]), target)
+    corr = {"scales": {k: float(c) for k, c in zip(kinds, coef)}, "constant_ms": float(coef[len(kinds)]),
+            "per_unit_ms": float(coef[len(kinds) + 1] - coef[len(kinds) + 2]) if with_calls else 0.0,
+            "models": len(samples)}
+    errs = [abs(apply_correction(s[0], corr, int(s[2]) if with_calls else 0) / float(s[1]) - 1.0) for s in samples]
     corr["rel_error_median"] = float(np.median(errs))
     return corr
 
@@ -186,19 +203,20 @@ def record_end_to_end(model: nn.Module, input_size: Any, table: LatencyTable, na
     units = model_units(model, size)
     measure_units(units, table)
     res = table.measure_model(model, size, runs=runs)
-    rec = {"ms": res.median_ms, "iqr_ms": res.iqr_ms, "sums": unit_sums(units, table)}
+    rec = {"ms": res.median_ms, "iqr_ms": res.iqr_ms, "sums": unit_sums(units, table), "calls": len(units)}
     table.end_to_end[name or model_name(model)] = rec
     return rec
 
 
 def fit_table_correction(table: LatencyTable, ridge: float = 0.05) -> dict[str, Any]:
     """Fit the correction on the table's end-to-end records and store it in the table."""
-    table.correction = fit_correction([(r["sums"], r["ms"]) for r in table.end_to_end.values()], ridge=ridge)
+    table.correction = fit_correction([(r["sums"], r["ms"], r.get("calls", 0)) for r in table.end_to_end.values()],
+                                      ridge=ridge)
     return table.correction
 
 
 def build_table(table: LatencyTable, networks: Iterable[tuple[str, nn.Module, tuple[int, int, int]]], *,
-                end_to_end: bool = True, fit: bool = True, progress: bool = False,
+                end_to_end: bool = True, fit: bool = True, progress: bool = False, e2e_runs: int | None = None,
                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure every unit of ``networks`` (``(name, model, (C, H, W))``) the table lacks, then (``end_to_end``)
     each network end to end, then (``fit``) the correction; the table is saved after every network when it has a
@@ -221,7 +239,7 @@ def build_table(table: LatencyTable, networks: Iterable[tuple[str, nn.Module, tu
                               progress=(lambda u: bar.update(1)) if bar is not None else None)
             counts["measured"] += n
             if end_to_end and name not in table.end_to_end:
-                record_end_to_end(model, size, table, name)
+                record_end_to_end(model, size, table, name, runs=e2e_runs)
                 counts["timed"] += 1
                 if bar is not None:
                     bar.update(1)

@@ -64,7 +64,7 @@ def test_tabled_model_predicts_the_table_sum(table_path):
     units = model_units(model, SIZE)
     assert pred.measured == 0 and len(pred.rows) == len(units)
     assert pred.raw_ms == pytest.approx(sum(t.value(u.key) for u in units), rel=1e-12)
-    assert pred.total_ms == pytest.approx(apply_correction(pred.sums, t.correction))
+    assert pred.total_ms == pytest.approx(apply_correction(pred.sums, t.correction, len(units)))
     t.correction = None
     assert predict_latency(model, SIZE, t).total_ms == pytest.approx(pred.raw_ms)
 
@@ -155,3 +155,16 @@ def test_cli_build_resume_and_predict(tmp_path, capsys):
     assert pred["measured"] == 0 and pred["total_ms"] > 0 and pred["raw_ms"] > 0
     assert main(["profile", "lenet5", "--predict", str(lenet), "--batch", "2"]) == 2
     assert "--batch 2 differs" in capsys.readouterr().err
+
+
+def test_correction_fit_recovers_a_per_call_offset():
+    rng = np.random.default_rng(1)
+    samples = []
+    for _ in range(40):
+        sums, calls = {"conv": float(rng.uniform(1, 10)), "block": float(rng.uniform(1, 10))}, int(rng.integers(5, 60))
+        samples.append((sums, 0.9 * sums["conv"] + 1.2 * sums["block"] + 0.05 - 0.01 * calls, calls))
+    corr = fit_correction(samples, ridge=0.0)
+    assert corr["scales"] == pytest.approx({"conv": 0.9, "block": 1.2}, rel=1e-6)
+    assert corr["per_unit_ms"] == pytest.approx(-0.01, rel=1e-5) and corr["constant_ms"] == pytest.approx(0.05, rel=1e-4)
+    # with the default ridge the terms stay close
+    assert fit_correction(samples)["scales"]["conv"] == pytest.approx(0.9, abs=0.05)
