@@ -43,7 +43,7 @@ CONFIGS = {"ort-b1": ("onnxruntime", 1), "ort-b32": ("onnxruntime", 32), "int8-b
            "int8-b32": ("onnxruntime-int8", 32)}
 IMNET = 96  # ImageNet families at 96 x 96: their structure, a fraction of the time
 # per batch size: (warmup, runs) of each table entry, and of each end-to-end timing
-PROTOCOL = {1: {"unit": (3, 15), "e2e": 20}, 32: {"unit": (2, 7), "e2e": 8}}
+PROTOCOL = {1: {"unit": (3, 30), "e2e": 40}, 32: {"unit": (2, 15), "e2e": 20}}
 
 # the training set: its end-to-end timings fit the correction ((name, kwargs, side))
 TRAIN = [("resnet20", {}, 32), ("resnet32", {}, 32), ("mobilenet_v2_cifar", {}, 32), ("mobilenet_v1_cifar", {}, 32),

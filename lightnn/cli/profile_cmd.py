@@ -79,16 +79,7 @@ def run(args) -> int:
         preds.append(predict_latency(model, (c, h, w), table) if table is not None else None)
 
     if args.json:
-        out = []
-        for rep, lat, pred in zip(reports, lats, preds):
-            d = rep.to_dict(layers=args.layers)
-            if lat is not None:
-                d["latency"] = lat.to_dict()
-            if pred is not None:
-                d["predicted_latency"] = {k: v for k, v in pred.to_dict().items() if args.layers or k != "units"}
-            out.append(d)
-        print(json.dumps(out[0] if len(out) == 1 else out, indent=1))
-        return 0
+        return _print_json(reports, lats, preds, args.layers)
 
     headers = ["model", "input", "params (M)", "MACs (multiply-adds, M)", "FLOPs (2xMACs, G)", "memory traffic (MB)",
                "peak activations (MB)"]
@@ -164,3 +155,16 @@ def _open_table(args):
         raise LightnnError(f"--batch {args.batch} differs from the batch {table.batch} the table {args.predict!r} "
                            f"was measured at: pass --batch {table.batch}")
     return table
+
+
+def _print_json(reports, lats, preds, layers: bool) -> int:
+    out = []
+    for rep, lat, pred in zip(reports, lats, preds):
+        d = rep.to_dict(layers=layers)
+        if lat is not None:
+            d["latency"] = lat.to_dict()
+        if pred is not None:  # per-unit rows with --layers
+            d["predicted_latency"] = {k: v for k, v in pred.to_dict().items() if layers or k != "units"}
+        out.append(d)
+    print(json.dumps(out[0] if len(out) == 1 else out, indent=1))
+    return 0

@@ -8,19 +8,22 @@ reported by an error naming it; it is never counted as zero.
 The raw sum misses what happens between units (tensors handed from one kernel to the next, cache effects) and
 double-counts nothing but the harness overhead the table already takes off. The correction is linear::
 
-    predicted = sum over unit kinds k of scale_k x (raw sum of the kind-k units) + constant_ms
-                + per_unit_ms x (number of unit calls)
+    predicted = constant_ms + sum over units u of
+                max(scale_kind(u) x ms(u) + per_unit_ms + per_melem_ms x io(u), 0.2 x ms(u))
 
 fitted by :func:`fit_correction` on end-to-end timings of the models the table was built from (non-negative least
 squares in numpy, each model weighted by 1 / its latency so the fit minimizes relative error, and a small ridge
-pulling each scale toward 1 and the other terms toward 0, so a kind seen in few models keeps its measured cost).
-The per-call offset may be negative: a unit timed alone pays for handing over its input and output, which inside a
-network the next kernel finds in cache. It is stored in the table file.
+pulling each scale toward 1 and the other terms toward 0, so a kind seen in few models keeps its measured cost; its
+weight is chosen by leave-one-out error over the fitted models).
+``io(u)`` is the millions of elements the unit takes in and gives out. The two offsets may be negative: a unit timed
+alone pays for handing over its input and output (ONNX Runtime reorders them into and out of its blocked NCHWc
+layout, int8 quantizes and dequantizes them), which inside a network happens once. It is stored in the table file.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from math import prod
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -30,8 +33,8 @@ from ..errors import LightnnError
 from .latency_table import LatencyTable
 from .latency_units import Unit, model_name, model_units
 
-__all__ = ["predict_latency", "Prediction", "fit_correction", "nnls", "unit_sums", "record_end_to_end",
-           "fit_table_correction", "measure_units", "build_table", "apply_correction"]
+__all__ = ["predict_latency", "Prediction", "fit_correction", "nnls", "unit_features", "record_end_to_end",
+           "fit_table_correction", "measure_units", "fit_ridge", "build_table", "apply_correction"]
 
 
 @dataclass
@@ -83,16 +86,32 @@ def measure_units(units: Iterable[Unit], table: LatencyTable, progress: Callable
     return n
 
 
-def apply_correction(sums: dict[str, float], correction: dict[str, Any] | None, calls: int = 0) -> float:
-    """The corrected total of raw per-kind sums for a model of ``calls`` unit calls (never below a tenth of the
-    raw sum: a correction fitted elsewhere cannot make a model free)."""
-    raw = float(sum(sums.values()))
+TERMS = (("per_unit_ms", "calls"), ("per_melem_ms", "io_m"))  # signed offsets: (coefficient, feature)
+UNIT_FLOOR = 0.2  # a corrected unit costs at least this share of its table value
+
+
+def apply_correction(features: dict[str, Any], correction: dict[str, Any] | None) -> float:
+    """The corrected total of a model's features (``sums`` by kind, ``calls``, ``io_m``), as the fit sees it."""
+    raw = float(sum(features["sums"].values()))
     if not correction:
         return raw
     scales = correction.get("scales", {})
-    total = (sum(scales.get(k, 1.0) * v for k, v in sums.items()) + correction.get("constant_ms", 0.0)
-             + correction.get("per_unit_ms", 0.0) * calls)
-    return float(max(total, 0.1 * raw))
+    total = sum(scales.get(k, 1.0) * v for k, v in features["sums"].items()) + correction.get("constant_ms", 0.0)
+    total += sum(correction.get(c, 0.0) * float(features.get(f, 0.0)) for c, f in TERMS)
+    return float(max(total, UNIT_FLOOR * raw))
+
+
+def _unit_io(u: Unit) -> float:
+    """Millions of elements a unit takes in and gives out per sample (what a standalone run hands over)."""
+    return (prod(u.in_shape) + prod(u.out_shape or (0,))) / 1e6
+
+
+def _corrected(row: dict[str, Any], correction: dict[str, Any] | None) -> float:
+    if not correction:
+        return row["ms"]
+    v = (correction.get("scales", {}).get(row["kind"], 1.0) * row["ms"] + correction.get("per_unit_ms", 0.0)
+         + correction.get("per_melem_ms", 0.0) * row["io_m"])
+    return max(v, UNIT_FLOOR * row["ms"])
 
 
 def predict_latency(model: nn.Module, input_size: Any, table: LatencyTable, *, measure_missing: bool = True,
@@ -113,22 +132,26 @@ def predict_latency(model: nn.Module, input_size: Any, table: LatencyTable, *, m
     measured = measure_units(missing, table)
     if measured and save and table.path is not None:
         table.save()
-    rows, sums = [], unit_sums(units, table)
+    rows, corr = [], table.correction
     now = {u.key for u in missing}
     for u in units:
-        rows.append({"name": u.name, "kind": u.kind, "key": u.key, "ms": table.value(u.key),
-                     "flagged": bool(table.entries[u.key].get("flagged")), "measured_now": u.key in now})
+        row = {"name": u.name, "kind": u.kind, "key": u.key, "ms": table.value(u.key), "io_m": _unit_io(u),
+               "flagged": bool(table.entries[u.key].get("flagged")), "measured_now": u.key in now}
+        row["corrected_ms"] = _corrected(row, corr)
+        rows.append(row)
     raw = float(sum(r["ms"] for r in rows))
-    return Prediction(total_ms=apply_correction(sums, table.correction, len(units)), raw_ms=raw, correction=table.correction,
-                      rows=rows, sums=sums, measured=measured)
+    total = sum(r["corrected_ms"] for r in rows) + (corr.get("constant_ms", 0.0) if corr else 0.0)
+    return Prediction(total_ms=float(total), raw_ms=raw, correction=corr, rows=rows,
+                      sums=unit_features(units, table)["sums"], measured=measured)
 
 
-def unit_sums(units: Sequence[Unit], table: LatencyTable) -> dict[str, float]:
-    """Raw table ms of ``units`` summed by kind (every unit must be in the table)."""
+def unit_features(units: Sequence[Unit], table: LatencyTable) -> dict[str, Any]:
+    """What the correction is fitted on: raw table ms summed by kind (``sums``), unit calls (``calls``) and the
+    millions of elements the units hand over (``io_m``); every unit must be in the table."""
     sums: dict[str, float] = {}
     for u in units:
         sums[u.kind] = sums.get(u.kind, 0.0) + table.value(_unit_key(u, table))
-    return sums
+    return {"sums": sums, "calls": len(units), "io_m": float(sum(_unit_io(u) for u in units))}
 
 
 # -- the correction -----------------------------------------------------------------------------------------------
@@ -159,39 +182,60 @@ def nnls(a: np.ndarray, b: np.ndarray, max_iter: int | None = None) -> np.ndarra
     return x
 
 
-def fit_correction(samples: Sequence[tuple], ridge: float = 0.05) -> dict[str, Any]:
-    """Per-kind scales, a constant and (when the samples give unit-call counts) a per-call offset from
-    ``(raw sums by kind, measured ms[, unit calls])`` tuples (see the module docstring).
+RIDGES = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
 
-    Rows are weighted by 1 / measured ms (relative error). ``ridge`` adds rows pulling each scale toward 1 and the
-    constant and the per-call offset toward 0 (each relative to a typical model), so a poorly determined term stays
-    near its neutral value. The offset may be negative (what a unit timed alone pays and a network does not: the
-    handing over of its input and output); scales and constant are non-negative. Returns ``{"scales",
-    "constant_ms", "per_unit_ms", "models", "rel_error_median"}``."""
+
+def fit_correction(samples: Sequence[dict[str, Any]], ridge: float | None = None) -> dict[str, Any]:
+    """The correction from end-to-end samples (``{"sums", "ms"[, "calls", "io_m"]}``) at ``ridge``, or (None) at
+    the ridge of :data:`RIDGES` with the lowest leave-one-out mean relative error (1.0 below 4 samples): with few
+    or noisy timings a large ridge wins and the correction stays near the plain table sum. Records ``ridge`` and,
+    when chosen, ``loo_error``."""
+    samples = list(samples)
+    if ridge is not None or len(samples) < 4:
+        return {**fit_ridge(samples, 1.0 if ridge is None else ridge), "ridge": 1.0 if ridge is None else ridge}
+    best: tuple[float, float] | None = None
+    for r in RIDGES:
+        errs = [abs(apply_correction(s, fit_ridge(samples[:i] + samples[i + 1:], r)) / float(s["ms"]) - 1.0)
+                for i, s in enumerate(samples)]
+        loo = float(np.mean(errs))
+        if best is None or loo < best[0] - 1e-12:
+            best = (loo, r)
+    assert best is not None
+    return {**fit_ridge(samples, best[1]), "ridge": best[1], "loo_error": best[0]}
+
+
+def fit_ridge(samples: Sequence[dict[str, Any]], ridge: float = 0.05) -> dict[str, Any]:
+    """Per-kind scales (>= 0), a constant (>= 0) and signed offsets per unit call and per million elements handed
+    over (when every sample gives ``calls`` / ``io_m``), by non-negative least squares on relative errors. The
+    ``ridge`` rows pull each scale toward 1 and the other terms toward 0, each relative to a typical model."""
     if not samples:
         raise LightnnError("fit_correction: no end-to-end measurements to fit on")
-    kinds = sorted({k for s in samples for k in s[0]})
-    with_calls = all(len(s) > 2 for s in samples)
-    ms = np.array([float(s[1]) for s in samples])
+    kinds = sorted({k for s in samples for k in s["sums"]})
+    ms = np.array([float(s["ms"]) for s in samples])
     if not (ms > 0).all():
         raise LightnnError(f"fit_correction: a measured latency must be > 0, got {ms.min()!r}")
-    calls = np.array([float(s[2]) if with_calls else 0.0 for s in samples])
-    a = np.array([[s[0].get(k, 0.0) for k in kinds] for s in samples]) / ms[:, None]
-    cols = [a, (1.0 / ms)[:, None]] + ([(calls / ms)[:, None], (-calls / ms)[:, None]] if with_calls else [])
+    terms = [(c, f) for c, f in TERMS if all(f in s for s in samples)]
+    feats = [np.array([float(s[f]) for s in samples]) for _, f in terms]
+    a = np.array([[s["sums"].get(k, 0.0) for k in kinds] for s in samples])
+    cols = [a / ms[:, None], (1.0 / ms)[:, None]]
+    for x in feats:  # a signed coefficient: the difference of two non-negative ones
+        cols += [(x / ms)[:, None], (-x / ms)[:, None]]
     rows = np.hstack(cols)
-    m0, c0 = float(np.median(ms)), float(np.median(calls)) if with_calls else 0.0
-    reg = np.zeros((len(kinds) + 1 + int(with_calls), rows.shape[1]))
-    reg[: len(kinds), : len(kinds)] = ridge * np.eye(len(kinds))
-    reg[len(kinds), len(kinds)] = ridge / m0
-    if with_calls:
-        reg[len(kinds) + 1, len(kinds) + 1:] = [ridge * c0 / m0, -ridge * c0 / m0]
-    target = np.concatenate([np.ones(len(samples)), [ridge] * len(kinds), np.zeros(reg.shape[0] - len(kinds))])
+    nk, m0 = len(kinds), float(np.median(ms))
+    reg = np.zeros((nk + 1 + len(terms), rows.shape[1]))
+    reg[:nk, :nk] = ridge * np.eye(nk)
+    reg[nk, nk] = ridge / m0
+    for j, x in enumerate(feats):
+        w = ridge * float(np.median(x)) / m0
+        reg[nk + 1 + j, nk + 1 + 2 * j: nk + 3 + 2 * j] = [w, -w]
+    target = np.concatenate([np.ones(len(samples)), np.full(nk, ridge), np.zeros(1 + len(terms))])
     coef = nnls(np.vstack([rows, reg]), target)
-    corr = {"scales": {k: float(c) for k, c in zip(kinds, coef)}, "constant_ms": float(coef[len(kinds)]),
-            "per_unit_ms": float(coef[len(kinds) + 1] - coef[len(kinds) + 2]) if with_calls else 0.0,
-            "models": len(samples)}
-    errs = [abs(apply_correction(s[0], corr, int(s[2]) if with_calls else 0) / float(s[1]) - 1.0) for s in samples]
-    corr["rel_error_median"] = float(np.median(errs))
+    corr: dict[str, Any] = {"scales": {k: float(c) for k, c in zip(kinds, coef)}, "constant_ms": float(coef[nk]),
+                            "models": len(samples)}
+    for j, (c, _) in enumerate(terms):
+        corr[c] = float(coef[nk + 1 + 2 * j] - coef[nk + 2 + 2 * j])
+    corr["rel_error_median"] = float(np.median([abs(apply_correction(s, corr) / float(s["ms"]) - 1.0)
+                                                for s in samples]))
     return corr
 
 
@@ -203,15 +247,14 @@ def record_end_to_end(model: nn.Module, input_size: Any, table: LatencyTable, na
     units = model_units(model, size)
     measure_units(units, table)
     res = table.measure_model(model, size, runs=runs)
-    rec = {"ms": res.median_ms, "iqr_ms": res.iqr_ms, "sums": unit_sums(units, table), "calls": len(units)}
+    rec = {"ms": res.median_ms, "iqr_ms": res.iqr_ms, **unit_features(units, table)}
     table.end_to_end[name or model_name(model)] = rec
     return rec
 
 
-def fit_table_correction(table: LatencyTable, ridge: float = 0.05) -> dict[str, Any]:
+def fit_table_correction(table: LatencyTable, ridge: float | None = None) -> dict[str, Any]:
     """Fit the correction on the table's end-to-end records and store it in the table."""
-    table.correction = fit_correction([(r["sums"], r["ms"], r.get("calls", 0)) for r in table.end_to_end.values()],
-                                      ridge=ridge)
+    table.correction = fit_correction(list(table.end_to_end.values()), ridge=ridge)
     return table.correction
 
 

@@ -64,9 +64,12 @@ def test_tabled_model_predicts_the_table_sum(table_path):
     units = model_units(model, SIZE)
     assert pred.measured == 0 and len(pred.rows) == len(units)
     assert pred.raw_ms == pytest.approx(sum(t.value(u.key) for u in units), rel=1e-12)
-    assert pred.total_ms == pytest.approx(apply_correction(pred.sums, t.correction, len(units)))
+    corr = t.correction
+    assert pred.total_ms == pytest.approx(sum(r["corrected_ms"] for r in pred.rows) + corr["constant_ms"])
+    assert all(r["corrected_ms"] >= 0.2 * r["ms"] for r in pred.rows)
     t.correction = None
     assert predict_latency(model, SIZE, t).total_ms == pytest.approx(pred.raw_ms)
+    assert apply_correction({"sums": pred.sums}, None) == pytest.approx(pred.raw_ms)
 
 
 def test_missing_unit_is_measured_or_reported(table_path):
@@ -116,7 +119,7 @@ def test_correction_fit_recovers_known_scales():
     samples = []
     for _ in range(30):
         sums = {"conv": float(rng.uniform(0.5, 5)), "ir": float(rng.uniform(0.5, 5)), "pool": float(rng.uniform(0, 1))}
-        samples.append((sums, 1.3 * sums["conv"] + 0.7 * sums["ir"] + 1.0 * sums["pool"] + 0.2))
+        samples.append({"sums": sums, "ms": 1.3 * sums["conv"] + 0.7 * sums["ir"] + 1.0 * sums["pool"] + 0.2})
     corr = fit_correction(samples, ridge=0.0)
     assert corr["scales"] == pytest.approx({"conv": 1.3, "ir": 0.7, "pool": 1.0}, rel=1e-6)
     assert corr["constant_ms"] == pytest.approx(0.2, rel=1e-5) and corr["rel_error_median"] < 1e-6
@@ -157,14 +160,17 @@ def test_cli_build_resume_and_predict(tmp_path, capsys):
     assert "--batch 2 differs" in capsys.readouterr().err
 
 
-def test_correction_fit_recovers_a_per_call_offset():
+def test_correction_fit_recovers_signed_offsets_and_picks_its_ridge():
     rng = np.random.default_rng(1)
     samples = []
     for _ in range(40):
-        sums, calls = {"conv": float(rng.uniform(1, 10)), "block": float(rng.uniform(1, 10))}, int(rng.integers(5, 60))
-        samples.append((sums, 0.9 * sums["conv"] + 1.2 * sums["block"] + 0.05 - 0.01 * calls, calls))
+        s = {"sums": {"conv": float(rng.uniform(1, 10)), "block": float(rng.uniform(1, 10))},
+             "calls": int(rng.integers(5, 60)), "io_m": float(rng.uniform(0.1, 3))}
+        s["ms"] = 0.9 * s["sums"]["conv"] + 1.2 * s["sums"]["block"] + 0.05 - 0.01 * s["calls"] + 0.3 * s["io_m"]
+        samples.append(s)
     corr = fit_correction(samples, ridge=0.0)
     assert corr["scales"] == pytest.approx({"conv": 0.9, "block": 1.2}, rel=1e-6)
-    assert corr["per_unit_ms"] == pytest.approx(-0.01, rel=1e-5) and corr["constant_ms"] == pytest.approx(0.05, rel=1e-4)
-    # with the default ridge the terms stay close
-    assert fit_correction(samples)["scales"]["conv"] == pytest.approx(0.9, abs=0.05)
+    assert corr["per_unit_ms"] == pytest.approx(-0.01, rel=1e-5) and corr["per_melem_ms"] == pytest.approx(0.3, rel=1e-5)
+    assert corr["constant_ms"] == pytest.approx(0.05, rel=1e-4)
+    chosen = fit_correction(samples)  # leave-one-out picks the smallest ridge on exact data
+    assert chosen["ridge"] == 0.003 and chosen["scales"]["conv"] == pytest.approx(0.9, abs=0.02)
