@@ -185,7 +185,10 @@ def run_config(cfg: str, train: list, val: list, work: Path, resume: bool) -> tu
     done = json.loads(out.read_text()) if resume and out.exists() else {}
     validate(table, val, done, out)
     table.save()
-    summary = summarize(cfg, table, done, time.perf_counter() - t0)
+    clock = work / f"{cfg}-seconds.json"  # time spent over every (resumed) part of the run
+    seconds = (json.loads(clock.read_text()) if resume and clock.exists() else 0.0) + time.perf_counter() - t0
+    atomic_write_json(clock, seconds)
+    summary = summarize(cfg, table, done, seconds)
     print(f"{cfg}: {summary['within10']:.0f}% within +-10%, tau {summary['tau_pred']:.3f} (MACs "
           f"{summary['tau_macs']:.3f}, memory {summary['tau_memory']:.3f}), {summary['seconds']:.0f} s", flush=True)
     return summary, done

@@ -260,7 +260,8 @@ def model_units(model: nn.Module, input_size: Sequence[int], include_free: bool 
     p = next(model.parameters(), None)
     try:
         model.eval()
-        x = torch.randn(1, *size, dtype=p.dtype if p is not None and p.dtype.is_floating_point else torch.float32)
+        x = torch.randn(1, *size, device=p.device if p is not None else "cpu",
+                        dtype=p.dtype if p is not None and p.dtype.is_floating_point else torch.float32)
         with torch.no_grad():
             model(x)
     finally:
