@@ -167,18 +167,20 @@ class LatencyTable:
         module, limit = unit.build(), float(self.settings["spread_threshold"])
         best: LatencyResult | None = None
         tries = 0
+        def spread(r: LatencyResult) -> float:
+            return r.iqr_ms / max(r.median_ms, 1e-9)
+
         for tries in range(1, int(self.settings["retries"]) + 2):
             res = self._time(module, unit.input_size)
-            if best is None or res.iqr_ms / res.median_ms < best.iqr_ms / best.median_ms:
+            if best is None or spread(res) < spread(best):
                 best = res
-            if best.iqr_ms / best.median_ms <= limit:
+            if spread(best) <= limit:
                 break
         assert best is not None
         med = best.median_ms
         entry = {"kind": unit.kind, "desc": unit.describe(), "median_ms": med, "iqr_ms": best.iqr_ms,
-                 "spread": best.iqr_ms / med, "runs": len(best.samples_ms),
-                 "ms": max(med - self.overhead(), 0.05 * med),
-                 "flagged": best.iqr_ms / med > limit, "measurements": tries}
+                 "spread": spread(best), "runs": len(best.samples_ms), "ms": max(med - self.overhead(), 0.05 * med),
+                 "flagged": spread(best) > limit, "measurements": tries}
         self.entries[key] = entry
         return entry
 

@@ -40,7 +40,8 @@ __all__ = ["predict_latency", "Prediction", "fit_correction", "nnls", "unit_feat
 @dataclass
 class Prediction:
     """A prediction: ``total_ms`` (corrected), ``raw_ms`` (the table sum), ``correction`` (what was applied),
-    ``rows`` (one per unit call: name, kind, key, ms, measured now) and ``sums`` (raw ms by unit kind)."""
+    ``rows`` (one per unit call: name, kind, key, table ms, ``corrected_ms``, ``io_m``, flagged, measured now) and
+    ``sums`` (raw ms by unit kind). ``total_ms`` is the sum of the rows' ``corrected_ms`` plus the constant."""
 
     total_ms: float
     raw_ms: float

@@ -174,3 +174,27 @@ def test_correction_fit_recovers_signed_offsets_and_picks_its_ridge():
     assert corr["constant_ms"] == pytest.approx(0.05, rel=1e-4)
     chosen = fit_correction(samples)  # leave-one-out picks the smallest ridge on exact data
     assert chosen["ridge"] == 0.003 and chosen["scales"]["conv"] == pytest.approx(0.9, abs=0.02)
+
+
+def test_spread_entries_are_remeasured_then_flagged(tmp_path):
+    strict = LatencyTable.create("eager", threads=1, batch=1, warmup=0, runs=3, retries=1, spread_threshold=1e-12)
+    unit = model_units(ConvBNAct(4, 4), (4, 4, 4))[0]
+    entry = strict.measure_unit(unit)
+    assert entry["measurements"] == 2 and entry["flagged"] and entry["ms"] > 0
+    loose = LatencyTable.create("eager", threads=1, batch=1, warmup=0, runs=3, retries=1, spread_threshold=1e9)
+    loose.measure_unit(unit)
+    assert loose.entries[unit.key]["measurements"] == 1 and not loose.entries[unit.key]["flagged"]
+    with pytest.raises(LightnnError, match="unknown setting"):
+        LatencyTable.create("eager", repeats=3)
+
+
+def test_space_file_errors_name_the_file_and_key(tmp_path):
+    from lightnn.profile.latency_space import space_networks
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("networks: []\nsamplez: 3\n")
+    with pytest.raises(LightnnError, match=r"bad.yaml.*unknown key\(s\) \['samplez'\]"):
+        list(space_networks(bad))
+    bad.write_text("networks:\n  - {name: x, table: [{expansion: 1, channels: 0}]}\n")
+    with pytest.raises(LightnnError, match=r"bad.yaml.*network bad:x.*channels"):
+        list(space_networks(bad))
