@@ -158,6 +158,9 @@ def test_cli_build_resume_and_predict(tmp_path, capsys):
     assert pred["measured"] == 0 and pred["total_ms"] > 0 and pred["raw_ms"] > 0
     assert main(["profile", "lenet5", "--predict", str(lenet), "--batch", "2"]) == 2
     assert "--batch 2 differs" in capsys.readouterr().err
+    assert main(["compress", str(tmp_path / "m.pt"), "--method", "channels", "--ratio", "0.3", "--latency-table",
+                 str(lenet), "--output", str(tmp_path / "o")]) == 2
+    assert "--latency-table applies to --target-latency" in capsys.readouterr().err
 
 
 def test_correction_fit_recovers_signed_offsets_and_picks_its_ridge():
