@@ -1,4 +1,5 @@
-"""`lightnn latency build`: measure this machine's latency table for the zoo or a search space."""
+"""`lightnn latency build`: measure this machine's latency table for the zoo or a search space; `lightnn latency
+show`: what a table holds."""
 
 from __future__ import annotations
 
@@ -52,6 +53,12 @@ def add_parser(sub):
     b.add_argument("--json", action="store_true", help="print the summary as JSON")
     track_explicit(b)
     b.set_defaults(_latency_run=run_build)
+    show = add_command(lsub, "show", "what a table holds: fingerprint, entries by unit kind, flagged entries, the "
+                       "correction", ["lightnn latency show ort-b1.json", "lightnn latency show ort-b1.json --json"])
+    show.add_argument("table", metavar="TABLE", help="a table file")
+    show.add_argument("--allow-foreign", action="store_true", help="show a table measured on another device")
+    show.add_argument("--json", action="store_true", help="print the summary as JSON")
+    show.set_defaults(_latency_run=run_show)
     return p
 
 
@@ -115,8 +122,36 @@ def run_build(args) -> int:
     return 0
 
 
+def run_show(args) -> int:
+    from ..profile.latency_table import load_table
+
+    table = load_table(args.table, allow_foreign=args.allow_foreign)
+    kinds: dict[str, int] = {}
+    for e in table.entries.values():
+        kinds[e["kind"]] = kinds.get(e["kind"], 0) + 1
+    flagged = sorted(k for k, e in table.entries.items() if e.get("flagged"))
+    summary = {"table": str(table.path), "fingerprint": table.fingerprint, "settings": table.settings,
+               "entries": len(table), "by_kind": kinds, "flagged": flagged, "end_to_end": sorted(table.end_to_end),
+               "overhead_ms": table.overhead_ms, "correction": table.correction}
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return 0
+    print(f"{table.path}: {len(table)} entries ({', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))}), "
+          f"{len(flagged)} flagged, {len(table.end_to_end)} networks timed end to end")
+    print("fingerprint: " + ", ".join(f"{k} {v}" for k, v in table.fingerprint.items()))
+    corr = table.correction
+    if corr:
+        scales = ", ".join(f"{k} x{v:.3f}" for k, v in sorted(corr["scales"].items()))
+        print(f"correction ({corr['models']} networks, ridge {corr.get('ridge')}): {scales}; constant "
+              f"{corr['constant_ms']:.4f} ms, per unit {corr.get('per_unit_ms', 0):+.4f} ms, per million elements "
+              f"{corr.get('per_melem_ms', 0):+.4f} ms")
+    for k in flagged:
+        print(f"flagged: {k} (spread {table.entries[k].get('spread', float('nan')):.2f})")
+    return 0
+
+
 def run(args) -> int:
     fn = getattr(args, "_latency_run", None)
     if fn is None:
-        raise LightnnError("lightnn latency: give an action (build); see `lightnn latency --help`")
+        raise LightnnError("lightnn latency: give an action (build, show); see `lightnn latency --help`")
     return fn(args)

@@ -145,6 +145,10 @@ def test_cli_build_resume_and_predict(tmp_path, capsys):
     assert again["resumed"] and again["measured"] == 0 and again["timed"] == 0
     assert main([a if a != "3" else "5" for a in build]) == 2
     assert "--runs 5 differs" in capsys.readouterr().err
+    assert main(["latency", "show", str(out), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["entries"] == first["entries"] and shown["correction"] == first["correction"]
+    assert main(["latency", "show", str(out)]) == 0 and "entries" in capsys.readouterr().out
     assert main(["latency", "build", "--backend", "nope", "--space", str(space), "--output", str(out)]) == 2
     assert "unknown latency backend 'nope'" in capsys.readouterr().err
     assert main(["latency", "build", "--space", str(space), "--output", str(out), "--input-size", "8"]) == 2
