@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "quantize": "quantize_cmd",
     "export": "export_cmd",
     "bench": "bench_cmd",
+    "latency": "latency_cmd",
     "run": "run_cmd",
 }
 

@@ -34,7 +34,7 @@ _DEEP_SHARE = {"share_epochs", "share_lr", "share_train", "kmeans_init", "conv_b
                "fc_index_bits", "other_dtype", "label_smoothing", "distill", "kd_weight"}
 _SENS = {"sensitivity", "ratios", "criterion", "round_to", "exclude", "eval_limit"}
 _CHANNELS = {"target_macs", "target_latency", "ratio", "plan", "scope", "remove_blocks", "rank_blocks",
-             "latency_batch", "criterion", "round_to", "ratios", "exclude", "eval_limit", "finetune_epochs", "lr",
+             "latency_batch", "latency_table", "criterion", "round_to", "ratios", "exclude", "eval_limit", "finetune_epochs", "lr",
              "weight_decay", "label_smoothing", "distill", "kd_weight"}
 USES = {"deep": _DATA | _DEEP_PRUNE | _DEEP_SHARE, "prune": _DATA | _DEEP_PRUNE, "share": _DATA | _DEEP_SHARE,
         "channels": _DATA | _CHANNELS, "sensitivity": _DATA | _SENS, "lowrank": {"rank", "energy", "exclude"}}
@@ -71,6 +71,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "latency saved (measured at --latency-batch)")
     g.add_argument("--latency-batch", type=Number(int, 1),
                    help="batch size of the latency measurements (--target-latency, --rank-blocks latency; default 1)")
+    g.add_argument("--latency-table", metavar="TABLE",
+                   help="predict the latency from this table (`lightnn latency build`, its batch = --latency-batch) "
+                        "instead of timing every candidate")
     g.add_argument("--criterion", choices=criteria(), help="channel importance (default l1)")
     g.add_argument("--round-to", help="kept channel counts are multiples of this (default 8); 'auto': this CPU's "
                                       "convolution channel block (16 with AVX-512, else 8)")
@@ -135,6 +138,8 @@ def refuse_unused(mode: str, args: argparse.Namespace, recipe: dict[str, Any]) -
                    "(--target-macs / --target-latency without --plan uniform)"),
                   ("rank_blocks", not val("remove_blocks"), "needs --remove-blocks"),
                   ("latency_batch", val("target_latency") is None and val("rank_blocks") != "latency",
+                   "applies to --target-latency and --rank-blocks latency only"),
+                  ("latency_table", val("target_latency") is None and val("rank_blocks") != "latency",
                    "applies to --target-latency and --rank-blocks latency only")]
         rules += [(k, not tuned, "needs --finetune-epochs > 0")
                   for k in ("lr", "weight_decay", "label_smoothing", "distill", "kd_weight")]

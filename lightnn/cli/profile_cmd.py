@@ -16,7 +16,8 @@ def add_parser(sub):
          "lightnn profile mobilenet_v1 --by-type",
          "lightnn profile shufflenet_v2_x1_0 --layers --csv",
          "lightnn profile resnet18 mobilenet_v2 --latency --batch 1 --threads 1 --clock thread",
-         "lightnn profile 'shufflenet_v2*' --json"],
+         "lightnn profile 'shufflenet_v2*' --json",
+         "lightnn profile mobilenet_v2_cifar --predict ort-b1.json   # a table from `lightnn latency build`"],
         description="Count parameters, MACs (multiply-adds; FLOPs = 2 x MACs) and memory traffic (activations "
                     "read + written + weights, ShuffleNet V2's memory access cost) of registered models, one forward "
                     "pass in eval mode. Model names accept shell wildcards over `lightnn list`.")
@@ -36,6 +37,11 @@ def add_parser(sub):
     p.add_argument("--clock", choices=["wall", "thread"], default="wall",
                    help="--latency clock: wall (default) or thread (CPU time of the one computing thread; needs "
                         "--threads 1; steady on a busy machine)")
+    p.add_argument("--predict", metavar="TABLE", default=None,
+                   help="also predict latency from a latency table (`lightnn latency build`); units it lacks are "
+                        "measured and added to it; --batch must be the table's")
+    p.add_argument("--allow-foreign", action="store_true",
+                   help="with --predict: use a table measured on another device or setting (with a warning)")
     p.add_argument("--non-strict", action="store_true",
                    help="list ops the profiler cannot count instead of failing on them")
     return p
@@ -45,7 +51,7 @@ def run(args) -> int:
     from .. import create_model
     from ..models import model_info
     from ..models.size_check import check_model_args
-    from ..profile import measure_latency, profile
+    from ..profile import measure_latency, predict_latency, profile
     from ..report.tables import csv_table, fmt_bytes, fmt_count, markdown_table
 
     if args.batch < 1:
@@ -55,7 +61,8 @@ def run(args) -> int:
     if args.num_classes < 1:
         raise LightnnError(f"--num-classes must be >= 1, got {args.num_classes}")
     names = expand_models(args.models)
-    reports, lats = [], []
+    table = _open_table(args)
+    reports, lats, preds = [], [], []
     for name in names:
         info = model_info(name)
         c, h, w = info.input_size
@@ -69,27 +76,25 @@ def run(args) -> int:
         lats.append(measure_latency(model, (c, h, w), batch=args.batch, threads=args.threads, runs=args.runs,
                                     clock=args.clock)
                     if args.latency else None)
+        preds.append(predict_latency(model, (c, h, w), table) if table is not None else None)
 
     if args.json:
-        out = []
-        for rep, lat in zip(reports, lats):
-            d = rep.to_dict(layers=args.layers)
-            if lat is not None:
-                d["latency"] = lat.to_dict()
-            out.append(d)
-        print(json.dumps(out[0] if len(out) == 1 else out, indent=1))
-        return 0
+        return _print_json(reports, lats, preds, args.layers)
 
     headers = ["model", "input", "params (M)", "MACs (multiply-adds, M)", "FLOPs (2xMACs, G)", "memory traffic (MB)",
                "peak activations (MB)"]
     if args.latency:
         headers += [f"latency median (ms, {args.clock} clock, batch {args.batch})", "IQR (ms)", "threads"]
+    if table is not None:
+        headers += [f"predicted ms ({table.backend}, batch {table.batch}, {table.threads} threads)", "table sum (ms)"]
     rows = []
-    for rep, lat in zip(reports, lats):
+    for rep, lat, pred in zip(reports, lats, preds):
         row = [rep.model, "x".join(map(str, rep.input_size)), fmt_count(rep.params), fmt_count(rep.macs),
                fmt_count(rep.flops, "G", 3), f"{rep.memory_bytes / 1e6:.2f}", f"{rep.peak_activation_bytes / 1e6:.2f}"]
         if lat is not None:
             row += [f"{lat.median_ms:.2f}", f"{lat.iqr_ms:.2f}", lat.threads]
+        if pred is not None:
+            row += [f"{pred.total_ms:.3f}", f"{pred.raw_ms:.3f}"]
         rows.append(row)
 
     if args.csv:
@@ -132,4 +137,34 @@ def run(args) -> int:
             print(f"\n{rep.model}: layers (memory = bytes read + written, {fmt_bytes(rep.memory_bytes)} in all)\n")
             h, r = rep.layer_rows()
             print(markdown_table(h, r))
+    return 0
+
+
+def _open_table(args):
+    """The --predict table (its batch must be --batch), or None; --allow-foreign is refused without it."""
+    if args.predict is None:
+        if args.allow_foreign:
+            raise LightnnError("--allow-foreign applies to --predict TABLE")
+        return None
+    if args.csv:
+        raise LightnnError("--predict is printed as a table or --json, not --csv")
+    from ..profile import load_table
+
+    table = load_table(args.predict, allow_foreign=args.allow_foreign)
+    if table.batch != args.batch:
+        raise LightnnError(f"--batch {args.batch} differs from the batch {table.batch} the table {args.predict!r} "
+                           f"was measured at: pass --batch {table.batch}")
+    return table
+
+
+def _print_json(reports, lats, preds, layers: bool) -> int:
+    out = []
+    for rep, lat, pred in zip(reports, lats, preds):
+        d = rep.to_dict(layers=layers)
+        if lat is not None:
+            d["latency"] = lat.to_dict()
+        if pred is not None:  # per-unit rows with --layers
+            d["predicted_latency"] = {k: v for k, v in pred.to_dict().items() if layers or k != "units"}
+        out.append(d)
+    print(json.dumps(out[0] if len(out) == 1 else out, indent=1))
     return 0

@@ -21,6 +21,7 @@ writes it as it is.
 from __future__ import annotations
 
 import importlib.util
+import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -36,7 +37,7 @@ from .channel import build_dependency_graph, prune_channels, resolve_round_to, v
 from .importance import CRITERIA
 
 __all__ = ["SensitivityConfig", "PruneConfig", "LowRankConfig", "prune_to_budget", "sensitivity_stage",
-           "lowrank_stage", "deployment_latency"]
+           "lowrank_stage", "deployment_latency", "table_latency"]
 
 Log = Callable[[str], None] | None
 LatencyFn = Callable[[nn.Module], float]
@@ -119,7 +120,8 @@ class PruneConfig(SensitivityConfig):
     "sensitivity", needs validation data) or by one uniform ratio (``plan`` "uniform", no data needed);
     ``search_steps`` bisection steps (default 20 under a MACs budget, 8 under a measured one).
     ``remove_blocks`` identity-shortcut residual blocks go first, ranked by ``rank_blocks`` ("accuracy" lost, or
-    accuracy lost per ms saved, "latency"); latency is measured at ``latency_batch``. ``finetune_epochs`` > 0
+    accuracy lost per ms saved, "latency"); latency is measured at ``latency_batch``, or predicted from the
+    ``latency_table`` file (:func:`table_latency`; its batch must be ``latency_batch``). ``finetune_epochs`` > 0
     retrains the pruned model (SGD, ``schedule`` with ``warmup_epochs``, seeded by ``seed``), with the unpruned
     model as teacher when ``distill`` (loss weight ``kd_weight``).
     """
@@ -132,6 +134,7 @@ class PruneConfig(SensitivityConfig):
     remove_blocks: int = 0
     rank_blocks: str = "accuracy"  # accuracy | latency
     latency_batch: int = 1
+    latency_table: str | None = None  # a latency table file: its prediction is the latency cost (no measuring)
     search_steps: int | None = None
     finetune_epochs: float = 0.0
     lr: float = 0.01
@@ -160,6 +163,10 @@ class PruneConfig(SensitivityConfig):
         _choice("schedule", self.schedule, ("cosine", "onecycle", "constant"))
         _int("remove_blocks", self.remove_blocks, 0)
         _int("latency_batch", self.latency_batch, 1)
+        if self.latency_table is not None and not isinstance(self.latency_table, (str, os.PathLike)):
+            raise LightnnError(f"latency_table must be a path to a latency table file, got {self.latency_table!r}")
+        if self.latency_table is not None:
+            self.latency_table = os.fspath(self.latency_table)
         _int("seed", self.seed, 0)
         if self.search_steps is not None:
             _int("search_steps", self.search_steps, 1)
@@ -227,6 +234,20 @@ def deployment_latency(input_size: Sequence[int], batch: int = 1, runs: int = 20
     size = tuple(input_size)
     return (lambda m: measure_latency(m.cpu(), size, batch=batch, threads=1, runs=runs, backend=backend).median_ms,
             backend)
+
+
+def table_latency(path: str | os.PathLike, input_size: Sequence[int], batch: int = 1) -> tuple[LatencyFn, str]:
+    """``(model -> predicted ms at batch, backend)`` from a latency table file (:func:`lightnn.profile.
+    predict_latency`): no model is run end to end; units the table lacks are measured once and added to it."""
+    from ..profile import load_table, predict_latency
+
+    table = load_table(path)
+    if table.batch != batch:
+        raise LightnnError(f"latency_table {str(path)!r} was measured at batch {table.batch}, but latency_batch is "
+                           f"{batch}")
+    size = tuple(input_size)
+    return (lambda m: predict_latency(m.cpu(), size, table).total_ms,
+            f"latency table {str(path)!r} ({table.backend}, batch {table.batch}, {table.threads} threads)")
 
 
 def _device(cfg: SensitivityConfig) -> str:
@@ -449,8 +470,12 @@ def prune_to_budget(model: nn.Module, config: PruneConfig, train: Any = None, va
     x = torch.randn(1, *size)
     norm = _normalization(model, train, val)
     acc = _accuracy(val, config, norm, device)
-    lat, backend = (latency, "caller-supplied") if latency is not None else \
-        deployment_latency(size, config.latency_batch)
+    if latency is not None:
+        lat, backend = latency, "caller-supplied"
+    elif config.latency_table is not None:
+        lat, backend = table_latency(config.latency_table, size, config.latency_batch)
+    else:
+        lat, backend = deployment_latency(size, config.latency_batch)
     data_iter = None
     if _needs_gradients(config.criterion):
         from ..data import BatchLoader
