@@ -32,8 +32,9 @@ import torch
 import torch.nn as nn
 
 from ..errors import LightnnError
+from ..models.record import model_name
 
-__all__ = ["Unit", "model_units", "register_unit_kind", "UNIT_KINDS", "unit_kind_of", "model_name"]
+__all__ = ["Unit", "model_units", "register_unit_kind", "UNIT_KINDS", "unit_kind_of"]
 
 UNIT_KINDS = ("conv", "ir", "residual", "ds", "se", "shuffle", "split", "pool", "linear", "norm", "act", "block",
               "leaf", "free")
@@ -82,11 +83,6 @@ def unit_kind_of(module: nn.Module, root: bool = False) -> str | None:
     if root or type(module) is nn.Sequential or isinstance(module, _CONTAINERS):
         return None
     return "block" if next(module.children(), None) is not None else "leaf"
-
-
-def model_name(model: nn.Module) -> str:
-    """The registry name a model was built under, else its class name (the one place that reads the attribute)."""
-    return getattr(model, "lightnn_name", None) or type(model).__name__
 
 
 def _signature(m: nn.Module) -> str:

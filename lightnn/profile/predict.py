@@ -31,7 +31,8 @@ import torch.nn as nn
 
 from ..errors import LightnnError
 from .latency_table import LatencyTable
-from .latency_units import Unit, model_name, model_units
+from ..models.record import model_name
+from .latency_units import Unit, model_units
 
 __all__ = ["predict_latency", "Prediction", "fit_correction", "nnls", "unit_features", "record_end_to_end",
            "fit_table_correction", "measure_units", "fit_ridge", "build_table", "apply_correction"]
