@@ -11,7 +11,43 @@ import torch
 import yaml
 
 import lightnn
+from lightnn.checkpoint import save_checkpoint
 from lightnn.cli import build_parser, main
+from lightnn.data import Normalization
+from lightnn.models import record_update
+
+CLASSES = ("cat", "dog")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """A labelled ImageFolder tree: 2 classes x 8 train and 2 x 2 val images, 32x32 RGB."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("data") / "tiny"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("val", 2)):
+        for c in CLASSES:
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    model = record_update(lightnn.create_model("resnet20", num_classes=len(CLASSES), width=4), classes=CLASSES,
+                          normalize=Normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)))
+    return str(save_checkpoint(tmp_path_factory.mktemp("ck") / "r20.pt", model))
+
+
+@pytest.fixture(scope="module")
+def onnx_model(ckpt, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx") / "r20.onnx"
+    assert main(["export", ckpt, "--output", str(out), "--parity-inputs", "2"]) == 0
+    return str(out)
 
 
 def _choices(command: str, dest: str):
@@ -77,3 +113,33 @@ def test_profile_latency_on_a_registered_backend(capsys):
     assert main(["profile", "lenet5", "--latency", "--backend", "onnxruntime", "--runs", "2", "--json"]) == 0
     lat = json.loads(capsys.readouterr().out)["latency"]
     assert lat["backend"] == "onnxruntime" and lat["runs"] == 2
+
+
+# --- lightnn eval ------------------------------------------------------------------------------------------------
+
+
+def test_eval_choices_come_from_the_library():
+    from lightnn.data.datasets import SPLITS
+    from lightnn.train.evaluate import TTA_MODES
+
+    assert tuple(_choices("eval", "split")) == SPLITS and _choices("eval", "tta") == [t for t in TTA_MODES if t]
+
+
+def test_eval_checkpoint_and_onnx(ckpt, onnx_model, data, capsys):
+    capsys.readouterr()
+    assert main(["eval", ckpt, "--data", data, "--json", "--batch-size", "3", "--device", "cpu"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["model"] == "resnet20" and res["n"] == 4 and res["split"] == "val" and res["classes"] == list(CLASSES)
+    assert main(["eval", onnx_model, "--data", data, "--split", "train", "--tta", "flip"]) == 0
+    out = capsys.readouterr().out
+    assert "onnx on" in out and "(train, 16 images, flip test-time augmentation)" in out and "confusion" in out
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["m.onnx", "--device", "cpu"], "--device does not apply to an ONNX model"),
+    (["m.pt", "--split", "all", "--val-fraction", "0.2"], "--val-fraction does not apply to --split all"),
+    (["m.pt", "--split", "test", "--split-seed", "1"], "--split-seed does not apply to --split test"),
+])
+def test_eval_refuses_flags_it_would_not_read(tmp_path, capsys, argv, msg):
+    # refused before the (missing) model file is opened
+    _refused(capsys, ["eval", str(tmp_path / argv[0]), *argv[1:]], f"lightnn eval: {msg}")
