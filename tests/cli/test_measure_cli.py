@@ -11,7 +11,6 @@ import torch
 import yaml
 
 import lightnn
-from lightnn.checkpoint import save_checkpoint
 from lightnn.cli import build_parser, main
 from lightnn.data import Normalization
 from lightnn.models import record_update
@@ -40,7 +39,7 @@ def ckpt(tmp_path_factory):
     torch.manual_seed(0)
     model = record_update(lightnn.create_model("resnet20", num_classes=len(CLASSES), width=4), classes=CLASSES,
                           normalize=Normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)))
-    return str(save_checkpoint(tmp_path_factory.mktemp("ck") / "r20.pt", model))
+    return str(lightnn.save(tmp_path_factory.mktemp("ck") / "r20.pt", model))
 
 
 @pytest.fixture(scope="module")
