@@ -142,3 +142,42 @@ def test_eval_checkpoint_and_onnx(ckpt, onnx_model, data, capsys):
 def test_eval_refuses_flags_it_would_not_read(tmp_path, capsys, argv, msg):
     # refused before the (missing) model file is opened
     _refused(capsys, ["eval", str(tmp_path / argv[0]), *argv[1:]], f"lightnn eval: {msg}")
+
+
+# --- lightnn export ----------------------------------------------------------------------------------------------
+
+
+def test_export_calibration_methods_come_from_the_quantizer():
+    from lightnn.export.quantize import CALIBRATION_METHODS
+
+    assert tuple(_choices("export", "calibration_method")) == CALIBRATION_METHODS
+    assert tuple(_choices("quantize", "method")) == CALIBRATION_METHODS
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["m.onnx", "--fp16", "--calibration-data", "sample"], "--calibration-data is not read converting an ONNX"),
+    (["m.onnx", "--fp16", "--resize"], "--resize is not read converting an ONNX model to fp16"),
+    (["resnet20", "--resize"], "--resize needs --calibration-data"),
+    (["resnet20", "--qat-epochs", "1", "--static-batch"], "--static-batch does not apply to --qat-epochs"),
+    (["resnet20", "--qat-epochs", "1", "--no-fold-bn"], "--no-fold-bn does not apply to --qat-epochs"),
+])
+def test_export_refuses_flags_it_would_not_read(tmp_path, capsys, argv, msg):
+    _refused(capsys, ["export", *argv, "--output", str(tmp_path / "out.onnx")], f"lightnn export: {msg}")
+
+
+def test_export_refuses_a_negative_qat_epochs(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["export", "resnet20", "--qat-epochs", "-1", "--output", str(tmp_path / "o.onnx")])
+    assert e.value.code == 2 and "--qat-epochs: must be an integer >= 0" in capsys.readouterr().err
+
+
+def test_export_qat_output_takes_the_opset(ckpt, data, tmp_path, capsys):
+    import onnx
+
+    out = tmp_path / "r20.qat.onnx"
+    assert main(["export", ckpt, "--output", str(out), "--qat-epochs", "1", "--qat-steps", "1", "--opset", "13",
+                 "--calibration-data", data, "--calibration-size", "8", "--parity-inputs", "2", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["int8"]["path"] == str(out) and s["int8"]["method"] == "qat"
+    opsets = {o.domain: o.version for o in onnx.load(str(out)).opset_import}
+    assert opsets.get("", opsets.get("ai.onnx")) == 13  # was 17 whatever --opset said
