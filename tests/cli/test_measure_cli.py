@@ -35,6 +35,19 @@ def data(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def flat(tmp_path_factory):
+    """Unlabelled calibration images: a flat folder of 6 32x32 PNGs."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("flat")
+    rng = np.random.default_rng(1)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / f"{i}.png")
+    return str(root)
+
+
+@pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     torch.manual_seed(0)
     model = record_update(lightnn.create_model("resnet20", num_classes=len(CLASSES), width=4), classes=CLASSES,
@@ -151,7 +164,6 @@ def test_export_calibration_methods_come_from_the_quantizer():
     from lightnn.export.quantize import CALIBRATION_METHODS
 
     assert tuple(_choices("export", "calibration_method")) == CALIBRATION_METHODS
-    assert tuple(_choices("quantize", "method")) == CALIBRATION_METHODS
 
 
 @pytest.mark.parametrize("argv,msg", [
@@ -181,3 +193,31 @@ def test_export_qat_output_takes_the_opset(ckpt, data, tmp_path, capsys):
     assert s["int8"]["path"] == str(out) and s["int8"]["method"] == "qat"
     opsets = {o.domain: o.version for o in onnx.load(str(out)).opset_import}
     assert opsets.get("", opsets.get("ai.onnx")) == 13  # was 17 whatever --opset said
+
+
+# --- lightnn quantize --------------------------------------------------------------------------------------------
+
+
+def test_quantize_choices_come_from_the_quantizer():
+    from lightnn.export.quantize import CALIBRATION_METHODS, QUANT_FORMATS
+
+    assert tuple(_choices("quantize", "method")) == CALIBRATION_METHODS
+    assert tuple(_choices("quantize", "format")) == QUANT_FORMATS
+
+
+def test_quantize_checkpoint_with_a_labelled_split(ckpt, data, tmp_path, capsys):
+    out = tmp_path / "q"
+    assert main(["quantize", ckpt, "--calibration-data", data, "--output", str(out), "--calibration-size", "8",
+                 "--val-size", "4", "--batch", "1", "--runs", "2", "--no-auto-mixed", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["source"] == ckpt and d["calibration_images"] == 8 and d["threads"] == 1 and d["format"] == "qdq"
+    assert (out / "model.int8.onnx").is_file() and json.loads((out / "report.json").read_text()) == d
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--val-size", "4"], "--val-size needs labelled images"),
+    (["--input-size", "32"], "--input-size does not apply to an ONNX source"),
+])
+def test_quantize_refuses_flags_it_would_not_read(onnx_model, flat, tmp_path, capsys, argv, msg):
+    _refused(capsys, ["quantize", onnx_model, "--calibration-data", flat, "--output", str(tmp_path / "q"), *argv],
+             f"lightnn quantize: {msg}")
