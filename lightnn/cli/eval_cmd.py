@@ -45,7 +45,7 @@ def run(args) -> int:
     from ..train import evaluate
 
     onnx = args.checkpoint.endswith(".onnx")
-    refuse_inapplicable("eval", args, [
+    refuse_inapplicable(args, [
         ("device", onnx, "does not apply to an ONNX model (ONNX Runtime runs it on the CPU)"),
         *((k, args.split in ("all", "test"), f"does not apply to --split {args.split} (no val split is carved out)")
           for k in ("val_fraction", "split_seed")),

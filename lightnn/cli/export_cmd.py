@@ -75,7 +75,7 @@ def _refuse_unread(args, is_onnx: bool) -> None:
     """A typed flag this export would not read is an error naming it."""
     onnx_in = "does not apply to an ONNX source (it is already exported)"
     qat_out = "does not apply to --qat-epochs (the QAT int8 export sets its own batch axis and BatchNorm folding)"
-    refuse_inapplicable("export", args, [
+    refuse_inapplicable(args, [
         *((k, is_onnx, onnx_in) for k in ("input_size", "opset", "static_batch", "no_fold_bn", "parity_inputs",
                                           "atol", "qat_epochs")),
         *((k, bool(args.qat_epochs), qat_out) for k in ("static_batch", "no_fold_bn")),

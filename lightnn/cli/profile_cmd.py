@@ -52,7 +52,7 @@ def run(args) -> int:
         raise LightnnError(f"--input-size must be >= 1, got {args.input_size}")
     if args.num_classes < 1:
         raise LightnnError(f"--num-classes must be >= 1, got {args.num_classes}")
-    refuse_inapplicable("profile", args, [
+    refuse_inapplicable(args, [
         *((k, not args.latency, "needs --latency") for k in ("backend", "threads", "runs", "clock")),
         ("by_type", args.json, "does not apply to --json (every JSON object holds by_type)"),
         ("latency", args.csv and (args.layers or args.by_type),

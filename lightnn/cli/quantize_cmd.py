@@ -57,7 +57,7 @@ def run(args) -> int:
         raise LightnnError(f"--output {args.output!r} is a directory for the models and the report, not a file")
     batches = _batches(args.batch)
     src = str(args.source)
-    refuse_inapplicable("quantize", args, [
+    refuse_inapplicable(args, [
         ("input_size", src.endswith(".onnx"), "does not apply to an ONNX source (its input size is in the file)"),
     ])
     if src.endswith(".onnx"):
@@ -94,7 +94,7 @@ def run(args) -> int:
                           split="val")
     else:
         val = None
-    refuse_inapplicable("quantize", args, [
+    refuse_inapplicable(args, [
         ("val_size", val is None, f"needs labelled images: --val-data, or a labelled --calibration-data "
                                   f"({args.calibration_data!r} has no labels)"),
     ])

@@ -71,7 +71,9 @@ def _refused(capsys, argv: list[str], msg: str) -> None:
     capsys.readouterr()
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert msg in err and len(err.strip().splitlines()) == 1, err
+    head = f"lightnn {argv[0]}: error: "
+    assert err.startswith(head) and err.count(f"lightnn {argv[0]}:") == 1 and len(err.strip().splitlines()) == 1, err
+    assert msg in err, err
 
 
 # --- lightnn list ------------------------------------------------------------------------------------------------
@@ -113,7 +115,7 @@ def test_profile_backend_choices_come_from_the_latency_registry():
     (["--csv", "--layers", "--latency"], "--latency is not printed by --csv --layers/--by-type"),
 ])
 def test_profile_refuses_flags_it_would_not_read(capsys, argv, msg):
-    _refused(capsys, ["profile", "lenet5", *argv], f"lightnn profile: {msg}")
+    _refused(capsys, ["profile", "lenet5", *argv], msg)
 
 
 def test_profile_latency_on_a_registered_backend(capsys):
@@ -154,7 +156,7 @@ def test_eval_checkpoint_and_onnx(ckpt, onnx_model, data, capsys):
 ])
 def test_eval_refuses_flags_it_would_not_read(tmp_path, capsys, argv, msg):
     # refused before the (missing) model file is opened
-    _refused(capsys, ["eval", str(tmp_path / argv[0]), *argv[1:]], f"lightnn eval: {msg}")
+    _refused(capsys, ["eval", str(tmp_path / argv[0]), *argv[1:]], msg)
 
 
 # --- lightnn export ----------------------------------------------------------------------------------------------
@@ -174,7 +176,7 @@ def test_export_calibration_methods_come_from_the_quantizer():
     (["resnet20", "--qat-epochs", "1", "--no-fold-bn"], "--no-fold-bn does not apply to --qat-epochs"),
 ])
 def test_export_refuses_flags_it_would_not_read(tmp_path, capsys, argv, msg):
-    _refused(capsys, ["export", *argv, "--output", str(tmp_path / "out.onnx")], f"lightnn export: {msg}")
+    _refused(capsys, ["export", *argv, "--output", str(tmp_path / "out.onnx")], msg)
 
 
 def test_export_refuses_a_negative_qat_epochs(tmp_path, capsys):
@@ -220,4 +222,30 @@ def test_quantize_checkpoint_with_a_labelled_split(ckpt, data, tmp_path, capsys)
 ])
 def test_quantize_refuses_flags_it_would_not_read(onnx_model, flat, tmp_path, capsys, argv, msg):
     _refused(capsys, ["quantize", onnx_model, "--calibration-data", flat, "--output", str(tmp_path / "q"), *argv],
-             f"lightnn quantize: {msg}")
+             msg)
+
+
+# --- lightnn bench -----------------------------------------------------------------------------------------------
+
+
+def test_bench_eager_and_ort(capsys):
+    assert main(["bench", "lenet5", "--backends", "eager,ort", "--rounds", "1", "--runs", "2", "--batch", "1,2",
+                 "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["input_size"] == [1, 28, 28]
+    assert [(r["backend"], r["batch"], r["runs"]) for r in d["results"]] == [
+        ("eager", 1, 2), ("ort", 1, 2), ("eager", 2, 2), ("ort", 2, 2)]
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["lenet5", "--backends", "eager,ort", "--calibration-data", "sample"],
+     "--calibration-data is read by the ort-int8 backend only"),
+    (["lenet5", "--backends", "eager,tensorrt"], "--backends: unknown ['tensorrt']"),
+])
+def test_bench_refuses_flags_it_would_not_read(capsys, argv, msg):
+    _refused(capsys, ["bench", *argv], msg)
+
+
+def test_bench_onnx_source_refuses_a_typed_eager_backend(onnx_model, capsys):
+    # the default list drops eager for an ONNX file; typing the same list asks for eager, which it cannot run
+    _refused(capsys, ["bench", onnx_model, "--backends", "eager,ort,ort-int8"], "the eager backend needs a model")
