@@ -249,3 +249,79 @@ def test_bench_refuses_flags_it_would_not_read(capsys, argv, msg):
 def test_bench_onnx_source_refuses_a_typed_eager_backend(onnx_model, capsys):
     # the default list drops eager for an ONNX file; typing the same list asks for eager, which it cannot run
     _refused(capsys, ["bench", onnx_model, "--backends", "eager,ort,ort-int8"], "the eager backend needs a model")
+
+
+# --- lightnn run: explicit flag > config file > default ----------------------------------------------------------
+
+
+def _run_cfg(tmp_path, monkeypatch, argv: list[str], config: dict | None = None) -> dict:
+    """What `lightnn run` hands the pipeline for ``argv`` (and a config file holding ``config``), as the values the
+    run would use; the pipeline itself does not run."""
+    import lightnn.pipeline
+
+    seen: dict = {}
+    monkeypatch.setattr(lightnn.pipeline, "run", lambda cfg, output=None, fresh=False: seen.update(
+        cfg=cfg, output=output, fresh=fresh))
+    if config is not None:
+        (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+        argv = [str(tmp_path / "run.yaml"), *argv]
+    assert main(["run", *argv]) == 0
+    cfg = seen["cfg"]
+    return {"epochs": cfg["train"]["epochs"], "data": cfg["data"]["path"],
+            "max_train_images": cfg["data"]["max_train_images"], "models": [m["name"] for m in cfg["models"]],
+            "output": str(seen["output"] or cfg["output"]), "skip_corrupt": cfg["data"]["skip_corrupt"],
+            "progress": cfg["progress"], "fresh": seen["fresh"]}
+
+
+DEFAULT_MODELS = "resnet20,mobilenet_v2_cifar,shufflenet_v2_cifar,igcv3_cifar"  # lightnn/configs/run.yaml
+
+
+@pytest.mark.parametrize("key,flag,config,in_config,typed,default", [
+    ("epochs", "--epochs", {"train": {"epochs": 5}}, 5, "2", "3"),
+    ("data", "--data", {"data": {"path": "from_config"}}, "from_config", "from_flag", "sample"),
+    ("max_train_images", "--max-train-images", {"data": {"max_train_images": 50}}, 50, "20", None),
+    ("models", "--models", {"models": [{"name": "lenet5"}]}, ["lenet5"], "resnet20", DEFAULT_MODELS),
+    ("output", "--output", {"output": "runs/from_config"}, "runs/from_config", "runs/from_flag", "runs/lightnn-run"),
+])
+@pytest.mark.parametrize("level", ["default", "config", "flag", "flag equal to the default"])
+def test_run_precedence(tmp_path, monkeypatch, key, flag, config, in_config, typed, default, level):
+    def value(text):  # what a typed (or default) text means in the run config
+        if text is None or key in ("data", "output"):
+            return text
+        return text.split(",") if key == "models" else int(text)
+
+    if level == "flag equal to the default" and default is None:
+        pytest.skip(f"{flag}'s default (null) cannot be typed")
+    argv = {"default": [], "config": [], "flag": [flag, typed], "flag equal to the default": [flag, default]}[level]
+    got = _run_cfg(tmp_path, monkeypatch, argv, None if level == "default" else config)[key]
+    expect = {"default": value(default), "config": in_config, "flag": value(typed),
+              "flag equal to the default": value(default)}[level]
+    assert got == expect
+
+
+def test_run_switches_turn_on_over_the_config_file(tmp_path, monkeypatch):
+    assert _run_cfg(tmp_path, monkeypatch, [])["skip_corrupt"] is False  # the defaults
+    assert _run_cfg(tmp_path, monkeypatch, [])["progress"] is True
+    got = _run_cfg(tmp_path, monkeypatch, [], {"data": {"skip_corrupt": True}, "progress": False})
+    assert got["skip_corrupt"] is True and got["progress"] is False  # the config file over the defaults
+    got = _run_cfg(tmp_path, monkeypatch, ["--skip-corrupt", "--no-progress", "--fresh"],
+                   {"data": {"skip_corrupt": False}, "progress": True})
+    assert got["skip_corrupt"] is True and got["progress"] is False and got["fresh"] is True  # the flags over it
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--models", ""], "--models '' names no model"),
+    (["--models", " , "], "--models ' , ' names no model"),
+    (["--models", "no_such_model"], "no_such_model"),
+    (["--epochs", "0"], None),
+])
+def test_run_refuses_bad_flags_by_name(tmp_path, monkeypatch, capsys, argv, msg):
+    import lightnn.pipeline
+
+    monkeypatch.setattr(lightnn.pipeline, "run", lambda *a, **k: pytest.fail("the pipeline ran"))
+    if msg is None:  # argparse's own check of a typed number
+        with pytest.raises(SystemExit):
+            main(["run", *argv])
+        assert "--epochs: must be an integer >= 1" in capsys.readouterr().err
+        return
+    _refused(capsys, ["run", *argv], msg)
