@@ -325,3 +325,21 @@ def test_run_refuses_bad_flags_by_name(tmp_path, monkeypatch, capsys, argv, msg)
         assert "--epochs: must be an integer >= 1" in capsys.readouterr().err
         return
     _refused(capsys, ["run", *argv], msg)
+
+
+def test_run_config_choices_come_from_the_registries():
+    from lightnn import pipeline
+    from lightnn.compress import importance
+    from lightnn.export.quantize import CALIBRATION_METHODS
+
+    for c in importance.criteria():  # taylor too: the prune stage hands its criterion the training batches
+        assert pipeline.resolve_config({"prune": {"criterion": c}})["prune"]["criterion"] == c
+    for m in CALIBRATION_METHODS:
+        assert pipeline.resolve_config({"quantize": {"method": m}})["quantize"]["method"] == m
+    with pytest.raises(lightnn.LightnnError, match="'prune.criterion' must be one of .*got 'l3'"):
+        pipeline.resolve_config({"prune": {"criterion": "l3"}})
+    importance.register_criterion("test_only_run_criterion")(lambda group, model: None)
+    try:  # a criterion registered after import is a valid config value
+        assert pipeline.resolve_config({"prune": {"criterion": "test_only_run_criterion"}})
+    finally:
+        importance.CRITERIA.pop("test_only_run_criterion")
