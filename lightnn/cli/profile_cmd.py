@@ -17,6 +17,7 @@ def add_parser(sub):
          "lightnn profile mobilenet_v1 --by-type",
          "lightnn profile shufflenet_v2_x1_0 --layers --csv",
          "lightnn profile resnet18 mobilenet_v2 --latency --batch 1 --threads 1 --clock thread",
+         "lightnn profile resnet20 --latency --backend onnxruntime --threads 1",
          "lightnn profile 'shufflenet_v2*' --json"],
         description="Count parameters, MACs (multiply-adds; FLOPs = 2 x MACs) and memory traffic (activations "
                     "read + written + weights, ShuffleNet V2's memory access cost) of registered models, one forward "
