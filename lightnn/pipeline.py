@@ -86,6 +86,32 @@ class _OneOf:
         return v
 
 
+class _Registered:
+    """A config value naming an entry of a registry, read when the value is checked (so a criterion or method
+    registered after import is accepted): ``names`` returns the allowed names."""
+
+    def __init__(self, names: Callable[[], Any]) -> None:
+        self.names = names
+
+    def __call__(self, v: Any) -> Any:
+        allowed = list(self.names())
+        if not isinstance(v, str) or v not in allowed:
+            raise LightnnError(f"must be one of {allowed}, got {v!r}")
+        return v
+
+
+def _criteria() -> list[str]:
+    from .compress.importance import criteria
+
+    return criteria()
+
+
+def _calibration_methods() -> tuple[str, ...]:
+    from .export.quantize import CALIBRATION_METHODS
+
+    return CALIBRATION_METHODS
+
+
 def _optional(check: Number) -> Callable[[Any], Any]:
     return lambda v: None if v is None else check(v)
 
@@ -117,10 +143,10 @@ SCHEMA: dict[str, Any] = {
               "warmup_epochs": Number(float, 0), "label_smoothing": Number(float, 0, 1, hi_open=True)},
     "select": {"latency_batch": Number(int, 1), "reward_w": Number(float)},
     "prune": {"enabled": bool, "target_macs": Number(float, 0.05, 1, hi_open=True),
-              "criterion": _OneOf("l1", "l2", "bn_scale", "random"), "round_to": _round_to,
+              "criterion": _Registered(_criteria), "round_to": _round_to,
               "finetune_epochs": Number(float, 0, lo_open=True), "finetune_lr": Number(float, 0, lo_open=True), "distill": bool,
               "search_steps": Number(int, 1)},
-    "quantize": {"enabled": bool, "method": _OneOf("minmax", "percentile", "entropy"),
+    "quantize": {"enabled": bool, "method": _Registered(_calibration_methods),
                  "calibration_images": Number(int, 1)},
     "latency": {"batches": _positive_ints, "threads": Number(int, 1), "warmup": Number(int, 0),
                 "runs": Number(int, 1)},

@@ -69,13 +69,14 @@ def explicit_flags(args: argparse.Namespace) -> set[str]:
     return args._explicit
 
 
-def refuse_inapplicable(command: str, args: argparse.Namespace, rules: list[tuple[str, bool, str]]) -> None:
+def refuse_inapplicable(args: argparse.Namespace, rules: list[tuple[str, bool, str]]) -> None:
     """Refuse, by name, a typed flag that this invocation would not read: ``rules`` are ``(dest, not_read, why)``
-    (e.g. ``("qat_lr", not args.qat_epochs, "needs --qat-epochs")``). Untyped flags are never refused."""
+    (e.g. ``("qat_lr", not args.qat_epochs, "needs --qat-epochs")``). Untyped flags are never refused. The error
+    is the flag and why; :func:`lightnn.cli.main` prints it after ``lightnn COMMAND: error:``."""
     typed = explicit_flags(args)
     for dest, not_read, why in rules:
         if dest in typed and not_read:
-            raise LightnnError(f"lightnn {command}: --{dest.replace('_', '-')} {why}")
+            raise LightnnError(f"--{dest.replace('_', '-')} {why}")
 
 
 def merge_config(args: argparse.Namespace, config: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import LightnnError
-from ._common import add_command
+from ._common import Number, add_command, explicit_flags, refuse_inapplicable, track_explicit
 
 BACKENDS = ("eager", "ort", "ort-int8")
 DEFAULT_BACKENDS = ",".join(BACKENDS)
@@ -21,14 +21,15 @@ def add_parser(sub):
                      "lightnn bench model.onnx --backends ort --batch 8"])
     p.add_argument("source", help="registry name, checkpoint (.pt/.lnz) or .onnx file")
     p.add_argument("--batch", default="1", help="batch sizes, comma-separated (e.g. 1,32)")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads for every backend")
+    p.add_argument("--threads", type=Number(int, 1), default=1, help="intra-op threads for every backend")
     p.add_argument("--backends", default=DEFAULT_BACKENDS, help=f"comma-separated, from {', '.join(BACKENDS)}")
     p.add_argument("--input-size", type=int, default=None, help="input height = width (default: the model's)")
-    p.add_argument("--rounds", type=int, default=5, help="alternating rounds over the backends")
-    p.add_argument("--runs", type=int, default=10, help="timed runs per backend per round")
+    p.add_argument("--rounds", type=Number(int, 1), default=5, help="alternating rounds over the backends")
+    p.add_argument("--runs", type=Number(int, 1), default=10, help="timed runs per backend per round")
     p.add_argument("--calibration-data", default=None,
                    help="images to calibrate ort-int8 (default: the shipped sample, resized)")
     p.add_argument("--json", action="store_true", help="print median ms and spread per backend as JSON")
+    track_explicit(p)  # a typed flag this run would not read is refused by name (see run)
     return p
 
 
@@ -47,14 +48,15 @@ def run(args) -> int:
     bad = [b for b in backends if b not in BACKENDS]
     if bad or not backends:
         raise LightnnError(f"--backends: unknown {bad or args.backends!r}; choose from {', '.join(BACKENDS)}")
-    if args.threads < 1:
-        raise LightnnError(f"--threads must be >= 1, got {args.threads}")
+    refuse_inapplicable(args, [
+        ("calibration_data", "ort-int8" not in backends, "is read by the ort-int8 backend only"),
+    ])
     batches = _batches(args.batch)
     src = str(args.source)
     model = None
     with tempfile.TemporaryDirectory(prefix="lightnn-bench-") as d:
         if src.endswith(".onnx"):
-            if "eager" in backends and args.backends == DEFAULT_BACKENDS:
+            if "eager" in backends and "backends" not in explicit_flags(args):
                 backends.remove("eager")  # the default list; an explicit eager request is an error below
             if "eager" in backends:
                 raise LightnnError(f"{src!r} is an ONNX file: the eager backend needs a model name or checkpoint "

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import warnings
 
-from ._common import add_command
+from ..data.datasets import SPLITS
+from ..train.evaluate import TTA_MODES
+from ._common import add_command, refuse_inapplicable, track_explicit
 
 
 def add_parser(sub):
@@ -19,17 +21,19 @@ def add_parser(sub):
     p.add_argument("checkpoint", help="a lightnn checkpoint (.pt), Deep Compression file (.lnz) or ONNX model "
                                       "(.onnx, run by ONNX Runtime on the CPU)")
     p.add_argument("--data", default="sample", help="dataset: folder, .zip, .tar.gz, CIFAR pickles, or 'sample'")
-    p.add_argument("--split", default="val", choices=["train", "val", "test", "all"],
+    p.add_argument("--split", default="val", choices=SPLITS,
                    help="which split (val: the seeded split carved from train when there is none)")
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--skip-corrupt", action="store_true")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="fraction of train carved out as val when the data has no val split (--split train/val)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of that carved split (--split train/val)")
+    p.add_argument("--image-size", type=int, default=None, help="resize every image to N x N")
+    p.add_argument("--skip-corrupt", action="store_true", help="skip unreadable image files (with a warning)")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default=None)
-    p.add_argument("--tta", choices=["flip"], default=None,
+    p.add_argument("--device", default=None, help="torch device of a checkpoint (default: cuda if available)")
+    p.add_argument("--tta", choices=[t for t in TTA_MODES if t], default=None,
                    help="test-time augmentation: average the predictions of each image and its mirror")
     p.add_argument("--json", action="store_true", help="print one JSON object (top1, top5, loss, per_class, ...)")
+    track_explicit(p)  # a typed flag this evaluation would not read is refused by name (see run)
     return p
 
 
@@ -41,6 +45,11 @@ def run(args) -> int:
     from ..train import evaluate
 
     onnx = args.checkpoint.endswith(".onnx")
+    refuse_inapplicable(args, [
+        ("device", onnx, "does not apply to an ONNX model (ONNX Runtime runs it on the CPU)"),
+        *((k, args.split in ("all", "test"), f"does not apply to --split {args.split} (no val split is carved out)")
+          for k in ("val_fraction", "split_seed")),
+    ])
     # an ONNX file is evaluated as it is (its normalization comes from the metadata lightnn's exporter wrote);
     # anything else is read once, verified: weights, classes and normalization
     model, record = (args.checkpoint, None) if onnx else load(args.checkpoint)

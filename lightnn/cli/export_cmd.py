@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from ..errors import LightnnError
-from ._common import add_command, refuse_inapplicable, track_explicit
+from ..export.quantize import CALIBRATION_METHODS
+from ._common import Number, add_command, refuse_inapplicable, track_explicit
 
 
 def add_parser(sub):
@@ -24,17 +25,17 @@ def add_parser(sub):
     p.add_argument("--no-fold-bn", action="store_true", help="keep BatchNorm nodes")
     q = p.add_mutually_exclusive_group()
     q.add_argument("--int8", action="store_true", help="post-training static int8 (ONNX Runtime, fast recipe)")
-    q.add_argument("--qat-epochs", type=int, default=0, help="quantization-aware fine-tuning epochs, then int8")
+    q.add_argument("--qat-epochs", type=Number(int, 0), default=0, help="quantization-aware fine-tuning epochs, then int8")
     q.add_argument("--fp16", action="store_true", help="store the weights as float16 (half the size)")
     p.add_argument("--calibration-data", default=None,
                    help="images for int8 calibration / parity: folder, zip, .npy or 'sample'")
-    p.add_argument("--calibration-method", default="minmax", choices=["minmax", "percentile", "entropy"])
-    p.add_argument("--calibration-size", type=int, default=300, help="number of calibration images")
+    p.add_argument("--calibration-method", default="minmax", choices=CALIBRATION_METHODS)
+    p.add_argument("--calibration-size", type=Number(int, 1), default=300, help="number of calibration images")
     p.add_argument("--resize", action="store_true", help="resize calibration images to the model's input size")
     p.add_argument("--train-data", default=None, help="QAT training data (default: the calibration data)")
     p.add_argument("--qat-lr", type=float, default=1e-3)
-    p.add_argument("--qat-steps", type=int, default=None, help="stop QAT after this many steps (quick runs)")
-    p.add_argument("--parity-inputs", type=int, default=16, help="images for the PyTorch-vs-ONNX check")
+    p.add_argument("--qat-steps", type=Number(int, 1), default=None, help="stop QAT after this many steps (quick runs)")
+    p.add_argument("--parity-inputs", type=Number(int, 1), default=16, help="images for the PyTorch-vs-ONNX check")
     p.add_argument("--atol", type=float, default=1e-4, help="parity tolerance, relative to max |logit|")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     track_explicit(p)  # a typed flag this export would not read is refused by name (see run)
@@ -42,51 +43,17 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    import numpy as np
-
-    from ..export import check_parity, export_fp16, export_onnx, qat_stage, quantize_int8, resolve_model
-    from ..export.calib import load_images
-    from ..export.onnx import model_input_size, onnx_input_size, source_normalization
+    from ..export import check_parity, export_fp16, export_onnx
     from ..export.quantize import file_size
-    from ..runtime import OrtSession
 
     out = Path(args.output)
     if out.suffix != ".onnx":
         raise LightnnError(f"--output {args.output!r} must end in .onnx")
     src = str(args.source)
-    is_onnx = src.endswith(".onnx")
-    onnx_in = "does not apply to an ONNX source (it is already exported)"
-    refuse_inapplicable("export", args, [
-        *((k, is_onnx, onnx_in) for k in ("input_size", "opset", "static_batch", "no_fold_bn", "parity_inputs",
-                                          "atol", "qat_epochs")),
-        ("calibration_method", not args.int8, "applies to --int8 only (QAT learns its ranges)"),
-        ("calibration_size", not (args.int8 or args.qat_epochs), "applies to --int8 / --qat-epochs only"),
-        *((k, not args.qat_epochs, "needs --qat-epochs") for k in ("train_data", "qat_lr", "qat_steps")),
-    ])
+    _refuse_unread(args, src.endswith(".onnx"))
     summary: dict = {"source": src, "output": str(out)}
-    norm = None
-    model = None
-    if is_onnx:
-        if not (args.int8 or args.fp16):
-            raise LightnnError(f"{src!r} is already ONNX: pass --int8 or --fp16 to convert it")
-        if not Path(src).is_file():
-            raise LightnnError(f"ONNX model {src!r} does not exist")
-        fp32 = Path(src)
-        size = onnx_input_size(fp32)
-        norm = source_normalization(src)
-    else:
-        model = resolve_model(src).eval()
-        size = model_input_size(model, args.input_size)
-        norm = source_normalization(src, model)
-        fp32 = out if not (args.int8 or args.fp16 or args.qat_epochs) else _sibling(out, "fp32")
-    mean, std = (norm["mean"], norm["std"]) if norm else (None, None)
-
-    def images(n: int, split: str = "all"):
-        # real images for parity/calibration: the given data, else the shipped sample resized to the model
-        data = args.calibration_data or "sample"
-        return load_images(data, size, limit=n, resize=args.resize or not args.calibration_data, mean=mean,
-                           std=std, split=split)
-
+    model, fp32, size, norm = _source(args, src, out)
+    images = _image_reader(args, size, norm)
     if model is not None:
         export_onnx(model if norm is None else _with_norm(model, norm), fp32, input_size=size, opset=args.opset,
                     dynamic_batch=not args.static_batch, fold_bn=not args.no_fold_bn)
@@ -95,33 +62,100 @@ def run(args) -> int:
     if args.int8 or args.qat_epochs:
         if not args.calibration_data:
             raise LightnnError("--int8/--qat-epochs need --calibration-data (a folder or zip of images, or 'sample')")
-        calib = images(args.calibration_size)
-        if args.qat_epochs:
-            from ..data import load_dataset
-
-            train = load_dataset(args.train_data or args.calibration_data, split="train")
-            if tuple(train.image_size) != tuple(size):
-                raise LightnnError(f"QAT data {train.source!r} is {train.image_size}, the model takes {size}")
-            check = images(min(64, args.calibration_size), split="val")
-            # the oracle for a QAT export is the fake-quantized PyTorch model it came from
-            _, rep = qat_stage(model, train, calib, out, check=check, input_size=size, epochs=args.qat_epochs,
-                               lr=args.qat_lr, max_steps=args.qat_steps, mean=mean, std=std)
-            summary["int8"] = {**rep, "size_ratio": rep["bytes"] / file_size(fp32)}
-        else:
-            quantize_int8(fp32, out, calib, method=args.calibration_method)
-            check = images(min(64, args.calibration_size), split="val" if not is_onnx else "all")
-            got = OrtSession(out, threads=1).run(check.images).argmax(1)
-            ref = OrtSession(fp32, threads=1).run(check.images).argmax(1)
-            summary["int8"] = {"path": str(out), "bytes": file_size(out),
-                               "size_ratio": file_size(out) / file_size(fp32),
-                               "top1_agreement": float(np.mean(got == ref)), "n": len(check),
-                               "reference": "fp32-onnx", "method": args.calibration_method}
+        summary["int8"] = (_qat(args, model, fp32, out, size, norm, images) if args.qat_epochs
+                           else _int8(args, fp32, out, images, model is None))
     elif args.fp16:
         export_fp16(fp32, out)
         summary["fp16"] = {"path": str(out), "bytes": file_size(out), "size_ratio": file_size(out) / file_size(fp32)}
+    _print(args, summary)
+    return 0
+
+
+def _refuse_unread(args, is_onnx: bool) -> None:
+    """A typed flag this export would not read is an error naming it."""
+    onnx_in = "does not apply to an ONNX source (it is already exported)"
+    qat_out = "does not apply to --qat-epochs (the QAT int8 export sets its own batch axis and BatchNorm folding)"
+    refuse_inapplicable(args, [
+        *((k, is_onnx, onnx_in) for k in ("input_size", "opset", "static_batch", "no_fold_bn", "parity_inputs",
+                                          "atol", "qat_epochs")),
+        *((k, bool(args.qat_epochs), qat_out) for k in ("static_batch", "no_fold_bn")),
+        ("calibration_method", not args.int8, "applies to --int8 only (QAT learns its ranges)"),
+        ("calibration_size", not (args.int8 or args.qat_epochs), "applies to --int8 / --qat-epochs only"),
+        *((k, not args.qat_epochs, "needs --qat-epochs") for k in ("train_data", "qat_lr", "qat_steps")),
+        ("calibration_data", is_onnx and not args.int8, "is not read converting an ONNX model to fp16"),
+        ("resize", is_onnx and not args.int8, "is not read converting an ONNX model to fp16"),
+        ("resize", not args.calibration_data, "needs --calibration-data (the shipped sample is always resized)"),
+    ])
+
+
+def _source(args, src: str, out: Path):
+    """(model or None for an ONNX source, the fp32 ONNX path, the input size, the normalization or None)."""
+    from ..export import resolve_model
+    from ..export.onnx import model_input_size, onnx_input_size, source_normalization
+
+    if src.endswith(".onnx"):
+        if not (args.int8 or args.fp16):
+            raise LightnnError(f"{src!r} is already ONNX: pass --int8 or --fp16 to convert it")
+        if not Path(src).is_file():
+            raise LightnnError(f"ONNX model {src!r} does not exist")
+        return None, Path(src), onnx_input_size(Path(src)), source_normalization(src)
+    model = resolve_model(src).eval()
+    fp32 = out if not (args.int8 or args.fp16 or args.qat_epochs) else _sibling(out, "fp32")
+    return model, fp32, model_input_size(model, args.input_size), source_normalization(src, model)
+
+
+def _image_reader(args, size, norm):
+    """``images(n, split)``: real images for parity/calibration, the given data or else the shipped sample resized
+    to the model."""
+    from ..export.calib import load_images
+
+    mean, std = (norm["mean"], norm["std"]) if norm else (None, None)
+
+    def images(n: int, split: str = "all"):
+        data = args.calibration_data or "sample"
+        return load_images(data, size, limit=n, resize=args.resize or not args.calibration_data, mean=mean,
+                           std=std, split=split)
+
+    return images
+
+
+def _qat(args, model, fp32: Path, out: Path, size, norm, images) -> dict:
+    from ..data import load_dataset
+    from ..export import qat_stage
+    from ..export.quantize import file_size
+
+    calib = images(args.calibration_size)
+    train = load_dataset(args.train_data or args.calibration_data, split="train")
+    if tuple(train.image_size) != tuple(size):
+        raise LightnnError(f"QAT data {train.source!r} is {train.image_size}, the model takes {size}")
+    check = images(min(64, args.calibration_size), split="val")
+    mean, std = (norm["mean"], norm["std"]) if norm else (None, None)
+    # the oracle for a QAT export is the fake-quantized PyTorch model it came from
+    _, rep = qat_stage(model, train, calib, out, check=check, input_size=size, opset=args.opset,
+                       epochs=args.qat_epochs, lr=args.qat_lr, max_steps=args.qat_steps, mean=mean, std=std)
+    return {**rep, "size_ratio": rep["bytes"] / file_size(fp32)}
+
+
+def _int8(args, fp32: Path, out: Path, images, is_onnx: bool) -> dict:
+    import numpy as np
+
+    from ..export import quantize_int8
+    from ..export.quantize import file_size
+    from ..runtime import OrtSession
+
+    quantize_int8(fp32, out, images(args.calibration_size), method=args.calibration_method)
+    check = images(min(64, args.calibration_size), split="val" if not is_onnx else "all")
+    got = OrtSession(out, threads=1).run(check.images).argmax(1)
+    ref = OrtSession(fp32, threads=1).run(check.images).argmax(1)
+    return {"path": str(out), "bytes": file_size(out), "size_ratio": file_size(out) / file_size(fp32),
+            "top1_agreement": float(np.mean(got == ref)), "n": len(check), "reference": "fp32-onnx",
+            "method": args.calibration_method}
+
+
+def _print(args, summary: dict) -> None:
     if args.json:
         print(json.dumps(summary, indent=1))
-        return 0
+        return
     if "fp32" in summary:
         f = summary["fp32"]
         print(f"wrote {f['path']} ({f['bytes'] / 1e6:.2f} MB); parity vs PyTorch on {f['n']} images: "
@@ -132,7 +166,6 @@ def run(args) -> int:
             ref = "the QAT PyTorch model" if s.get("reference") == "qat-pytorch" else "fp32"
             extra = f", top-1 agreement with {ref} {s['top1_agreement']:.1%} on {s['n']} images" if k == "int8" else ""
             print(f"wrote {s['path']} ({s['bytes'] / 1e6:.2f} MB, {s['size_ratio']:.3f}x fp32){extra}")
-    return 0
 
 
 def _with_norm(model, norm):

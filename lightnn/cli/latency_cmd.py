@@ -71,10 +71,10 @@ def _check(args) -> None:
     if args.input_size is not None and args.input_size < 1:
         raise LightnnError(f"--input-size must be >= 1, got {args.input_size}")
     if not args.output:
-        raise LightnnError("lightnn latency build: --output TABLE is required")
+        raise LightnnError("--output TABLE is required")
     if not (args.models or args.space):
-        raise LightnnError("lightnn latency build: give --models PATTERN or --space FILE")
-    refuse_inapplicable("latency build", args, [
+        raise LightnnError("give --models PATTERN or --space FILE")
+    refuse_inapplicable(args, [
         ("input_size", bool(args.space), "applies to --models (a space file gives its input_size)"),
         ("num_classes", bool(args.space), "applies to --models (a space file gives its num_classes)")])
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from ..errors import LightnnError
-from ._common import add_command, expand_models
+from ..profile import latency_backends
+from ._common import add_command, expand_models, refuse_inapplicable, track_explicit
 
 
 def add_parser(sub):
@@ -16,6 +17,7 @@ def add_parser(sub):
          "lightnn profile mobilenet_v1 --by-type",
          "lightnn profile shufflenet_v2_x1_0 --layers --csv",
          "lightnn profile resnet18 mobilenet_v2 --latency --batch 1 --threads 1 --clock thread",
+         "lightnn profile resnet20 --latency --backend onnxruntime --threads 1",
          "lightnn profile 'shufflenet_v2*' --json",
          "lightnn profile mobilenet_v2_cifar --predict ort-b1.json   # a table from `lightnn latency build`"],
         description="Count parameters, MACs (multiply-adds; FLOPs = 2 x MACs) and memory traffic (activations "
@@ -31,7 +33,9 @@ def add_parser(sub):
     fmt.add_argument("--csv", action="store_true", help="print CSV")
     p.add_argument("--layers", action="store_true", help="per-layer rows")
     p.add_argument("--by-type", action="store_true", help="per-layer-type breakdown (MobileNet V1 Table 2 style)")
-    p.add_argument("--latency", action="store_true", help="also measure eager latency (median and IQR)")
+    p.add_argument("--latency", action="store_true", help="also measure latency (median and IQR) on --backend")
+    p.add_argument("--backend", choices=latency_backends(), default="eager",
+                   help="--latency backend, from lightnn.profile.latency_backends() (default eager: PyTorch)")
     p.add_argument("--threads", type=int, default=None, help="threads for --latency (default: torch's setting)")
     p.add_argument("--runs", type=int, default=20, help="timed runs for --latency (default 20)")
     p.add_argument("--clock", choices=["wall", "thread"], default="wall",
@@ -44,28 +48,72 @@ def add_parser(sub):
                    help="with --predict: use a table measured on another device or setting (with a warning)")
     p.add_argument("--non-strict", action="store_true",
                    help="list ops the profiler cannot count instead of failing on them")
+    track_explicit(p)  # a typed flag this run would not read is refused by name (see run)
     return p
 
 
 def run(args) -> int:
-    from .. import create_model
-    from ..models import model_info
-    from ..models.size_check import check_model_args
-    from ..profile import measure_latency, predict_latency, profile
-    from ..report.tables import csv_table, fmt_bytes, fmt_count, markdown_table
-
     if args.batch < 1:
         raise LightnnError(f"--batch must be >= 1, got {args.batch}")
     if args.input_size is not None and args.input_size < 1:
         raise LightnnError(f"--input-size must be >= 1, got {args.input_size}")
     if args.num_classes < 1:
         raise LightnnError(f"--num-classes must be >= 1, got {args.num_classes}")
-    names = expand_models(args.models)
+    refuse_inapplicable(args, [
+        *((k, not args.latency, "needs --latency") for k in ("backend", "threads", "runs", "clock")),
+        ("by_type", args.json, "does not apply to --json (every JSON object holds by_type)"),
+        ("latency", args.csv and (args.layers or args.by_type),
+         "is not printed by --csv --layers/--by-type (use --json or the table)"),
+        ("allow_foreign", args.predict is None, "applies to --predict TABLE"),
+        ("predict", args.csv, "is printed as a table or --json, not --csv"),
+    ])
     table = _open_table(args)
+    reports, lats, preds = _measure(args, expand_models(args.models), table)
+    if args.json:
+        _print_json(reports, lats, preds, args.layers)
+    elif args.csv:
+        _print_csv(args, reports, lats)
+    else:
+        _print_table(args, reports, lats, preds, table)
+    return 0
+
+
+def _open_table(args):
+    """The --predict table (its batch must be --batch), or None."""
+    if args.predict is None:
+        return None
+    from ..profile import load_table
+
+    table = load_table(args.predict, allow_foreign=args.allow_foreign)
+    if table.batch != args.batch:
+        raise LightnnError(f"--batch {args.batch} differs from the batch {table.batch} the table {args.predict!r} "
+                           f"was measured at: pass --batch {table.batch}")
+    return table
+
+
+def _print_json(reports: list, lats: list, preds: list, layers: bool) -> None:
+    out = []
+    for rep, lat, pred in zip(reports, lats, preds):
+        d = rep.to_dict(layers=layers)
+        if lat is not None:
+            d["latency"] = lat.to_dict()
+        if pred is not None:  # per-unit rows with --layers
+            d["predicted_latency"] = {k: v for k, v in pred.to_dict().items() if layers or k != "units"}
+        out.append(d)
+    print(json.dumps(out[0] if len(out) == 1 else out, indent=1))
+
+
+def _measure(args, names: list[str], table) -> tuple[list, list, list]:
+    """A profile report per model, its latency on ``--backend`` (None without ``--latency``) and its prediction
+    from ``table`` (None without ``--predict``)."""
+    from .. import create_model
+    from ..models import model_info
+    from ..models.size_check import check_model_args
+    from ..profile import measure_latency, predict_latency, profile
+
     reports, lats, preds = [], [], []
     for name in names:
-        info = model_info(name)
-        c, h, w = info.input_size
+        c, h, w = model_info(name).input_size
         if args.input_size is not None:
             h = w = args.input_size
         check_model_args(name, num_classes=args.num_classes, bytes_per_param=4, lower="--num-classes")
@@ -74,17 +122,45 @@ def run(args) -> int:
         rep.model = name
         reports.append(rep)
         lats.append(measure_latency(model, (c, h, w), batch=args.batch, threads=args.threads, runs=args.runs,
-                                    clock=args.clock)
+                                    backend=args.backend, clock=args.clock)
                     if args.latency else None)
         preds.append(predict_latency(model, (c, h, w), table) if table is not None else None)
+    return reports, lats, preds
 
-    if args.json:
-        return _print_json(reports, lats, preds, args.layers)
+
+def _print_csv(args, reports: list, lats: list) -> None:
+    from ..report.tables import csv_table
+
+    if not (args.layers or args.by_type):  # raw numbers for machines
+        h = ["model", "input", "params", "macs", "flops", "memory_bytes", "peak_activation_bytes"]
+        if args.latency:
+            h += ["latency_median_ms", "latency_iqr_ms", "threads", "clock", "batch", "backend"]
+        raw = []
+        for rep, lat in zip(reports, lats):
+            r = [rep.model, "x".join(map(str, rep.input_size)), rep.params, rep.macs, rep.flops, rep.memory_bytes,
+                 rep.peak_activation_bytes]
+            if lat is not None:
+                r += [round(lat.median_ms, 4), round(lat.iqr_ms, 4), lat.threads, lat.clock, lat.batch, lat.backend]
+            raw.append(r)
+        print(csv_table(h, raw), end="")
+        return
+    keys = ("type", "layers", "macs", "macs_pct", "params", "params_pct", "memory_bytes", "memory_pct")
+    for rep in reports:
+        if args.layers:
+            h, r = rep.layer_rows()
+            print(csv_table(["model"] + h, [[rep.model] + x for x in r]), end="")
+        if args.by_type:
+            print(csv_table(["model", *keys], [[rep.model] + [t[k] for k in keys] for t in rep.by_type()]), end="")
+
+
+def _print_table(args, reports: list, lats: list, preds: list, table) -> None:
+    from ..report.tables import fmt_bytes, fmt_count, markdown_table
 
     headers = ["model", "input", "params (M)", "MACs (multiply-adds, M)", "FLOPs (2xMACs, G)", "memory traffic (MB)",
                "peak activations (MB)"]
     if args.latency:
-        headers += [f"latency median (ms, {args.clock} clock, batch {args.batch})", "IQR (ms)", "threads"]
+        headers += [f"latency median (ms, {args.backend}, {args.clock} clock, batch {args.batch})", "IQR (ms)",
+                    "threads"]
     if table is not None:
         headers += [f"predicted ms ({table.backend}, batch {table.batch}, {table.threads} threads)", "table sum (ms)"]
     rows = []
@@ -96,33 +172,6 @@ def run(args) -> int:
         if pred is not None:
             row += [f"{pred.total_ms:.3f}", f"{pred.raw_ms:.3f}"]
         rows.append(row)
-
-    if args.csv:
-        if args.layers or args.by_type:
-            for rep in reports:
-                if args.layers:
-                    h, r = rep.layer_rows()
-                    print(csv_table(["model"] + h, [[rep.model] + x for x in r]), end="")
-                if args.by_type:
-                    print(csv_table(["model", "type", "layers", "macs", "macs_pct", "params", "params_pct",
-                                     "memory_bytes", "memory_pct"],
-                                    [[rep.model] + [t[k] for k in ("type", "layers", "macs", "macs_pct", "params",
-                                                                   "params_pct", "memory_bytes", "memory_pct")]
-                                     for t in rep.by_type()]), end="")
-        else:  # raw numbers for machines
-            h = ["model", "input", "params", "macs", "flops", "memory_bytes", "peak_activation_bytes"]
-            if args.latency:
-                h += ["latency_median_ms", "latency_iqr_ms", "threads", "clock", "batch"]
-            raw = []
-            for rep, lat in zip(reports, lats):
-                r = [rep.model, "x".join(map(str, rep.input_size)), rep.params, rep.macs, rep.flops, rep.memory_bytes,
-                     rep.peak_activation_bytes]
-                if lat is not None:
-                    r += [round(lat.median_ms, 4), round(lat.iqr_ms, 4), lat.threads, lat.clock, lat.batch]
-                raw.append(r)
-            print(csv_table(h, raw), end="")
-        return 0
-
     print(markdown_table(headers, rows))
     for rep in reports:
         if rep.uncounted:
@@ -137,34 +186,3 @@ def run(args) -> int:
             print(f"\n{rep.model}: layers (memory = bytes read + written, {fmt_bytes(rep.memory_bytes)} in all)\n")
             h, r = rep.layer_rows()
             print(markdown_table(h, r))
-    return 0
-
-
-def _open_table(args):
-    """The --predict table (its batch must be --batch), or None; --allow-foreign is refused without it."""
-    if args.predict is None:
-        if args.allow_foreign:
-            raise LightnnError("--allow-foreign applies to --predict TABLE")
-        return None
-    if args.csv:
-        raise LightnnError("--predict is printed as a table or --json, not --csv")
-    from ..profile import load_table
-
-    table = load_table(args.predict, allow_foreign=args.allow_foreign)
-    if table.batch != args.batch:
-        raise LightnnError(f"--batch {args.batch} differs from the batch {table.batch} the table {args.predict!r} "
-                           f"was measured at: pass --batch {table.batch}")
-    return table
-
-
-def _print_json(reports, lats, preds, layers: bool) -> int:
-    out = []
-    for rep, lat, pred in zip(reports, lats, preds):
-        d = rep.to_dict(layers=layers)
-        if lat is not None:
-            d["latency"] = lat.to_dict()
-        if pred is not None:  # per-unit rows with --layers
-            d["predicted_latency"] = {k: v for k, v in pred.to_dict().items() if layers or k != "units"}
-        out.append(d)
-    print(json.dumps(out[0] if len(out) == 1 else out, indent=1))
-    return 0

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from ..errors import LightnnError
-from ._common import add_command, refuse_inapplicable, track_explicit
+from ..export.quantize import CALIBRATION_METHODS, QUANT_FORMATS
+from ._common import Number, add_command, refuse_inapplicable, track_explicit
 
 
 def add_parser(sub):
@@ -19,21 +20,22 @@ def add_parser(sub):
     p.add_argument("--calibration-data", required=True, help="folder, zip, .npy of images, or 'sample'")
     p.add_argument("--output", "-o", required=True, help="directory for model.fp32.onnx, model.int8.onnx (model.mixed.onnx), report")
     p.add_argument("--method", "--calibration-method", dest="method", default="minmax",
-                   choices=["minmax", "percentile", "entropy"])
-    p.add_argument("--calibration-size", type=int, default=300)
+                   choices=CALIBRATION_METHODS)
+    p.add_argument("--calibration-size", type=Number(int, 1), default=300)
     p.add_argument("--val-data", default=None,
                    help="labelled images for accuracy before/after (default: the val split of a labelled "
                         "--calibration-data, calibrating on its train split)")
-    p.add_argument("--val-size", type=int, default=1000)
+    p.add_argument("--val-size", type=Number(int, 1), default=1000,
+                   help="labelled images for accuracy (needs --val-data or a labelled --calibration-data)")
     p.add_argument("--resize", action="store_true", help="resize images to the model's input size")
     p.add_argument("--mean", default=None, help="input normalization mean per channel, comma-separated (default: "
                    "the model's own, from its checkpoint or lightnn ONNX metadata)")
     p.add_argument("--std", default=None, help="input normalization std per channel, comma-separated (with --mean)")
     p.add_argument("--input-size", type=int, default=None)
     p.add_argument("--batch", default="1,32", help="batch sizes for latency, comma-separated")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--runs", type=int, default=20)
-    p.add_argument("--format", default="qdq", choices=["qdq", "qoperator"])
+    p.add_argument("--threads", type=Number(int, 1), default=1)
+    p.add_argument("--runs", type=Number(int, 1), default=20)
+    p.add_argument("--format", default="qdq", choices=QUANT_FORMATS)
     p.add_argument("--per-tensor", action="store_true", help="per-tensor weights (default: per channel)")
     p.add_argument("--keep-float", default="", help="op types to keep in float, e.g. Add,GlobalAveragePool")
     p.add_argument("--no-auto-mixed", action="store_true",
@@ -55,7 +57,7 @@ def run(args) -> int:
         raise LightnnError(f"--output {args.output!r} is a directory for the models and the report, not a file")
     batches = _batches(args.batch)
     src = str(args.source)
-    refuse_inapplicable("quantize", args, [
+    refuse_inapplicable(args, [
         ("input_size", src.endswith(".onnx"), "does not apply to an ONNX source (its input size is in the file)"),
     ])
     if src.endswith(".onnx"):
@@ -92,6 +94,10 @@ def run(args) -> int:
                           split="val")
     else:
         val = None
+    refuse_inapplicable(args, [
+        ("val_size", val is None, f"needs labelled images: --val-data, or a labelled --calibration-data "
+                                  f"({args.calibration_data!r} has no labels)"),
+    ])
     if model is not None:
         check_parity(model, fp32, calib.images[:16])
     rep = quantize_report(fp32, out / "model.int8.onnx", calib, val, method=args.method, batches=batches,

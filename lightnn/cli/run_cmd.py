@@ -38,18 +38,28 @@ def run(args) -> int:
         pipeline.check_keys(user)  # before the flags below are merged into its sections
     except LightnnError as e:
         raise LightnnError(f"config file {args.config!r}: {e}") from None
-    if args.data:
+    cfg = pipeline.resolve_config(_with_flags(args, user))
+    pipeline.run(cfg, output=args.output, fresh=args.fresh)
+    return 0
+
+
+def _with_flags(args, user: dict) -> dict:
+    """The config file's keys with every typed flag written over them: explicit flag > config file > default
+    (lightnn/configs/run.yaml, filled in by :func:`lightnn.pipeline.resolve_config`). The flags have no parser
+    defaults, so a typed value equal to the default still wins; ``--output`` wins in :func:`lightnn.pipeline.run`."""
+    if args.data is not None:
         user.setdefault("data", {})["path"] = args.data
-    if args.epochs:
+    if args.epochs is not None:
         user.setdefault("train", {})["epochs"] = args.epochs
-    if args.max_train_images:
+    if args.max_train_images is not None:
         user.setdefault("data", {})["max_train_images"] = args.max_train_images
     if args.skip_corrupt:
         user.setdefault("data", {})["skip_corrupt"] = True
-    if args.models:
-        user["models"] = [{"name": n.strip()} for n in args.models.split(",") if n.strip()]
+    if args.models is not None:
+        names = [n.strip() for n in args.models.split(",") if n.strip()]
+        if not names:
+            raise LightnnError(f"--models {args.models!r} names no model: give comma-separated registry names")
+        user["models"] = [{"name": n} for n in names]
     if args.no_progress:
         user["progress"] = False
-    cfg = pipeline.resolve_config(user)
-    pipeline.run(cfg, output=args.output, fresh=args.fresh)
-    return 0
+    return user

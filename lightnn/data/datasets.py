@@ -43,11 +43,12 @@ from ..errors import DataError
 from ..utils.io import atomic_torch_save
 from .cifar_pickle import load_plain_pickle
 
-__all__ = ["ImageData", "load_dataset", "load_unlabeled", "cache_dir", "SAMPLE_PATH", "IMAGE_EXTENSIONS", "SPLIT_NAMES",
+__all__ = ["ImageData", "load_dataset", "load_unlabeled", "cache_dir", "SAMPLE_PATH", "IMAGE_EXTENSIONS", "SPLIT_NAMES", "SPLITS",
            "NoClassFoldersError", "MAX_IMAGE_FILE_BYTES", "MAX_PICKLE_FILE_BYTES", "MAX_IMAGE_PIXELS"]
 
 SAMPLE_PATH = Path(__file__).resolve().parent / "sample" / "cifar10_sample.zip"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".gif", ".webp", ".tif", ".tiff")
+SPLITS = ("train", "val", "test", "all")  # what load_dataset(split=...) takes
 SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 _JUNK = {"thumbs.db", "desktop.ini"}
 _CACHE_FORMAT = "lightnn-data-cache"
@@ -636,7 +637,7 @@ def load_dataset(path: str | os.PathLike = "sample", split: str = "train", *, va
     Returns:
         :class:`ImageData` with ``images`` uint8 (N, C, H, W), ``labels`` int64 (N,), ``classes`` (names).
     """
-    if split not in ("train", "val", "test", "all"):
+    if split not in SPLITS:
         raise DataError(f"split must be 'train', 'val', 'test' or 'all', got {split!r}")
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")

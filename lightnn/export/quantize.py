@@ -39,9 +39,10 @@ from ..profile.latency import LatencyResult, interleaved
 from ..runtime import OrtSession
 
 __all__ = ["quantize_int8", "quantize_naive", "quantize_report", "export_fp16", "cpu_has_vnni", "QuantReport",
-           "CALIBRATION_METHODS", "as_image_set", "evaluate_onnx", "op_type_times", "file_size", "runtime_op_types"]
+           "CALIBRATION_METHODS", "QUANT_FORMATS", "as_image_set", "evaluate_onnx", "op_type_times", "file_size", "runtime_op_types"]
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+QUANT_FORMATS = ("qdq", "qoperator")  # what quantize_int8(fmt=...) writes
 
 
 def cpu_has_vnni() -> bool:
@@ -169,7 +170,7 @@ def quantize_int8(
     src = Path(onnx_fp32_path)
     if not src.is_file():
         raise LightnnError(f"ONNX model {str(src)!r} does not exist")
-    if fmt not in ("qdq", "qoperator"):
+    if fmt not in QUANT_FORMATS:
         raise LightnnError(f"format must be 'qdq' or 'qoperator', got {fmt!r}")
     input_name, size, fixed_batch = _input_meta(src)
     if size is None:
