@@ -455,3 +455,25 @@ def test_training_levers_section_is_its_committed_record():
                 assert float(hit.group(1)) == round(s[key]["top1"], 2), hit.group(0)
                 checked += 1
     assert checked >= 4
+
+
+def test_latency_model_summary_follows_from_its_rows_and_the_notes_quote_it():
+    rec = _record("latency_model")
+    summaries = {s["config"]: s for s in rec["data"]["summaries"]}
+    nets = next(t for t in R.tables(rec) if any(c["label"] == "validation network" for c in t["columns"]))
+    labels = [c["label"] for c in nets["columns"]]
+    for cfg, s in summaries.items():
+        assert s["validation"] >= 50 and s["train"] >= 19  # the validation set size
+        err = [r[labels.index(f"{cfg}: error")] for r in nets["rows"]]
+        again = [r[labels.index(f"{cfg}: second timing")] for r in nets["rows"]]
+        assert len(err) == s["validation"]
+        assert s["within10"] == pytest.approx(100 * sum(abs(e) <= 10 for e in err) / len(err))
+        assert s["repeat_within10"] == pytest.approx(100 * sum(abs(e) <= 10 for e in again) / len(again))
+    notes = rec["notes"]
+    order = ["int8-b1", "int8-b32", "ort-b1", "ort-b32"]
+    for key, fmt in (("within10", "{:.0f}%"), ("repeat_within10", "{:.0f}%"), ("tau_pred", "{:.3f}"),
+                     ("tau_macs", "{:.3f}"), ("tau_memory", "{:.3f}"), ("tau_repeat", "{:.3f}")):
+        for cfg in order:
+            assert fmt.format(summaries[cfg][key]) in notes, (cfg, key)
+    assert f"{summaries['ort-b1']['fit_err']:.1f}% median error" in notes
+    assert rec["machine"]["cpu"] == "AMD EPYC" and "avx512_vnni" in rec["machine"]["isa"]  # the CPU the notes name
