@@ -52,10 +52,7 @@ __all__ = ["col", "table", "start", "make_record", "machine_info", "software_inf
            "write_record", "load_record", "load_records", "validate", "render", "render_cell", "render_table",
            "machine_text", "tables", "find_table", "rows", "dumps", "RESULTS", "NOTES", "SCHEMA"]
 
-# the CPU flags that decide which conv / GEMM kernels run (x86 and Arm names as /proc/cpuinfo spells them)
-ISA_OF_INTEREST = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-                   "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "asimd",
-                   "asimddp", "asimdhp", "sve", "sve2", "bf16", "i8mm")
+from lightnn.utils.machine import ISA_OF_INTEREST, cpu_model, isa_flags  # noqa: E402,F401  (one CPU reader)
 
 
 def _error(msg: str) -> Exception:
@@ -82,30 +79,6 @@ def table(table_id: str, columns: Sequence[Mapping[str, Any]], rows: Iterable[Se
 
 def today() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def isa_flags() -> list[str] | None:
-    """The SIMD / matrix-unit flags of this CPU among :data:`ISA_OF_INTEREST` (/proc/cpuinfo), or None."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            have = set(line.split(":", 1)[1].split())
-            return [f for f in ISA_OF_INTEREST if f in have]
-    return None
-
-
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), or the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_info(threads: int | None = None) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import functools
 import math
-from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import torch
@@ -27,6 +26,7 @@ import torch.nn as nn
 
 from ..errors import LightnnError
 from ..models import record_edit, record_of
+from ..utils.machine import cpu_flags
 from ..graph import ChannelGroup, DependencyGraph, build_dependency_graph
 from ..transforms.channels import apply_channel_spec
 from .importance import get_criterion, taylor_gradients
@@ -125,11 +125,7 @@ def deployment_channel_multiple() -> int:
     (``benchmarks/channel_pruning.py`` measures this). Pruned widths that are not multiples of the block buy MACs on
     paper and no time. ARM CPUs (NEON, 4 floats) get 8.
     """
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return 8
-    return 16 if " avx512f" in flags else 8
+    return 16 if "avx512f" in (cpu_flags() or ()) else 8
 
 
 def resolve_round_to(round_to: int | str) -> int:

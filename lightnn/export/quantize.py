@@ -51,9 +51,10 @@ def cpu_has_vnni() -> bool:
 
     if platform.machine().lower() in ("arm64", "aarch64"):
         return True
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    from ..utils.machine import cpu_flags
+
+    flags = cpu_flags()
+    if flags is None:
         return True  # cannot tell: 8-bit weights are the better default on modern CPUs
     return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
 

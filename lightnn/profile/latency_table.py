@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import warnings
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ import torch.nn as nn
 
 from ..errors import LightnnError
 from ..utils.io import atomic_write_text
+from ..utils.machine import cpu_model, isa_flags
 from .latency import LatencyResult, latency_backends, measure_latency
 from .latency_units import UNIT_KINDS, Unit
 
@@ -45,9 +45,6 @@ TABLE_FORMAT = "lightnn-latency-table"
 TABLE_VERSION = 1
 # short names the CLI takes, as `lightnn bench` spells them
 BACKEND_ALIASES = {"ort": "onnxruntime", "ort-int8": "onnxruntime-int8"}
-ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
-             "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "asimd", "asimddp", "asimdhp", "sve",
-             "sve2", "bf16", "i8mm")
 DEFAULT_SETTINGS = {"warmup": 3, "runs": 15, "spread_threshold": 0.15, "retries": 2}
 
 
@@ -62,24 +59,9 @@ def resolve_backend(name: str) -> str:
     return full
 
 
-def _cpu() -> tuple[str, list[str]]:
-    model, flags = platform.processor() or platform.machine(), []
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return model, flags
-    for line in text.splitlines():
-        if line.startswith("model name") and model in (platform.processor(), platform.machine()):
-            model = line.split(":", 1)[1].strip()
-        elif line.startswith(("flags", "Features")) and not flags:
-            have = set(line.split(":", 1)[1].split())
-            flags = [f for f in ISA_FLAGS if f in have]
-    return model, flags
-
-
 def device_fingerprint(backend: str, threads: int, batch: int) -> dict[str, Any]:
     """What a table's numbers are valid for: CPU model + ISA flags, threads, batch, backend, runtime versions."""
-    cpu, isa = _cpu()
+    cpu, isa = cpu_model(), isa_flags() or []
     try:
         import onnxruntime
 

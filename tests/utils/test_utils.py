@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from lightnn.utils import machine
 from lightnn.utils.checks import Number
 from lightnn.utils.io import atomic_write, atomic_write_json, atomic_write_text
 
@@ -44,3 +45,23 @@ def test_number_accepts_exactly_its_range(check, ok, bad):
     for v in bad:
         with pytest.raises(argparse.ArgumentTypeError, match="must be"):
             check(v)
+
+
+def test_one_cpu_reader_for_fingerprints_records_and_kernel_choices(monkeypatch, tmp_path):
+    from lightnn.compress.channel import deployment_channel_multiple
+    from lightnn.export.quantize import cpu_has_vnni
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("model name\t: Test CPU 9000\nflags\t\t: fpu avx2 avx512f avx512_vnni sse4_2 zzz\n")
+    monkeypatch.setattr(machine, "_cpuinfo", lambda: info.read_text())
+    assert machine.cpu_model() == "Test CPU 9000"
+    assert machine.isa_flags() == ["sse4_2", "avx2", "avx512f", "avx512_vnni"]  # in ISA_OF_INTEREST's order
+    deployment_channel_multiple.cache_clear()  # it reads the CPU once per process
+    assert deployment_channel_multiple() == 16 and cpu_has_vnni()
+    info.write_text("model name\t: Old CPU\nflags\t\t: fpu avx2\n")
+    deployment_channel_multiple.cache_clear()  # it reads the CPU once per process
+    assert deployment_channel_multiple() == 8
+    assert cpu_has_vnni() == (machine.platform.machine().lower() in ("arm64", "aarch64"))  # Arm always has dot
+    monkeypatch.setattr(machine, "_cpuinfo", lambda: None)
+    assert machine.cpu_flags() is None and machine.isa_flags() is None and machine.cpu_model()
+    deployment_channel_multiple.cache_clear()  # it reads the CPU once per process
