@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import LightnnError
+from ..utils.checks import Number
 from ._common import add_command, explicit_flags, refuse_inapplicable, track_explicit
 
 SETTINGS = ("warmup", "runs", "spread_threshold", "retries")
@@ -34,20 +35,20 @@ def add_parser(sub):
         ["lightnn latency build --backend ort --models 'resnet20,mobilenet_v2_cifar' --output ort-b1.json",
          "lightnn latency build --backend eager --threads 2 --space space.yaml --output eager.json --runs 30"])
     b.add_argument("--backend", default="ort", help=f"latency backend: {', '.join(_backend_choices())} (default ort)")
-    b.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
-    b.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    b.add_argument("--threads", type=Number(int, 1), default=1, help="intra-op threads (default 1)")
+    b.add_argument("--batch", type=Number(int, 1), default=1, help="batch size (default 1)")
     src = b.add_mutually_exclusive_group()
     src.add_argument("--models", metavar="PATTERN", help="registry names, comma-separated wildcards ('resnet2*')")
     src.add_argument("--space", metavar="FILE", help="YAML / JSON of ir_net stage tables or a search space")
     b.add_argument("--output", metavar="TABLE", help="the table file (JSON); an existing one is resumed")
-    b.add_argument("--input-size", type=int, default=None, metavar="N",
+    b.add_argument("--input-size", type=Number(int, 1), default=None, metavar="N",
                    help="with --models: square input side (default: each model's own)")
-    b.add_argument("--num-classes", type=int, default=1000, help="with --models: classifier outputs (default 1000)")
-    b.add_argument("--warmup", type=int, default=3, help="untimed runs per entry (default 3)")
-    b.add_argument("--runs", type=int, default=15, help="timed runs per entry (default 15)")
-    b.add_argument("--spread-threshold", type=float, default=0.15,
+    b.add_argument("--num-classes", type=Number(int, 1), default=1000, help="with --models: classifier outputs (default 1000)")
+    b.add_argument("--warmup", type=Number(int, 0), default=3, help="untimed runs per entry (default 3)")
+    b.add_argument("--runs", type=Number(int, 1), default=15, help="timed runs per entry (default 15)")
+    b.add_argument("--spread-threshold", type=Number(float, 0, lo_open=True), default=0.15,
                    help="IQR / median above which an entry is re-measured, then flagged (default 0.15)")
-    b.add_argument("--retries", type=int, default=2, help="re-measurements of a spread entry (default 2)")
+    b.add_argument("--retries", type=Number(int, 0), default=2, help="re-measurements of a spread entry (default 2)")
     b.add_argument("--no-end-to-end", action="store_true",
                    help="only the units: no end-to-end timings, no correction fit")
     b.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -63,14 +64,7 @@ def add_parser(sub):
 
 
 def _check(args) -> None:
-    for flag, low in (("threads", 1), ("batch", 1), ("runs", 1), ("warmup", 0), ("retries", 0), ("num_classes", 1)):
-        if getattr(args, flag) < low:
-            raise LightnnError(f"--{flag.replace('_', '-')} must be >= {low}, got {getattr(args, flag)}")
-    if not args.spread_threshold > 0:
-        raise LightnnError(f"--spread-threshold must be > 0, got {args.spread_threshold}")
-    if args.input_size is not None and args.input_size < 1:
-        raise LightnnError(f"--input-size must be >= 1, got {args.input_size}")
-    if not args.output:
+    if not args.output:  # the numbers are bounded by their argparse types (Number)
         raise LightnnError("--output TABLE is required")
     if not (args.models or args.space):
         raise LightnnError("give --models PATTERN or --space FILE")
