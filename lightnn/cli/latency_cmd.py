@@ -147,5 +147,5 @@ def run_show(args) -> int:
 def run(args) -> int:
     fn = getattr(args, "_latency_run", None)
     if fn is None:
-        raise LightnnError("lightnn latency: give an action (build, show); see `lightnn latency --help`")
+        raise LightnnError("give an action (build, show); see `lightnn latency --help`")
     return fn(args)
