@@ -16,6 +16,7 @@ Typical use::
 
 from .callbacks import (EMA, AGPSchedule, AuxLoss, Callback, Distillation, ExtraLoss, LambdaCallback, Masks, MaxSteps,
                         QATObservers, SharedWeights, TimeLimit, TrainState)
+from .bnstats import recalibrate_bn
 from .config import TrainConfig
 from .evaluate import array_batches, evaluate
 from .losses import classification_loss, distillation_loss
@@ -24,7 +25,7 @@ from .trainer import (bf16_is_fast, check_finite, check_input_size, check_num_cl
                       pick_precision, seed_everything)
 
 __all__ = ["fit", "TrainConfig", "evaluate", "array_batches", "seed_everything", "check_output", "check_input_size",
-           "check_finite", "param_groups", "check_num_classes", "pick_precision", "bf16_is_fast",
+           "check_finite", "param_groups", "recalibrate_bn", "check_num_classes", "pick_precision", "bf16_is_fast",
            "distillation_loss", "classification_loss", "lr_lambda", "SCHEDULES", "Callback", "TrainState",
            "LambdaCallback", "Distillation", "EMA", "AuxLoss", "ExtraLoss", "Masks", "AGPSchedule", "SharedWeights",
            "QATObservers", "MaxSteps", "TimeLimit"]
