@@ -14,7 +14,7 @@ from records import load_records, render as render_record  # noqa: E402
 
 ORDER = ["guidelines", "igc_width", "zoo", "torchvision_side_by_side", "training", "training_runs", "training_levers",
          "training_recipes", "training_compile", "deploy", "latency_model", "deep_compression", "channel_pruning", "channel_block",
-         "run"]
+         "search_storage", "search_compress", "run"]
 HEAD = ("# Benchmarks\n\nEvery table here is printed by a script in `benchmarks/` (named in each section), which "
         "writes its measurements as a JSON record to `benchmarks/results/<topic>.json`; this file is rendered from "
         "those records. Speed figures are ratios against a reference measured in the same run on the same machine "
