@@ -8,11 +8,14 @@ re-run finds it done, so an interrupted run resumes where it stopped; training i
    export to ONNX (BN folded) and measure ONNX Runtime latency at each batch size.
 3. ``select``: the best accuracy-per-latency model by MnasNet's soft reward ACC x (LAT / T)^w, w = -0.07, with T the
    baseline's latency (the first model, a ResNet, is the baseline).
-4. ``prune``: dependency-aware channel pruning of the selected model to a MACs budget, fine-tuning, re-measuring.
-5. ``quantize``: ONNX Runtime static int8 (per-channel weights, pre-processing) of the pruned model, with parity,
+4. ``search`` (off unless ``search.enabled``): the automatic compression search of ``lightnn search compress``
+   (:func:`lightnn.search.job.search_compress`) on the selected model; its folder is ``search/`` in the run folder
+   and its best model per constraint is reported next to the stages.
+5. ``prune``: dependency-aware channel pruning of the selected model to a MACs budget, fine-tuning, re-measuring.
+6. ``quantize``: ONNX Runtime static int8 (per-channel weights, pre-processing) of the pruned model, with parity,
    accuracy, size and latency measured against its fp32 export in the same process. It ships the int8 model (or a
    mixed one, slow op types kept in float) only where that is faster than fp32 at the deployment batch, else fp32.
-6. ``report``: ``report.md``, ``report.json``, ``pareto.png`` and ``stages.png``.
+7. ``report``: ``report.md``, ``report.json``, ``pareto.png`` and ``stages.png``.
 
 Libraries doing the heavy lifting: PyTorch (training), ONNX (export), ONNX Runtime (latency, int8), matplotlib (plots).
 """
@@ -42,7 +45,7 @@ if TYPE_CHECKING:
     from .export.quantize import QuantReport
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "configs" / "run.yaml"
-STAGES = ("data", "candidates", "select", "prune", "quantize", "report")
+STAGES = ("data", "candidates", "select", "search", "prune", "quantize", "report")
 
 
 def default_config() -> dict[str, Any]:
@@ -146,6 +149,11 @@ SCHEMA: dict[str, Any] = {
               "criterion": _Registered(_criteria), "round_to": _round_to,
               "finetune_epochs": Number(float, 0, lo_open=True), "finetune_lr": Number(float, 0, lo_open=True), "distill": bool,
               "search_steps": Number(int, 1)},
+    "search": {"enabled": bool, "trials": Number(int, 1), "sampler": _OneOf("random", "tpe", "cmaes", "nsga2"),
+               "objectives": str, "constraints": list, "knobs": list,
+               "target_macs": _optional(Number(float, 0, 1, lo_open=True, hi_open=True)),
+               "finetune_epochs": list, "final_epochs": Number(float, 0), "eval_limit": _optional(Number(int, 1)),
+               "workers": Number(int, 1)},
     "quantize": {"enabled": bool, "method": _Registered(_calibration_methods),
                  "calibration_images": Number(int, 1)},
     "latency": {"batches": _positive_ints, "threads": Number(int, 1), "warmup": Number(int, 0),
@@ -173,7 +181,7 @@ def _check_values(cfg: dict, schema: dict, where: str = "") -> None:
     for k, check in schema.items():
         key = f"{where}{k}"
         if k not in cfg:
-            if k in ("skip_corrupt", "search_steps"):  # optional keys (absent from older run folders' configs)
+            if k in ("skip_corrupt", "search_steps", "search"):  # optional keys (absent from older run folders' configs)
                 continue
             raise LightnnError(f"config is missing {key!r}")
         v = cfg[k]
@@ -423,6 +431,34 @@ def _stage_prune(ctx: Ctx, train, val) -> None:
     ctx.state["prune"] = row
 
 
+def _stage_search(ctx: Ctx) -> None:
+    from .search.compress import CompressSearchConfig
+    from .search.job import infeasible_message, search_compress
+
+    sc, d = ctx.cfg["search"], ctx.cfg["data"]
+    best = ctx.state["select"]["best"]
+    ckpt = ctx.out / ctx.state["candidates"][best]["checkpoint"]
+    conf = CompressSearchConfig(knobs=tuple(sc["knobs"]), target_macs=sc.get("target_macs"),
+                                finetune_epochs=tuple(sc["finetune_epochs"]), final_epochs=float(sc["final_epochs"]),
+                                eval_limit=sc.get("eval_limit"), val_fraction=float(d["val_fraction"]),
+                                split_seed=int(ctx.cfg["seed"]), batch_size=int(ctx.cfg["train"]["batch_size"]),
+                                latency_threads=int(ctx.cfg["latency"]["threads"]))
+    summary = search_compress(ckpt, d["path"], ctx.out / "search", config=conf, objectives=sc["objectives"],
+                              constraints=sc.get("constraints") or None, trials=int(sc["trials"]),
+                              sampler=sc["sampler"], seed=int(ctx.cfg["seed"]), workers=int(sc["workers"]),
+                              log=lambda m: ctx.log("           " + m))
+    if not summary["feasible"]:
+        ctx.log("           " + infeasible_message(summary))
+    ctx.state["search"] = {
+        "model": best, "folder": "search", "trials": len(summary["trials"]), "front": summary["front"],
+        "feasible": summary["feasible"],
+        "shipped": {s: {"for": t["for"], "trial": t["trial"], "folder": f"search/best/{s}",
+                        "top1": summary["builds"][s]["val_metrics"]["top1"],
+                        "macs": summary["builds"][s]["val_metrics"]["macs"],
+                        "latency_ms": summary["builds"][s]["val_metrics"]["latency"]}
+                    for s, t in summary["targets"].items()}}
+
+
 def _stage_quantize(ctx: Ctx, train, val) -> None:
     from .export.calib import ImageSet
     from .export.quantize import quantize_report
@@ -563,6 +599,14 @@ def write_report(ctx: Ctx) -> None:
                       f"{ctx.cfg['prune']['target_macs']:.0%} of the MACs; top-1 {p['top1_before_finetune']:.2f}% "
                       f"before and {p['top1']:.2f}% after {ctx.cfg['prune']['finetune_epochs']} fine-tuning "
                       f"epoch(s) with the unpruned model as teacher."]
+    if "search" in st:
+        se = st["search"]
+        lines += ["", f"Automatic compression search (`search/report.md`) on {se['model']}: {se['trials']} trials, "
+                      f"Pareto front of {len(se['front'])}" + ("" if se["feasible"] else
+                                                             ", no trial met the constraints") + "."]
+        for s_, b in se["shipped"].items():
+            lines.append(f"- {b['for']}: trial {b['trial']} rebuilt in `{b['folder']}/`: top-1 {b['top1']:.2f}%, "
+                         f"{b['macs'] / 1e6:.2f} M MACs, {b['latency_ms']:.3f} ms")
     if "quantize" in st:
         q = st["quantize"]
         sp = ", ".join(f"batch {b}: {s:.2f}x" for b, s in q["speedup_vs_fp32"].items())
@@ -698,15 +742,19 @@ def _run_locked(cfg: dict, out: Path, log: Callable[[str], None], fresh: bool) -
     stage(2, "candidates", _stage_candidates, ctx, train, val,
           describe=lambda: f"{len(state['candidates'])} models trained and measured")
     stage(3, "select", _stage_select, ctx, describe=lambda: f"best accuracy per latency: {state['select']['best']}")
+    if cfg.get("search", {}).get("enabled", False):
+        stage(4, "search", _stage_search, ctx,
+              describe=lambda: f"{state['search']['trials']} trials, {len(state['search']['shipped'])} model(s) "
+                               "shipped in search/best/")
     if cfg["prune"].get("enabled", True):
-        stage(4, "prune", _stage_prune, ctx, train, val,
+        stage(5, "prune", _stage_prune, ctx, train, val,
               describe=lambda: f"{state['prune']['macs'] / 1e6:.1f} M MACs, top-1 {state['prune']['top1']:.1f}%")
     if cfg["quantize"].get("enabled", True) and "prune" in state:
-        stage(5, "quantize", _stage_quantize, ctx, train, val,
+        stage(6, "quantize", _stage_quantize, ctx, train, val,
               describe=lambda: f"int8 top-1 {_fmt(state['quantize']['top1'])}%, "
                                f"{state['quantize']['size_bytes'] / 1e3:.0f} KB; shipped "
                                f"{state['quantize']['shipped']} ({state['quantize']['shipped_onnx']})")
     state["done"] = [s for s in state["done"] if s != "report"]
-    stage(6, "report", write_report, ctx, describe=lambda: f"{out / 'report.md'}")
+    stage(7, "report", write_report, ctx, describe=lambda: f"{out / 'report.md'}")
     log(f"lightnn run finished in {time.perf_counter() - t_all:.0f} s: {out / 'report.md'}")
     return state

@@ -43,8 +43,11 @@ def test_outputs_exist(tiny_run):
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # one clear line per stage
     for i, name in enumerate(pipeline.STAGES, 1):
-        assert any(line.startswith(f"[{i}/6] {name}") and "done" in line or
-                   line.startswith(f"[{i}/6] {name}") and "images" in line for line in lines), name
+        if name == "search":  # off by default
+            assert not any(line.startswith(f"[{i}/7] search") for line in lines)
+            continue
+        assert any(line.startswith(f"[{i}/7] {name}") and "done" in line or
+                   line.startswith(f"[{i}/7] {name}") and "images" in line for line in lines), name
 
 
 def test_report_tables(tiny_run):

@@ -26,6 +26,7 @@ SUBCOMMANDS = {
     "export": "export_cmd",
     "bench": "bench_cmd",
     "latency": "latency_cmd",
+    "search": "search_cmd",
     "run": "run_cmd",
 }
 

@@ -85,3 +85,42 @@ def plot_stages(rows: Sequence[dict], path: str | Path, *, title: str = "Size an
     atomic_write(path, lambda f: fig.savefig(f, format="png"))
     plt.close(fig)
     return path
+
+
+def plot_search(trials: Sequence[dict], front: Sequence[dict], objectives: Sequence, path: str | Path, *,
+                limits: Sequence[tuple[str, float]] = (), title: str = "Search trials and Pareto front") -> Path:
+    """A study's complete trials (grey) and its Pareto front (red, numbered), first objective on y against the
+    second on x (against the trial number when there is one objective); constraint bounds on the plotted metrics
+    are dashed lines."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.8), dpi=110)
+    y = objectives[0].name
+    x = objectives[1].name if len(objectives) > 1 else None
+
+    def xy(t: dict) -> tuple[float, float]:
+        return (float(t["metrics"][x]) if x else float(t["number"])), float(t["metrics"][y])
+
+    pts = [xy(t) for t in trials if y in t["metrics"] and (x is None or x in t["metrics"])]
+    if pts:
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=22, c="0.6", label="trials")
+    fr = sorted((xy(t) + (t["number"],) for t in front), key=lambda p: p[0])
+    if fr:
+        ax.plot([p[0] for p in fr], [p[1] for p in fr], "o--", c="tab:red", lw=1, ms=6, label="Pareto front")
+        for px, py, n in fr:
+            ax.annotate(str(n), (px, py), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    for metric, lim in limits:
+        if metric == y:
+            ax.axhline(lim, ls=":", c="k", lw=1, label=f"{metric} bound")
+        elif metric == x:
+            ax.axvline(lim, ls=":", c="k", lw=1, label=f"{metric} bound")
+    ax.set_xlabel(x or "trial")
+    ax.set_ylabel(y)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if pts or fr:
+        ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))
+    plt.close(fig)
+    return path

@@ -494,6 +494,9 @@ class CompressEvaluator:
             metrics["average_bits"] = float(done["average_bits"])
         if "scale" in done:
             metrics["ratio_scale"] = float(done["scale"])
+        lat = f", latency {metrics['latency']:.3f} ms" if "latency" in metrics else ""
+        self._say(f"  trial {trial.number}: top-1 {metrics['top1']:.2f}%, {metrics['macs'] / 1e6:.2f} M MACs{lat} "
+                  f"({time.perf_counter() - t0:.1f} s)")
         return metrics
 
     def build(self, params: Mapping[str, Any], *, seed: int = 0, epochs: float | None = None,

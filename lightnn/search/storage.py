@@ -158,12 +158,22 @@ def _postgres(url: str, *, heartbeat: int, grace: int, retries: int) -> Any:
     except ImportError:
         raise SearchError(f"storage {shown!r}: PostgreSQL needs psycopg: pip install 'psycopg[binary]'") from None
     sa_url = re.sub(r"^(postgresql|postgres)(\+psycopg)?://", "postgresql+psycopg://", url)
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    import warnings
 
+    from optuna.storages import RDBStorage
+
+    try:  # Optuna >= 4.9 names the retry callback for stale heartbeats; before, it was the failed-trial callback
+        from optuna.storages import RetryHeartbeatStaleTrialCallback as _Retry
+        retry_kw = "heartbeat_stale_trial_callback"
+    except ImportError:  # pragma: no cover - older Optuna
+        from optuna.storages import RetryFailedTrialCallback as _Retry
+        retry_kw = "failed_trial_callback"
     try:
-        return RDBStorage(sa_url, engine_kwargs={"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}},
-                          heartbeat_interval=heartbeat, grace_period=grace,
-                          failed_trial_callback=RetryFailedTrialCallback(max_retry=retries))
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; they are what we rely on
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(sa_url, engine_kwargs={"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}},
+                              heartbeat_interval=heartbeat, grace_period=grace,
+                              **{retry_kw: _Retry(max_retry=retries)})
     except Exception as e:  # SQLAlchemy's OperationalError and kin: one line, the storage named
         reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SearchError(f"storage {shown!r} cannot be reached: {reason}") from None
