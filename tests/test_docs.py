@@ -477,3 +477,51 @@ def test_latency_model_summary_follows_from_its_rows_and_the_notes_quote_it():
             assert fmt.format(summaries[cfg][key]) in notes, (cfg, key)
     assert f"{summaries['ort-b1']['fit_err']:.1f}% median error" in notes
     assert rec["machine"]["cpu"] == "AMD EPYC" and "avx512_vnni" in rec["machine"]["isa"]  # the CPU the notes name
+
+
+def test_search_compress_verdicts_and_defaults_follow_from_the_tables():
+    """The TPE-vs-random and mixed-bits verdicts are recomputed from the typed cells, the record re-renders
+    identically from its own data, and the defaults it names are the code's defaults."""
+    import argparse
+
+    from lightnn.cli import build_parser
+    from lightnn.search.compress import CompressSearchConfig
+
+    rec = _record("search_compress")
+    s = R.rows(R.find_table(rec, "sampler"))
+    for r in s:
+        assert r["TPE - random (val)"] == pytest.approx(r["TPE: val top-1 after final fine-tune"]
+                                                       - r["random: val top-1 after final fine-tune"])
+        assert r["largest trial MACs"] <= 50.0  # every trial met the 50% budget
+    wins = sum(r["TPE - random (val)"] >= 0.3 for r in s)
+    text = " ".join(p["text"] for p in rec["parts"] if "text" in p)
+    assert f"{'met' if wins >= 2 else '**not met**'} ({wins} of {len(s)} seeds)" in text
+    mean = sum(r["TPE - random (val)"] for r in s) / len(s)
+    assert f"{mean:+.2f} points" in text
+    b = R.rows(R.find_table(rec, "bits"))
+    for r in b:
+        assert r["mixed - 4 bits"] == pytest.approx(r["mixed: val top-1"] - r["4 bits: val top-1"])
+        assert r["mixed file smaller by"] == pytest.approx((1 - r["mixed: .lnz kB"] / r["4 bits: .lnz kB"]) * 100)
+        assert r["mixed: average bits"] <= 4.0 + 1e-9
+    gain = sum(r["mixed - 4 bits"] for r in b) / len(b)
+    smaller = sum(r["mixed file smaller by"] for r in b) / len(b)
+    met = gain >= 0.3 or (smaller >= 10 and gain >= -0.1)
+    assert f"mean {gain:+.2f} points, file {smaller:.1f}% smaller" in text
+    # the better arms are the defaults
+    args = build_parser().parse_args(["search", "compress", "x.pt"])
+    sampler = args._defaults["sampler"] if hasattr(args, "_defaults") else args.sampler
+    assert sampler == ("tpe" if mean > 0 else "random") and f"**{sampler.upper() if sampler == 'tpe' else sampler}**" in text
+    assert ("bits" in CompressSearchConfig().knobs) == met
+    # re-rendered from the data it holds, the record is the same
+    mod = _bench("search_compress")
+    ns = argparse.Namespace(final_epochs=1.0, budget_s=0.0, bits_search_epochs=0.02, bits_final_epochs=0.3)
+    again = mod.build_record(rec["data"], ns, {"machine": rec["machine"], "date": rec["date"],
+                                               "software": rec["software"]})
+    assert again["parts"] == rec["parts"]
+
+
+def test_search_docs_quote_the_storage_constants():
+    from lightnn.search.storage import GRACE_S, HEARTBEAT_S
+
+    text = (ROOT / "docs" / "search.md").read_text()
+    assert f"heartbeats ({HEARTBEAT_S} s), a trial silent for {GRACE_S} s" in text
