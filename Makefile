@@ -20,6 +20,7 @@ run: $(STAMP)
 	$(BIN)/lightnn run
 
 test: $(STAMP)
+	@if [ -n "$$CI" ]; then sh scripts/ensure_postgres.sh; fi
 	$(BIN)/python -m pytest -q -m "not slow"
 	@if [ -n "$$CI" ] || [ -n "$$LIGHTNN_SLOW" ]; then $(BIN)/python -m pytest -q -m slow || test $$? -eq 5; fi
 

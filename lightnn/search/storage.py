@@ -10,7 +10,9 @@
   records follow: optuna/optuna#5138).
 - ``postgresql://user:pass@host:port/db``: Optuna's ``RDBStorage`` (SQLAlchemy with psycopg 3) for workers on
   several machines, with heartbeats: a trial whose worker stops beating for ``grace`` seconds is marked failed
-  and, through Optuna's ``RetryFailedTrialCallback``, queued again with the same parameters.
+  and, through Optuna's ``RetryFailedTrialCallback``, queued again with the same parameters. The environment
+  variables ``LIGHTNN_SEARCH_HEARTBEAT_S`` and ``LIGHTNN_SEARCH_GRACE_S`` override the defaults (10 s and 30 s)
+  where the caller does not pass them, which is how ``run_study`` (and its worker processes) get them.
 
 Optuna does the storing; this module picks the storage, makes its failures one-line errors naming the storage,
 and recovers a file journal's orphans (trials left RUNNING by a process that died on this host).
@@ -179,15 +181,29 @@ def _postgres(url: str, *, heartbeat: int, grace: int, retries: int) -> Any:
         raise SearchError(f"storage {shown!r} cannot be reached: {reason}") from None
 
 
-def open_storage(url: str | os.PathLike | None, *, heartbeat: int = HEARTBEAT_S, grace: int = GRACE_S,
+def _env_seconds(name: str, default: int) -> int:
+    v = os.environ.get(name, "").strip()
+    if not v:
+        return default
+    if not v.isdigit() or int(v) < 1:
+        raise SearchError(f"{name}={v!r}: give a whole number of seconds >= 1")
+    return int(v)
+
+
+def open_storage(url: str | os.PathLike | None, *, heartbeat: int | None = None, grace: int | None = None,
                  retries: int = 2) -> Any:
     """The Optuna storage for ``url`` (see the module docstring); ``None`` for in-memory (Optuna's default).
     ``heartbeat`` / ``grace`` / ``retries`` apply to PostgreSQL (how often a running trial beats, when a silent
-    one is failed, how often its parameters are retried)."""
+    one is failed, how often its parameters are retried); ``heartbeat`` and ``grace`` default to
+    ``$LIGHTNN_SEARCH_HEARTBEAT_S`` / ``$LIGHTNN_SEARCH_GRACE_S``, else ``HEARTBEAT_S`` / ``GRACE_S``."""
     kind = storage_kind(url)
     if kind == "memory":
         _optuna()
         return None
     if kind == "journal":
         return _journal(str(url))
+    if heartbeat is None:
+        heartbeat = _env_seconds("LIGHTNN_SEARCH_HEARTBEAT_S", HEARTBEAT_S)
+    if grace is None:
+        grace = _env_seconds("LIGHTNN_SEARCH_GRACE_S", GRACE_S)
     return _postgres(str(url), heartbeat=heartbeat, grace=grace, retries=retries)
