@@ -1,4 +1,4 @@
-"""AMC's DDPG agent: its exploration noise against the truncated-normal moments, a
+"""AMC's DDPG agent: a toy task it learns (seed pinned), its exploration noise against the truncated-normal moments, a
 killed search resumed bit for bit, seeds, the critic's and actor's steps going downhill, the episode baseline."""
 
 from __future__ import annotations
@@ -47,6 +47,18 @@ def play(agent: DDPGAgent, episodes: range, updates_per_step: int = 1, log: list
 
 def small(**kw) -> DDPGConfig:
     return DDPGConfig(**{"hidden": 16, "batch": 8, "replay_size": 20, "warmup_episodes": 3, "seed": 1, **kw})
+
+
+def test_learns_the_toy_task():
+    # Settings for a 3-step task in 150 episodes, not AMC's (hidden 300, 700 episodes of ~13 layers). Not robust
+    # across seeds: with these settings 3 of seeds 0-5 end within 0.1 of every target (the others 0.12-0.18); the
+    # seed is pinned, so this checks that the pieces learn together, not how reliably DDPG learns this task.
+    config = DDPGConfig(hidden=64, lr_actor=1e-3, lr_critic=1e-2, gamma=0.0, delta_decay=0.98, warmup_episodes=30,
+                        seed=3)
+    agent = DDPGAgent(3, config)
+    play(agent, range(150), updates_per_step=2)
+    greedy = np.array([agent.act(EYE[t], 150, explore=False)[0] for t in range(3)])
+    assert np.abs(greedy - TARGETS).max() < 0.1, greedy
 
 
 def test_truncated_normal_moments_and_bounds():
