@@ -1,10 +1,11 @@
 """Search (``lightnn.search``): studies over Optuna (samplers random, TPE, CMA-ES, NSGA-II; journal-file and
 PostgreSQL storage; worker processes), named objectives and constraints, and the automatic compression search
-behind ``lightnn search compress``.
+behind ``lightnn search compress``; AMC's DDPG agent (:mod:`lightnn.search.ddpg`).
 
 Optuna proposes the points and stores the trials; lightnn supplies the metrics, the knobs, the recovery of a
 killed search and the reports."""
 
+from .ddpg import DDPGAgent, DDPGConfig, ReplayBuffer, truncated_normal
 from .objectives import (Constraint, Metric, Objective, SearchError, metrics, parse_constraints, parse_objectives,
                          register_metric)
 from .storage import FlockLock, open_storage, redact, repair_journal, storage_kind
@@ -17,4 +18,5 @@ __all__ = [
     "Objective", "Constraint", "Metric", "SearchError", "metrics", "register_metric", "parse_objectives",
     "parse_constraints",
     "open_storage", "storage_kind", "redact", "repair_journal", "FlockLock",
+    "DDPGAgent", "DDPGConfig", "ReplayBuffer", "truncated_normal",
 ]
