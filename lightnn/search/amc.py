@@ -29,7 +29,7 @@ import torch.nn as nn
 
 from .objectives import SearchError
 
-__all__ = ["MacsModel", "AMCEnv", "GroupInfo", "STATE_FEATURES"]
+__all__ = ["MacsModel", "AMCEnv", "GroupInfo", "STATE_FEATURES", "REWARDS", "amc_reward", "amc_search"]
 
 STATE_FEATURES = ("index", "kind", "in_channels", "out_channels", "stride", "kernel", "params", "reduced",
                   "rest", "previous")
@@ -273,3 +273,99 @@ class AMCEnv:
         round_to = 1  # keep is already in whole steps; round_keep must not move it
         return prune_channels(self.model, self.x, self.ratios(keep), criterion=criterion, round_to=round_to,
                               graph=self.graph)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the search: DDPG over episodes, logged and resumable
+
+REWARDS = ("constrained", "guaranteed")
+
+
+def amc_reward(top1: float, macs: float, mode: str) -> float:
+    """AMC's rewards: resource-constrained ``accuracy`` (the budget is met by the action clamp) and
+    accuracy-guaranteed ``-error x log(MACs)``; ``top1`` in percent."""
+    if mode == "constrained":
+        return top1 / 100.0
+    if mode == "guaranteed":
+        return -(1.0 - top1 / 100.0) * math.log(max(macs, 1.0))
+    raise SearchError(f"reward must be one of {', '.join(REWARDS)}, got {mode!r}")
+
+
+def amc_search(env: AMCEnv, score: Any, *, episodes: int, agent_config: Any = None, reward: str = "constrained",
+               output: str | None = None, log: Any = None) -> dict[str, Any]:
+    """Run (or resume) AMC's search: ``episodes`` episodes of the DDPG agent over ``env``; ``score(model)`` gives
+    the fast top-1 (%) of a shrunk model (the caller re-estimates batch-norm statistics and scores on a split of
+    the training images). With ``output`` (a folder) every episode is appended to ``episodes.jsonl`` and the agent,
+    the episode count and the best policy are saved after each (``agent.pt``, ``best.json``, written atomically),
+    so the same call after a kill continues from the last finished episode. Returns ``{"best": ..., "episodes":
+    [...]}``; ``best["keep"]`` replays with :meth:`AMCEnv.apply`."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from ..utils.io import atomic_torch_save, atomic_write_json, atomic_write_text
+    from .ddpg import DDPGAgent, DDPGConfig
+
+    def atomic_write_json_lines(path, rows):
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+    if reward not in REWARDS:
+        raise SearchError(f"reward must be one of {', '.join(REWARDS)}, got {reward!r}")
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise SearchError(f"episodes must be a whole number >= 1, got {episodes!r}")
+    say = log or (lambda m: None)
+    cfg = agent_config or DDPGConfig(warmup_episodes=max(1, episodes // 4), bounds=(1.0 - env.max_ratio, 1.0))
+    agent = DDPGAgent(env.state_dim, cfg)
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    folder = Path(output) if output is not None else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        saved = folder / "agent.pt"
+        if saved.exists():
+            d = torch.load(saved, weights_only=True)
+            if d.get("groups") != [g.name for g in env.groups] or d.get("budget") != env.budget \
+                    or d.get("reward") != reward:
+                raise SearchError(f"{str(folder)!r} holds an AMC search of another model, budget or reward: use a "
+                                  "new folder")
+            agent.load_state_dict(d["agent"])
+            lines = (folder / "episodes.jsonl").read_text().splitlines() if (folder / "episodes.jsonl").exists() else []
+            history = [json.loads(s) for s in lines[: int(d["episodes"])]]
+            # lines past the saved count belong to an episode the agent never learned from: drop them
+            atomic_write_json_lines(folder / "episodes.jsonl", history)
+            best = json.loads((folder / "best.json").read_text()) if (folder / "best.json").exists() else None
+            say(f"resuming the AMC search in {folder}: {len(history)} of {episodes} episodes done")
+    for ep in range(len(history), episodes):
+        s = env.reset()
+        transitions = []
+        done = False
+        while not done:
+            a = float(np.asarray(agent.act(s.numpy(), ep)).reshape(-1)[0])
+            s2, kept, done = env.step(a)
+            nxt = s2 if s2 is not None else torch.zeros_like(s)
+            transitions.append((s.numpy(), np.array([kept]), nxt.numpy(), done))
+            s = nxt
+        keep = dict(env.keep)
+        macs = env.macs(keep)
+        top1 = float(score(env.apply(keep)))
+        r = amc_reward(top1, macs, reward)
+        agent.end_episode(transitions, r)
+        losses = {}
+        if ep >= cfg.warmup_episodes:
+            for _ in range(len(env.groups)):
+                losses = agent.update()
+        row = {"episode": ep, "reward": r, "top1": top1, "macs": macs, "keep": keep,
+               "ratios": [keep[g.name] / g.size for g in env.groups], "sigma": agent.sigma(ep),
+               "warmup": ep < cfg.warmup_episodes, **{f"loss_{k}": float(v) for k, v in (losses or {}).items()}}
+        history.append(row)
+        if best is None or r > best["reward"]:
+            best = dict(row)
+        if folder is not None:
+            with open(folder / "episodes.jsonl", "a") as f:  # a torn last line is cut by the count in agent.pt
+                f.write(json.dumps(row) + "\n")
+            atomic_write_json(folder / "best.json", best)
+            atomic_torch_save({"agent": agent.state_dict(), "episodes": ep + 1, "budget": env.budget,
+                               "reward": reward, "groups": [g.name for g in env.groups]}, folder / "agent.pt")
+        say(f"episode {ep}: reward {r:.4f}, top-1 {top1:.2f}%, {macs / 1e6:.2f} M MACs")
+    return {"best": best, "episodes": history}

@@ -4,6 +4,7 @@ the action bounds cannot reach and models with nothing to prune are refused in o
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -84,3 +85,44 @@ def test_nothing_to_prune_is_refused():
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
     with pytest.raises(LightnnError, match="no prunable channel groups"):
         AMCEnv(model, torch.randn(1, 3, 8, 8), 1e9)
+
+
+def _cheap_score(model):
+    """A deterministic stand-in for the fast accuracy: wider kept convs score higher (no data, no training)."""
+    w = sum(float(m.weight.detach().abs().sum()) for m in model.modules() if isinstance(m, nn.Conv2d))
+    return 100.0 * w / (1.0 + w)
+
+
+def test_amc_search_resumes_its_episode_count_bit_for_bit(tmp_path):
+    from lightnn.search.amc import amc_search
+    from lightnn.search.ddpg import DDPGConfig
+
+    model, x = _model("resnet20")
+    env = AMCEnv(model, x, 0.5 * count_macs(model, x))
+    cfg = DDPGConfig(warmup_episodes=2, batch=8, hidden=16, bounds=(0.2, 1.0), seed=3)
+    whole = amc_search(env, _cheap_score, episodes=5, agent_config=cfg, output=str(tmp_path / "a"))
+    amc_search(env, _cheap_score, episodes=3, agent_config=cfg, output=str(tmp_path / "b"))
+    with open(tmp_path / "b" / "episodes.jsonl", "a") as f:  # an episode the kill cut short
+        f.write('{"episode": 3, "rew')
+    said = []
+    resumed = amc_search(env, _cheap_score, episodes=5, agent_config=cfg, output=str(tmp_path / "b"),
+                         log=said.append)
+    assert "3 of 5 episodes done" in said[0]
+    assert [e["episode"] for e in resumed["episodes"]] == [0, 1, 2, 3, 4]
+    assert [e["keep"] for e in resumed["episodes"]] == [e["keep"] for e in whole["episodes"]]
+    assert [e["reward"] for e in resumed["episodes"]] == [e["reward"] for e in whole["episodes"]]
+    assert len((tmp_path / "b" / "episodes.jsonl").read_text().splitlines()) == 5
+    best = resumed["best"]
+    assert best["reward"] == max(e["reward"] for e in whole["episodes"])
+    assert count_macs(env.apply(best["keep"]), x) <= 0.5 * count_macs(model, x)  # the best policy replays
+    with pytest.raises(SearchError, match="another model, budget or reward"):
+        amc_search(env, _cheap_score, episodes=6, agent_config=cfg, reward="guaranteed", output=str(tmp_path / "b"))
+
+
+def test_rewards():
+    from lightnn.search.amc import amc_reward
+
+    assert amc_reward(70.0, 1e6, "constrained") == pytest.approx(0.7)
+    assert amc_reward(70.0, 1e6, "guaranteed") == pytest.approx(-0.3 * math.log(1e6))
+    with pytest.raises(SearchError, match="reward must be one of"):
+        amc_reward(70.0, 1e6, "accuracy")
