@@ -153,10 +153,10 @@ class _Objective:
 
     def __call__(self, trial: Any) -> Any:
         spec = self.spec
+        trial.set_user_attr("worker", worker_id())  # first: a trial without it is an orphan only when stale
         params = suggest(trial, spec.space)
         seed = trial_seed(spec.seed, trial.number)
         trial.set_user_attr("seed", seed)
-        trial.set_user_attr("worker", worker_id())
         t0 = time.perf_counter()
         try:
             out = self.evaluate(params, TrialInfo(trial.number, seed, self.worker))

@@ -49,7 +49,8 @@ if __name__ == "__main__":
 
 
 def wait_running(storage: str, number: int, proc, timeout: float = 60.0) -> None:
-    """Block until trial ``number`` of the study is RUNNING in ``storage`` (or fail if ``proc`` exits first)."""
+    """Block until trial ``number`` of the study is RUNNING in ``storage`` inside the evaluator (its worker, seed
+    and parameters recorded), or fail if ``proc`` exits first."""
     import optuna
     from optuna.trial import TrialState
 
@@ -62,7 +63,7 @@ def wait_running(storage: str, number: int, proc, timeout: float = 60.0) -> None
         try:
             study = optuna.load_study(study_name=STUDY, storage=open_storage(storage))
             running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if any(t.number == number for t in running):
+            if any(t.number == number and "seed" in t.user_attrs for t in running):
                 return
         except KeyError:  # the study is not created yet
             pass
